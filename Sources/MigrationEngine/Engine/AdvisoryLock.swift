@@ -1,0 +1,107 @@
+import Foundation
+import Logging
+import Postgres
+
+/// The session advisory lock that serialises runners on one database.
+///
+/// It is taken by polling `pg_try_advisory_lock` with single autocommit statements: a waiter never sits inside a
+/// transaction or holds a snapshot, so a `CREATE INDEX CONCURRENTLY` running in the holder's migration (which waits
+/// for every older snapshot to end) cannot deadlock on a waiter.
+enum AdvisoryLock {
+    /// "migrator" in ASCII, as a bigint. pg_locks shows it as classid = high 32 bits, objid = low 32 bits.
+    static let key: Int64 = 0x6D69_6772_6174_6F72
+
+    static let tryLockSQL = "SELECT pg_try_advisory_lock($1::bigint) AS locked"
+
+    static let holderSQL = """
+        SELECT a.pid, coalesce(nullif(a.application_name, ''), '?') AS application_name,
+               coalesce(a.usename::text, '?') AS usename,
+               to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS connected_since,
+               extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::bigint AS busy_s,
+               a.state
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        LIMIT 1
+        """
+
+    /// Who holds the lock, as a sentence, or nil when nobody does (or it cannot be seen).
+    static func holder(_ connection: Connection) -> String? {
+        let high = (key >> 32) & 0xFFFF_FFFF
+        let low = key & 0xFFFF_FFFF
+        guard let row = try? connection.query(holderSQL, [high, low]).first else { return nil }
+        return "pid \(row["pid"] ?? "?") (application_name \(row["application_name"] ?? "?"), "
+            + "user \(row["usename"] ?? "?"), connected since \(row["connected_since"] ?? "?"), "
+            + "\(row["state"] ?? "?") for \(row["busy_s"] ?? "?") s)"
+    }
+
+    /// Polls until the lock is held or the deadline passes; returns how long it waited.
+    /// - Parameter alreadyTried: the result of a first attempt made in the session set-up query.
+    static func acquire(
+        _ connection: Connection, alreadyTried firstAttempt: Bool, timeout: Duration, reportEvery: Duration,
+        logger: Logger
+    ) throws(MigrationError) -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        if firstAttempt { return .zero }
+        var lastReport = start
+        var delayMs = 50.0
+        var reported = false
+        while true {
+            let elapsed = clock.now - start
+            if elapsed >= timeout {
+                let holder = holder(connection) ?? "another session (it could not be identified)"
+                throw MigrationError(
+                    code: .lockTimeout,
+                    message: "error: gave up waiting for the migration lock after \(format(elapsed)); it is held by "
+                        + holder + "\nhint: wait for that run to finish, or raise --lock-timeout (MIGRATOR_LOCK_TIMEOUT)"
+                )
+            }
+            if !reported || clock.now - lastReport >= reportEvery {
+                var metadata: Logger.Metadata = ["lock.waited_s": "\(Int(elapsed.seconds))"]
+                if let holder = holder(connection) { metadata["lock.holder"] = .string(holder) }
+                logger.info("waiting for the migration lock", metadata: metadata)
+                lastReport = clock.now
+                reported = true
+            }
+            // Jitter spreads many waiting replicas apart; the cap keeps a freed lock from sitting idle for long.
+            let remaining = (timeout - elapsed).seconds * 1000
+            let sleepMs = min(Double.random(in: delayMs * 0.5...delayMs * 1.5), remaining)
+            Thread.sleep(forTimeInterval: max(0.001, sleepMs / 1000))
+            delayMs = min(delayMs * 1.5, 1000)
+            do {
+                if try connection.query(tryLockSQL, [key]).first?.bool("locked") == true {
+                    return clock.now - start
+                }
+            } catch {
+                throw MigrationError(
+                    code: error.code == .connectionLost ? .connectionFailed : .databaseError,
+                    message: "error: the connection failed while waiting for the migration lock: \(error)"
+                )
+            }
+        }
+    }
+
+    static func release(_ connection: Connection, logger: Logger) {
+        do {
+            try connection.query("SELECT pg_advisory_unlock($1::bigint)", [key])
+        } catch {
+            // The server frees a session lock when the connection closes, which follows right after.
+            logger.debug("could not release the migration lock explicitly", metadata: ["db.error": "\(error.message)"])
+        }
+    }
+
+    static func format(_ duration: Duration) -> String {
+        String(format: "%.1f s", duration.seconds)
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let parts = components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+
+    var milliseconds: Double { seconds * 1000 }
+}

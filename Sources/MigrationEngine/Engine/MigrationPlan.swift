@@ -1,0 +1,181 @@
+import Crypto
+import Foundation
+
+/// What the folder and the history say together: the state of every migration, the problems that stop a run, and
+/// the migrations a run would apply, in order.
+struct MigrationPlan {
+    struct Step {
+        var file: MigrationFile
+        /// Statements to run one by one, for a migration outside a transaction.
+        var statements: [SQLStatement]
+        /// Outside a transaction: statements already done by an earlier run that failed part way.
+        var resumeFrom: Int
+        var previous: HistoryRecord?
+    }
+
+    var statuses: [MigrationStatus] = []
+    var problems: [String] = []
+    var steps: [Step] = []
+
+    /// Compares the folder with the history.
+    ///
+    /// Applied files are read and checksummed, never parsed; only files that would be applied are split. Every
+    /// problem is collected so that one run lists all of them.
+    /// - Throws: ``MigrationError`` `.invalidMigrationFile` when a file cannot be read or split.
+    static func make(
+        entries: [MigrationDirectory.Entry], history: [HistoryRecord], migrationsPath: String,
+        target: Int64?, allowOutOfOrder: Bool
+    ) throws(MigrationError) -> MigrationPlan {
+        var plan = MigrationPlan()
+        let records = Dictionary(history.map { ($0.version, $0) }, uniquingKeysWith: { first, _ in first })
+        let newestApplied = history.filter { $0.state == .applied }.map(\.version).max() ?? 0
+        var fileErrors: [String] = []
+        var byVersion: [Int64: MigrationStatus] = [:]
+
+        for entry in entries {
+            let file: MigrationFile
+            do {
+                file = try entry.load()
+            } catch {
+                fileErrors.append(error.message)
+                continue
+            }
+            var status = MigrationStatus(
+                version: entry.version, name: entry.name, state: .pending, file: entry.displayPath,
+                transactional: file.transactional, checksum: file.checksum
+            )
+            let record = records[entry.version]
+            if let record {
+                status.appliedAt = record.appliedAt
+                status.appliedBy = record.appliedBy
+                status.durationMs = record.durationMs
+                status.recordedChecksum = record.checksum
+            }
+            switch record?.state {
+            case .applied?:
+                if record!.checksum == file.checksum {
+                    status.state = .applied
+                } else {
+                    status.state = .changed
+                    plan.problems.append(
+                        "\(entry.displayPath): error: migration \(entry.version) was changed after it was applied "
+                            + "(history has \(record!.checksum.prefix(19))…, the file has \(file.checksum.prefix(19))…); "
+                            + "restore the file as it was applied and put the change in a new migration"
+                    )
+                }
+            case .failed?:
+                status.state = .failed
+                status.failedStatement = record!.failedStatement
+                status.error = record!.error
+                if target.map({ entry.version <= $0 }) ?? true {
+                    do {
+                        plan.steps.append(try resumeStep(file: file, record: record!))
+                    } catch {
+                        if error.code == .invalidMigrationFile { fileErrors.append(error.message) } else {
+                            plan.problems.append(error.message)
+                        }
+                    }
+                }
+            case nil:
+                if entry.version < newestApplied {
+                    status.outOfOrder = true
+                    if !allowOutOfOrder {
+                        plan.problems.append(
+                            "\(entry.displayPath): error: pending migration \(entry.version) is numbered below the "
+                                + "newest applied migration \(newestApplied); give it a number above \(newestApplied), "
+                                + "or pass --allow-out-of-order to apply it anyway"
+                        )
+                    }
+                }
+                if target.map({ entry.version <= $0 }) ?? true {
+                    do {
+                        plan.steps.append(
+                            Step(file: file, statements: try statements(of: file), resumeFrom: 0, previous: nil)
+                        )
+                    } catch {
+                        fileErrors.append(error.message)
+                    }
+                }
+            }
+            byVersion[entry.version] = status
+        }
+        for record in history where byVersion[record.version] == nil {
+            let missing = MigrationDirectory.join(migrationsPath, "\(record.version)_\(record.name).sql")
+            byVersion[record.version] = MigrationStatus(
+                version: record.version, name: record.name, state: .missing, transactional: record.transactional,
+                appliedAt: record.appliedAt, appliedBy: record.appliedBy, durationMs: record.durationMs,
+                recordedChecksum: record.checksum, failedStatement: record.failedStatement, error: record.error
+            )
+            plan.problems.append(
+                "\(missing): error: migration \(record.version) (\(record.name)) is in the history but its file is gone; "
+                    + "restore the file (the history has checksum \(record.checksum.prefix(19))…)"
+            )
+        }
+        if !fileErrors.isEmpty {
+            throw MigrationError(code: .invalidMigrationFile, message: fileErrors.joined(separator: "\n"))
+        }
+        plan.statuses = byVersion.values.sorted { $0.version < $1.version }
+        plan.steps.sort { $0.file.version < $1.file.version }
+        return plan
+    }
+
+    /// Splits a file that is about to run. A transactional file is split too, to refuse transaction control in it
+    /// before anything runs: a `COMMIT` inside it would commit half a migration without its history row.
+    static func statements(of file: MigrationFile) throws(MigrationError) -> [SQLStatement] {
+        let statements: [SQLStatement]
+        do {
+            statements = try SQLStatementSplitter.split(file.content)
+        } catch {
+            let excerpt: String = SourceText(file.content).excerpt(line: error.line, column: error.column)
+            let message: String = "\(file.displayPath):\(error.line):\(error.column): error: \(error.description)\n"
+            throw MigrationError(code: .invalidMigrationFile, message: message + excerpt)
+        }
+        if file.transactional, let control = statements.first(where: SQLStatementSplitter.isTransactionControl) {
+            let words: String = control.leadingWords(2).joined(separator: " ")
+            let excerpt: String = SourceText(file.content).excerpt(line: control.line, column: control.column)
+            let directive = MigrationFile.noTransactionDirective
+            let message: String = "\(file.displayPath):\(control.line):\(control.column): error: '\(words)' controls "
+                + "the transaction, but this migration already runs in one transaction with its history row\n"
+                + excerpt + "\nhint: remove it, or put '-- \(directive)' in the file's first comment lines to run "
+                + "each statement on its own"
+            throw MigrationError(code: .invalidMigrationFile, message: message)
+        }
+        return statements
+    }
+
+    /// Resumes a migration outside a transaction at the statement that failed, if the ones before it are unchanged.
+    static func resumeStep(file: MigrationFile, record: HistoryRecord) throws(MigrationError) -> Step {
+        guard !file.transactional else {
+            throw MigrationError(
+                code: .historyMismatch,
+                message: "\(file.displayPath): error: migration \(file.version) failed part way outside a transaction, "
+                    + "and the file no longer has '-- \(MigrationFile.noTransactionDirective)'; put the directive "
+                    + "back so the remaining statements can run"
+            )
+        }
+        let statements = try statements(of: file)
+        let done = record.statementChecksums ?? []
+        if statements.count < done.count {
+            throw MigrationError(
+                code: .historyMismatch,
+                message: "\(file.displayPath): error: migration \(file.version) had run \(done.count) statements before "
+                    + "it failed, but the file now has only \(statements.count); restore the statements that ran"
+            )
+        }
+        for (index, checksum) in done.enumerated() where statementChecksum(statements[index]) != checksum {
+            let statement = statements[index]
+            throw MigrationError(
+                code: .historyMismatch,
+                message: "\(file.displayPath):\(statement.line):\(statement.column): error: statement \(index + 1) "
+                    + "already ran before the migration failed at statement \(done.count + 1), and it has changed "
+                    + "since; restore it as it ran (only the failed statement and the ones after it may change)\n"
+                    + SourceText(file.content).excerpt(line: statement.line, column: statement.column)
+            )
+        }
+        return Step(file: file, statements: statements, resumeFrom: done.count, previous: record)
+    }
+
+    static func statementChecksum(_ statement: SQLStatement) -> String {
+        "sha256:" + SHA256.hash(data: Array(statement.text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,345 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Applies the migrations in a folder to one database, then runs the post-migrate hooks, under the advisory lock.
+public struct Migrator: Sendable {
+    public var connection: ConnectionConfig
+    public var options: MigratorOptions
+    public var hooks: [any PostMigrateHook]
+    public var logger: Logger
+
+    public init(
+        connection: ConnectionConfig, options: MigratorOptions, hooks: [any PostMigrateHook] = [], logger: Logger
+    ) {
+        self.connection = connection
+        self.options = options
+        self.hooks = hooks
+        self.logger = logger
+    }
+
+    private var directory: MigrationDirectory { MigrationDirectory(path: options.migrationsPath) }
+
+    /// Connects, with every failure turned into a ``MigrationError`` `.connectionFailed`.
+    public func connect() throws(MigrationError) -> Connection {
+        do {
+            return try Connection(config: connection, logger: logger)
+        } catch {
+            throw MigrationError(code: .connectionFailed, message: "error: cannot connect to the database: \(error.message)")
+        }
+    }
+
+    /// Applies what is pending, then the hooks.
+    ///
+    /// Order: list the files (before connecting, so a misnamed file is reported without a database), connect, set the
+    /// session up, take the lock, read the history, plan, stop on any problem before applying anything, apply each
+    /// migration, run the hooks, release the lock.
+    public func migrate() throws(MigrationError) -> MigrateReport {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let entries = try directory.entries()
+        let connection = try connect()
+        let firstAttempt = try setUpSession(connection, forWriting: !options.dryRun)
+        var lockWait = Duration.zero
+        if !options.dryRun {
+            lockWait = try AdvisoryLock.acquire(
+                connection, alreadyTried: firstAttempt, timeout: options.lockTimeout,
+                reportEvery: options.lockReportInterval, logger: logger
+            )
+            logger.debug("holding the migration lock", metadata: ["lock.waited_ms": "\(Int(lockWait.milliseconds))"])
+        }
+        var holdsLock = !options.dryRun
+        defer { if holdsLock { AdvisoryLock.release(connection, logger: logger) } }
+
+        let history = try readHistory(connection, create: !options.dryRun)
+        let plan = try MigrationPlan.make(
+            entries: entries, history: history, migrationsPath: options.migrationsPath,
+            target: options.target, allowOutOfOrder: options.allowOutOfOrder
+        )
+        if !plan.problems.isEmpty {
+            throw MigrationError(
+                code: .historyMismatch,
+                message: plan.problems.joined(separator: "\n")
+                    + "\nnote: nothing was applied; the folder and the history must agree before migrating"
+            )
+        }
+
+        var applied: [MigrateReport.Applied] = []
+        for step in plan.steps {
+            if options.dryRun {
+                applied.append(report(step, durationMs: 0))
+                continue
+            }
+            do {
+                applied.append(try apply(step, on: connection))
+            } catch var error {
+                error.appliedBeforeFailure = applied.map { "\(MigrationStatus.label($0.version, $0.name))" }
+                throw error
+            }
+        }
+
+        var hookReports: [HookReport] = []
+        for hook in hooks {
+            var hookLogger = logger
+            hookLogger[metadataKey: "hook"] = .string(hook.name)
+            let context = HookContext(
+                connection: connection, logger: hookLogger, appliedVersions: applied.map(\.version),
+                dryRun: options.dryRun
+            )
+            do {
+                hookReports.append(try hook.run(context))
+            } catch {
+                var failure = MigrationError(code: .hookFailed, message: "error: post-migrate hook '\(hook.name)' failed: \(error)")
+                failure.appliedBeforeFailure = applied.map { MigrationStatus.label($0.version, $0.name) }
+                throw failure
+            }
+        }
+
+        if holdsLock {
+            AdvisoryLock.release(connection, logger: logger)
+            holdsLock = false
+        }
+        let appliedVersions = Set(plan.steps.map(\.file.version))
+        let pendingAfter = plan.statuses.count { ($0.state == .pending || $0.state == .failed) }
+            - (options.dryRun ? 0 : appliedVersions.count)
+        return MigrateReport(
+            dryRun: options.dryRun, applied: applied, hooks: hookReports, pendingAfter: max(0, pendingAfter),
+            lockWaitMs: lockWait.milliseconds, durationMs: (clock.now - start).milliseconds,
+            roundTrips: connection.roundTrips, database: connection.safeDescription
+        )
+    }
+
+    /// Every migration's state, read without taking the lock (it only reads).
+    public func status() throws(MigrationError) -> StatusReport {
+        let entries = try directory.entries()
+        let connection = try connect()
+        let history = try readHistory(connection, create: false)
+        let plan = try MigrationPlan.make(
+            entries: entries, history: history, migrationsPath: options.migrationsPath,
+            target: nil, allowOutOfOrder: options.allowOutOfOrder
+        )
+        return StatusReport(
+            migrations: plan.statuses, problems: plan.problems, roundTrips: connection.roundTrips,
+            database: connection.safeDescription
+        )
+    }
+
+    // MARK: - Steps
+
+    /// Sets the session's timeouts, checks that the server takes writes, and makes a first try for the lock, all in
+    /// one round trip. The server-side keepalives let the server notice a runner whose machine vanished and free its
+    /// lock within about 25 s (libpq's own keepalives cover the other direction). Returns whether that first try got the lock.
+    private func setUpSession(_ connection: Connection, forWriting: Bool) throws(MigrationError) -> Bool {
+        let statementTimeout = options.statementTimeoutMs.map { "\($0)ms" } ?? "0"
+        let row: Row?
+        do {
+            row = try connection.query(
+                """
+                SELECT set_config('lock_timeout', $1, false) AS lock_timeout,
+                       set_config('statement_timeout', $2, false) AS statement_timeout,
+                       set_config('idle_in_transaction_session_timeout', '0', false) AS idle_timeout,
+                       set_config('tcp_keepalives_idle', '10', false) AS keepalives_idle,
+                       set_config('tcp_keepalives_interval', '5', false) AS keepalives_interval,
+                       set_config('tcp_keepalives_count', '3', false) AS keepalives_count,
+                       pg_is_in_recovery() AS in_recovery,
+                       current_setting('transaction_read_only') AS read_only,
+                       CASE WHEN $3::boolean AND NOT pg_is_in_recovery()
+                            THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked
+                """,
+                ["\(options.ddlLockTimeoutMs)ms", statementTimeout, forWriting, AdvisoryLock.key]
+            ).first
+        } catch {
+            throw MigrationError(code: .databaseError, message: "error: could not set up the session: \(error)")
+        }
+        guard let row else { return false }
+        if forWriting, row.bool("in_recovery") == true {
+            throw MigrationError(
+                code: .readOnly,
+                message: "error: \(connection.safeDescription) is a read-only standby (in recovery), so it cannot be "
+                    + "migrated\nhint: point DATABASE_URL at the primary; with several hosts, add "
+                    + "target_session_attrs=read-write"
+            )
+        }
+        if forWriting, row["read_only"] == "on" {
+            throw MigrationError(
+                code: .readOnly,
+                message: "error: the session on \(connection.safeDescription) is read-only "
+                    + "(default_transaction_read_only is on for the server, the database or the role), so it "
+                    + "cannot be migrated\nhint: connect as a role that may write, or turn default_transaction_read_only off for it"
+            )
+        }
+        return row.bool("locked") == true
+    }
+
+    private func readHistory(_ connection: Connection, create: Bool) throws(MigrationError) -> [HistoryRecord] {
+        do {
+            if let records = try HistoryStore.read(connection) { return records }
+            if create {
+                try HistoryStore.create(connection)
+                logger.info("created the history table", metadata: ["history.table": "\(HistoryStore.table)"])
+            }
+            return []
+        } catch {
+            throw MigrationError(
+                code: error.code == .connectionLost ? .connectionFailed : .databaseError,
+                message: "error: could not read the migration history (\(HistoryStore.table)): \(error)"
+            )
+        }
+    }
+
+    private func report(_ step: MigrationPlan.Step, durationMs: Double) -> MigrateReport.Applied {
+        MigrateReport.Applied(
+            version: step.file.version, name: step.file.name, file: step.file.displayPath,
+            transactional: step.file.transactional, statements: step.statements.count,
+            resumedAtStatement: step.resumeFrom > 0 ? step.resumeFrom + 1 : nil, durationMs: durationMs
+        )
+    }
+
+    private func apply(_ step: MigrationPlan.Step, on connection: Connection) throws(MigrationError) -> MigrateReport.Applied {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let file = step.file
+        var stepLogger = logger
+        stepLogger[metadataKey: "migration.version"] = "\(file.version)"
+        stepLogger[metadataKey: "migration.file"] = .string(file.displayPath)
+        let previousLogger = connection.logger
+        connection.logger = stepLogger
+        defer { connection.logger = previousLogger }
+        stepLogger.info(
+            step.resumeFrom > 0 ? "resuming migration" : "applying migration",
+            metadata: step.resumeFrom > 0 ? ["migration.statement": "\(step.resumeFrom + 1)"] : [:]
+        )
+        if file.transactional {
+            try applyInTransaction(file, on: connection)
+            // The history row commits with the migration, so the duration is measured before the commit.
+        } else {
+            try applyStatementByStatement(step, on: connection, start: start)
+        }
+        let durationMs = (clock.now - start).milliseconds
+        stepLogger.info("applied migration", metadata: ["migration.duration_ms": "\(Int(durationMs))"])
+        return report(step, durationMs: durationMs)
+    }
+
+    /// The file and its history row in one transaction: both commit or neither does.
+    private func applyInTransaction(_ file: MigrationFile, on connection: Connection) throws(MigrationError) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        do throws(PostgresError) {
+            try connection.query("BEGIN")
+            try connection.execute(script: file.content)
+            guard connection.transactionStatus == .inTransaction else {
+                throw PostgresError(
+                    code: .clientError,
+                    message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
+                )
+            }
+            try HistoryStore.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+            try connection.query("COMMIT")
+        } catch {
+            if connection.isConnected, connection.transactionStatus != .idle {
+                _ = try? connection.query("ROLLBACK")
+            }
+            throw failure(error, file: file, statementOffset: 0, statementLocation: nil)
+                .adding(note: "note: \(file.label) was rolled back; nothing of it remains")
+        }
+    }
+
+    /// One statement at a time, outside a transaction, recording progress before each so that a failure or a kill
+    /// can be resumed where it stopped.
+    private func applyStatementByStatement(
+        _ step: MigrationPlan.Step, on connection: Connection, start: ContinuousClock.Instant
+    ) throws(MigrationError) {
+        let file = step.file
+        let clock = ContinuousClock()
+        var done = Array(step.previous?.statementChecksums ?? [])
+        for index in step.resumeFrom..<step.statements.count {
+            let statement = step.statements[index]
+            do {
+                try HistoryStore.recordProgress(
+                    connection, file: file, done: done, failedStatement: index + 1,
+                    error: "interrupted: the run stopped before statement \(index + 1) finished",
+                    durationMs: (clock.now - start).milliseconds
+                )
+                try connection.execute(script: statement.text)
+                done.append(MigrationPlan.statementChecksum(statement))
+            } catch {
+                var failure = failure(
+                    error, file: file, statementOffset: statement.offset,
+                    statementLocation: (statement.line, statement.column)
+                )
+                if error.sqlState == "42P07", statement.leadingWords(4).contains("CONCURRENTLY") {
+                    failure = failure.adding(
+                        note: "hint: a CREATE INDEX CONCURRENTLY that failed leaves an invalid index behind; drop it "
+                            + "(DROP INDEX CONCURRENTLY) or use IF NOT EXISTS before rerunning"
+                    )
+                }
+                if connection.isConnected {
+                    _ = try? HistoryStore.recordProgress(
+                        connection, file: file, done: done, failedStatement: index + 1,
+                        error: String(failure.message.prefix(4000)), durationMs: (clock.now - start).milliseconds
+                    )
+                }
+                throw failure.adding(
+                    note: "note: \(file.label) runs outside a transaction: statements 1-\(index) are applied and "
+                        + "recorded (\(done.count) of \(step.statements.count)); fix statement \(index + 1) and run "
+                        + "migrate again to resume there"
+                )
+            }
+        }
+        do {
+            try HistoryStore.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+        } catch {
+            throw failure(error, file: file, statementOffset: 0, statementLocation: nil)
+        }
+    }
+
+    /// Turns a server error into a compiler-style message pointing into the file.
+    private func failure(
+        _ error: PostgresError, file: MigrationFile, statementOffset: Int, statementLocation: (Int, Int)?
+    ) -> MigrationError {
+        let source = SourceText(file.content)
+        var header: String
+        var excerpt = ""
+        if let position = error.position {
+            let (line, column) = source.location(ofOffset: statementOffset + position - 1)
+            header = "\(file.displayPath):\(line):\(column): error: "
+            excerpt = "\n" + source.excerpt(line: line, column: column)
+        } else if let (line, column) = statementLocation {
+            header = "\(file.displayPath):\(line):\(column): error: "
+            excerpt = "\n" + source.excerpt(line: line, column: column)
+        } else {
+            header = "\(file.displayPath): error: "
+        }
+        var message = header + error.message
+        if let sqlState = error.sqlState { message += " (SQLSTATE \(sqlState))" }
+        message += excerpt
+        if let detail = error.detail { message += "\ndetail: \(detail)" }
+        if let hint = error.hint { message += "\nhint: \(hint)" }
+        if let context = error.context { message += "\ncontext: \(context)" }
+        if error.code == .connectionLost {
+            message += "\nnote: the connection to the server was lost while this migration ran"
+        }
+        return MigrationError(
+            code: .migrationFailed, message: message,
+            serverError: SendablePostgresDetails(
+                sqlState: error.sqlState, message: error.message, detail: error.detail, hint: error.hint,
+                position: error.position
+            )
+        )
+    }
+}
+
+extension MigrationError {
+    func adding(note: String) -> MigrationError {
+        var copy = self
+        copy.message += "\n" + note
+        return copy
+    }
+}
+
+extension MigrationStatus {
+    static func label(_ version: Int64, _ name: String) -> String {
+        let digits = String(version)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits + "_" + name
+    }
+}

@@ -1,0 +1,40 @@
+/// How a run behaves. The command line fills this in; tests build it directly.
+public struct MigratorOptions: Sendable {
+    /// The migrations folder, as the user wrote it (paths in messages are shown the same way).
+    public var migrationsPath: String
+    /// Apply up to and including this version only.
+    public var target: Int64?
+    /// Plan and report, change nothing.
+    public var dryRun: Bool
+    /// How long to wait for another runner's lock before giving up.
+    public var lockTimeout: Duration
+    /// `lock_timeout` for the migrations' statements, in milliseconds (0 turns it off): a migration that waits
+    /// behind an application's long transaction fails instead of queueing every other query behind itself.
+    public var ddlLockTimeoutMs: Int
+    /// `statement_timeout` in milliseconds; nil runs with none, whatever the server or role sets.
+    public var statementTimeoutMs: Int?
+    /// Apply pending migrations numbered below the newest applied one instead of refusing.
+    public var allowOutOfOrder: Bool
+    /// How often to say who holds the lock while waiting.
+    public var lockReportInterval: Duration
+
+    public init(
+        migrationsPath: String = "./Migrations",
+        target: Int64? = nil,
+        dryRun: Bool = false,
+        lockTimeout: Duration = .seconds(300),
+        ddlLockTimeoutMs: Int = 10_000,
+        statementTimeoutMs: Int? = nil,
+        allowOutOfOrder: Bool = false,
+        lockReportInterval: Duration = .seconds(5)
+    ) {
+        self.migrationsPath = migrationsPath
+        self.target = target
+        self.dryRun = dryRun
+        self.lockTimeout = lockTimeout
+        self.ddlLockTimeoutMs = ddlLockTimeoutMs
+        self.statementTimeoutMs = statementTimeoutMs
+        self.allowOutOfOrder = allowOutOfOrder
+        self.lockReportInterval = lockReportInterval
+    }
+}

@@ -1,0 +1,39 @@
+/// What `migrate` did, for the summary and `--json`.
+public struct MigrateReport: Sendable, Codable {
+    public struct Applied: Sendable, Codable, Equatable {
+        public var version: Int64
+        public var name: String
+        public var file: String
+        public var transactional: Bool
+        public var statements: Int
+        /// Outside a transaction: the statement this run started from, when it resumed an earlier failure (1-based).
+        public var resumedAtStatement: Int?
+        public var durationMs: Double
+    }
+
+    public var dryRun: Bool
+    /// Migrations applied by this run; with `--dry-run`, the ones that would be.
+    public var applied: [Applied]
+    public var hooks: [HookReport]
+    /// Migrations still pending after the run (beyond `--to`).
+    public var pendingAfter: Int
+    public var lockWaitMs: Double
+    public var durationMs: Double
+    /// Requests sent to the server in this run.
+    public var roundTrips: Int
+    public var database: String
+}
+
+/// Every migration's state, for `status` and `verify`.
+public struct StatusReport: Sendable, Codable {
+    public var migrations: [MigrationStatus]
+    /// Messages for everything that would stop `migrate` (changed, missing, out of order).
+    public var problems: [String]
+    public var roundTrips: Int
+    public var database: String
+
+    public func count(_ state: MigrationStatus.State) -> Int { migrations.count { $0.state == state } }
+
+    /// True when nothing is pending, changed, missing or failed.
+    public var isClean: Bool { migrations.allSatisfy { $0.state == .applied } && problems.isEmpty }
+}

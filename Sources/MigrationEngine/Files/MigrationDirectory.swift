@@ -1,0 +1,141 @@
+import Foundation
+
+/// The migrations folder: every `.sql` file in it, checked and in version order.
+public struct MigrationDirectory: Sendable {
+    /// The folder as the user gave it; messages show paths relative to it the way the user wrote it.
+    public var path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    /// The expected form, quoted in every naming error.
+    static let expectedForm = "NNNN_description.sql: a positive number, an underscore, a description (e.g. 0007_add_index.sql)"
+
+    /// A migration found on disk whose content has not been read yet.
+    public struct Entry: Sendable {
+        public var version: Int64
+        public var name: String
+        public var fileName: String
+        public var displayPath: String
+        public var url: URL
+
+        /// Reads and normalises the file.
+        public func load() throws(MigrationError) -> MigrationFile {
+            let data: Data
+            do {
+                data = try Data(contentsOf: url)
+            } catch {
+                throw MigrationError(
+                    code: .invalidMigrationFile,
+                    message: "\(displayPath): error: the file cannot be read (\(Self.reason(error))); check its permissions"
+                )
+            }
+            return try MigrationFile(
+                version: version, name: name, fileName: fileName, displayPath: displayPath, bytes: [UInt8](data)
+            )
+        }
+
+        static func reason(_ error: any Error) -> String {
+            let nsError = error as NSError
+            if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
+               underlying.domain == NSPOSIXErrorDomain, let code = POSIXErrorCode(rawValue: Int32(underlying.code)) {
+                return String(cString: strerror(code.rawValue))
+            }
+            return nsError.localizedDescription
+        }
+    }
+
+    /// Lists the migrations, sorted by version.
+    ///
+    /// Files that do not end in `.sql` and hidden files (editor swap files, `.DS_Store`) are ignored. Every problem
+    /// is collected, so one run shows all of them.
+    /// - Throws: ``MigrationError`` `.invalidMigrationFile` naming each bad file and the expected form.
+    public func entries() throws(MigrationError) -> [Entry] {
+        let folder = URL(fileURLWithPath: path, isDirectory: true)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw MigrationError(
+                code: .invalidMigrationFile,
+                message: "\(path): error: the migrations folder does not exist; "
+                    + "create it, or point --migrations (MIGRATOR_MIGRATIONS) at the right one"
+            )
+        }
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+        } catch {
+            throw MigrationError(
+                code: .invalidMigrationFile,
+                message: "\(path): error: the migrations folder cannot be read (\(Entry.reason(error)))"
+            )
+        }
+        var problems: [String] = []
+        var byVersion: [Int64: Entry] = [:]
+        for fileName in names.sorted() where !fileName.hasPrefix(".") && fileName.lowercased().hasSuffix(".sql") {
+            let displayPath = Self.join(path, fileName)
+            let url = folder.appendingPathComponent(fileName)
+            let parsed: (Int64, String)
+            switch Self.parse(fileName: fileName) {
+            case .success(let value): parsed = value
+            case .failure(let reason):
+                problems.append("\(displayPath): error: \(reason); expected \(Self.expectedForm)")
+                continue
+            }
+            var entryIsDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: url.path, isDirectory: &entryIsDirectory) {
+                problems.append("\(displayPath): error: the file cannot be read (a broken symbolic link?)")
+                continue
+            }
+            if entryIsDirectory.boolValue {
+                problems.append("\(displayPath): error: this is a folder, not a migration file; rename or move it")
+                continue
+            }
+            let entry = Entry(version: parsed.0, name: parsed.1, fileName: fileName, displayPath: displayPath, url: url)
+            if let other = byVersion[parsed.0] {
+                problems.append(
+                    "\(displayPath): error: version \(parsed.0) is also used by \(other.displayPath); "
+                        + "every migration needs its own number (1 and 0001 are the same version)"
+                )
+                continue
+            }
+            byVersion[parsed.0] = entry
+        }
+        if !problems.isEmpty {
+            throw MigrationError(code: .invalidMigrationFile, message: problems.joined(separator: "\n"))
+        }
+        return byVersion.values.sorted { $0.version < $1.version }
+    }
+
+    enum NameProblem: Error { case reason(String) }
+
+    /// Splits `0007_add_index.sql` into 7 and `add_index`, or says what is wrong with the name.
+    static func parse(fileName: String) -> Result<(Int64, String), NameProblem> {
+        let stem = fileName.dropLast(4)
+        guard fileName.hasSuffix(".sql") else { return .failure(.reason("the extension must be lowercase .sql")) }
+        guard let underscore = stem.firstIndex(of: "_") else {
+            return .failure(.reason("the name has no '_' between the number and the description"))
+        }
+        let digits = stem[..<underscore]
+        let name = stem[stem.index(after: underscore)...]
+        guard !digits.isEmpty, digits.unicodeScalars.allSatisfy({ $0.isASCII && ("0"..."9").contains($0) }) else {
+            return .failure(.reason("the name does not start with a number made of the digits 0-9"))
+        }
+        guard !name.isEmpty else { return .failure(.reason("the description after the '_' is empty")) }
+        guard let version = Int64(digits) else {
+            return .failure(.reason("the number is too large (at most \(Int64.max))"))
+        }
+        guard version > 0 else { return .failure(.reason("the number must be positive; 0 is not a version")) }
+        return .success((version, String(name)))
+    }
+
+    static func join(_ folder: String, _ file: String) -> String {
+        folder.hasSuffix("/") ? folder + file : folder + "/" + file
+    }
+}
+
+extension MigrationDirectory.NameProblem {
+    var text: String {
+        switch self { case .reason(let text): text }
+    }
+}

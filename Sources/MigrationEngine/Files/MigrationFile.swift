@@ -1,0 +1,116 @@
+import Crypto
+import Foundation
+
+/// One `NNNN_description.sql` file, read and normalised.
+public struct MigrationFile: Sendable {
+    /// The number before the first underscore; `1` and `0001` are the same version.
+    public var version: Int64
+    /// The part between the first underscore and `.sql`.
+    public var name: String
+    /// The file name as it is on disk, e.g. `0007_add_index.sql`.
+    public var fileName: String
+    /// The path shown to people: the migrations folder as the user gave it, joined with the file name.
+    public var displayPath: String
+    /// The content with a UTF-8 BOM removed and CRLF turned into LF: what is checksummed and sent to the server.
+    public var content: String
+    /// `sha256:` and the hex digest of `content`'s UTF-8 bytes.
+    public var checksum: String
+    /// False when the file's leading comments hold `-- migrator:no-transaction`.
+    public var transactional: Bool
+
+    /// The version and name as people read them: `0007_add_index`.
+    public var label: String { String(fileName.dropLast(4)) }
+
+    static let noTransactionDirective = "migrator:no-transaction"
+
+    /// Normalises raw bytes and reads the directive.
+    /// - Throws: ``MigrationError`` `.invalidMigrationFile` when the bytes are not UTF-8 or a directive is unknown.
+    init(version: Int64, name: String, fileName: String, displayPath: String, bytes: [UInt8]) throws(MigrationError) {
+        self.version = version
+        self.name = name
+        self.fileName = fileName
+        self.displayPath = displayPath
+        var bytes = bytes[...]
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        let normalised = Self.crlfToLF(bytes)
+        guard let content = String(validating: normalised, as: UTF8.self) else {
+            let (line, column) = Self.firstInvalidUTF8(normalised)
+            throw MigrationError(
+                code: .invalidMigrationFile,
+                message: "\(displayPath):\(line):\(column): error: the file is not valid UTF-8; "
+                    + "save it as UTF-8 (a BOM and CRLF line endings are accepted)"
+            )
+        }
+        self.content = content
+        self.checksum = "sha256:" + SHA256.hash(data: normalised).map { String(format: "%02x", $0) }.joined()
+        self.transactional = try Self.readTransactional(content, displayPath: displayPath)
+    }
+
+    private static func crlfToLF(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count)
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            let byte = bytes[index]
+            if byte == 0x0D, bytes.index(after: index) < bytes.endIndex, bytes[bytes.index(after: index)] == 0x0A {
+                index = bytes.index(after: index)
+                continue
+            }
+            output.append(byte)
+            index = bytes.index(after: index)
+        }
+        return output
+    }
+
+    /// Where decoding first fails, as 1-based line and byte column, so the message can point at it.
+    private static func firstInvalidUTF8(_ bytes: [UInt8]) -> (Int, Int) {
+        var line = 1
+        var lineStart = 0
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            let length: Int
+            switch byte {
+            case 0x00...0x7F: length = 1
+            case 0xC2...0xDF: length = 2
+            case 0xE0...0xEF: length = 3
+            case 0xF0...0xF4: length = 4
+            default: return (line, index - lineStart + 1)
+            }
+            if index + length > bytes.count || String(validating: bytes[index..<(index + length)], as: UTF8.self) == nil {
+                return (line, index - lineStart + 1)
+            }
+            if byte == 0x0A {
+                line += 1
+                lineStart = index + 1
+            }
+            index += length
+        }
+        return (line, index - lineStart + 1)
+    }
+
+    /// Reads the directives in the comment lines before the first statement. An unknown `migrator:` directive is an
+    /// error, so that a misspelt one never silently turns a migration transactional.
+    private static func readTransactional(_ content: String, displayPath: String) throws(MigrationError) -> Bool {
+        var transactional = true
+        var lineNumber = 0
+        for line in content.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard trimmed.hasPrefix("--") else { break }
+            let comment = trimmed.dropFirst(2).trimmingCharacters(in: .whitespaces)
+            guard comment.lowercased().hasPrefix("migrator:") else { continue }
+            if comment.lowercased() == noTransactionDirective {
+                transactional = false
+            } else {
+                throw MigrationError(
+                    code: .invalidMigrationFile,
+                    message: "\(displayPath):\(lineNumber):1: error: unknown directive '\(comment)'; "
+                        + "the only directive is '-- \(noTransactionDirective)'"
+                )
+            }
+        }
+        return transactional
+    }
+}

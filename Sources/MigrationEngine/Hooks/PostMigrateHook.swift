@@ -1,0 +1,36 @@
+import Logging
+import Postgres
+
+/// Work that runs after the migrations, under the same advisory lock, on the engine's connection.
+///
+/// The engine knows nothing of what a hook does; the role sync plugs in here. A hook that throws stops the run
+/// with a non-zero exit and its name in the message.
+public protocol PostMigrateHook: Sendable {
+    /// Shown in logs, errors and reports.
+    var name: String { get }
+    /// Called with the connection idle and outside a transaction; a hook opens and ends its own.
+    func run(_ context: HookContext) throws -> HookReport
+}
+
+/// What a hook is told about the run.
+public struct HookContext {
+    public let connection: Connection
+    public let logger: Logger
+    /// Versions applied by this run, in order (empty when there was nothing to apply).
+    public let appliedVersions: [Int64]
+    /// True for `migrate --dry-run`: the hook must not change anything.
+    public let dryRun: Bool
+}
+
+/// A hook's result, shown in the summary and in `--json`.
+public struct HookReport: Sendable, Codable, Equatable {
+    public var name: String
+    public var summary: String
+    public var details: [String: String]
+
+    public init(name: String, summary: String, details: [String: String] = [:]) {
+        self.name = name
+        self.summary = summary
+        self.details = details
+    }
+}

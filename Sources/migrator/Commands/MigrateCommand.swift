@@ -1,0 +1,112 @@
+import ArgumentParser
+import MigrationEngine
+
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Apply pending migrations under the advisory lock, then run the post-migrate hooks."
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var runOptions: RunOptions
+
+    @Option(name: .customLong("to"), help: ArgumentHelp("Apply up to and including this version only.", valueName: "version"))
+    var target: Int64?
+
+    @Flag(name: .customLong("dry-run"), help: "Show what would be applied; change nothing and take no lock.")
+    var dryRun = false
+
+    @Flag(help: "Print the result as JSON on standard output.")
+    var json = false
+
+    func validate() throws {
+        if let target, target <= 0 { throw ValidationError("--to must be a positive version number; got \(target)") }
+        _ = try runOptions.options(migrations: global.resolvedMigrations)
+    }
+
+    func run() throws {
+        let logger = try global.makeLogger()
+        var options = try runOptions.options(migrations: global.resolvedMigrations)
+        options.target = target
+        options.dryRun = dryRun
+        let migrator = Migrator(connection: global.connectionConfig, options: options, logger: logger)
+        let report: MigrateReport
+        do {
+            report = try migrator.migrate()
+        } catch {
+            throw Output.fail(error, json: json).exitCode
+        }
+        if json {
+            Output.json(report)
+            return
+        }
+        let verb = dryRun ? "would apply" : "applied"
+        for migration in report.applied {
+            var line = "\(verb) \(MigrationSummary.label(migration.version, migration.name))"
+            if !dryRun { line += " (\(Output.milliseconds(migration.durationMs)))" }
+            if let resumed = migration.resumedAtStatement { line += ", resumed at statement \(resumed)" }
+            if !migration.transactional { line += ", outside a transaction" }
+            Output.print(line)
+        }
+        for hook in report.hooks { Output.print("hook \(hook.name): \(hook.summary)") }
+        let count = report.applied.count
+        let noun = count == 1 ? "migration" : "migrations"
+        if count == 0 {
+            Output.print("nothing to migrate: \(report.database) is up to date (\(Output.milliseconds(report.durationMs)), \(report.roundTrips) round trips)")
+        } else if dryRun {
+            Output.print("dry run: \(count) \(noun) would be applied to \(report.database); nothing was changed")
+        } else {
+            var line = "\(count) \(noun) applied to \(report.database) in \(Output.milliseconds(report.durationMs)) (\(report.roundTrips) round trips)"
+            if report.pendingAfter > 0 { line += "; \(report.pendingAfter) still pending beyond --to" }
+            Output.print(line)
+        }
+    }
+}
+
+/// Options of the commands that take the lock and apply migrations.
+struct RunOptions: ParsableArguments {
+    @Option(
+        name: .customLong("lock-timeout"),
+        help: ArgumentHelp("How long to wait for another runner's lock, e.g. 300s, 5m (env: MIGRATOR_LOCK_TIMEOUT; default 5m).", valueName: "duration")
+    )
+    var lockTimeout: String?
+
+    @Option(
+        name: .customLong("ddl-lock-timeout"),
+        help: ArgumentHelp("lock_timeout for the migrations' statements; 0 turns it off (env: MIGRATOR_DDL_LOCK_TIMEOUT; default 10s).", valueName: "duration")
+    )
+    var ddlLockTimeout: String?
+
+    @Option(
+        name: .customLong("statement-timeout"),
+        help: ArgumentHelp("statement_timeout for migrations; without it none applies, whatever the server sets (env: MIGRATOR_STATEMENT_TIMEOUT).", valueName: "duration")
+    )
+    var statementTimeout: String?
+
+    @Flag(
+        name: .customLong("allow-out-of-order"),
+        help: "Apply pending migrations numbered below the newest applied one instead of refusing (env: MIGRATOR_ALLOW_OUT_OF_ORDER=1)."
+    )
+    var allowOutOfOrder = false
+
+    func options(migrations: String) throws -> MigratorOptions {
+        let lock = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
+        let ddl = try resolve(ddlLockTimeout, env: "MIGRATOR_DDL_LOCK_TIMEOUT", option: "--ddl-lock-timeout", default: Duration.seconds(10), parse: DurationParser.parse)
+        let statement: Duration? = try resolve(statementTimeout, env: "MIGRATOR_STATEMENT_TIMEOUT", option: "--statement-timeout", default: nil, parse: DurationParser.parse)
+        let outOfOrder = try allowOutOfOrder || resolve(nil, env: "MIGRATOR_ALLOW_OUT_OF_ORDER", option: "--allow-out-of-order", default: false, parse: { ["1", "true", "yes", "on"].contains($0.lowercased()) ? true : (["0", "false", "no", "off", ""].contains($0.lowercased()) ? false : nil) })
+        return MigratorOptions(
+            migrationsPath: migrations,
+            lockTimeout: lock,
+            ddlLockTimeoutMs: DurationParser.milliseconds(ddl),
+            statementTimeoutMs: statement.map(DurationParser.milliseconds),
+            allowOutOfOrder: outOfOrder
+        )
+    }
+}
+
+enum MigrationSummary {
+    static func label(_ version: Int64, _ name: String) -> String {
+        let digits = String(version)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits + "_" + name
+    }
+}

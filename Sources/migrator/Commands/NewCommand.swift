@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import MigrationEngine
+
+struct NewCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new",
+        abstract: "Create the next numbered migration file with a header."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "What the migration does, e.g. \"add sites index\"; becomes the file's description.")
+    var name: String
+
+    @Flag(name: .customLong("no-transaction"), help: "Run it outside a transaction, one statement at a time (CREATE INDEX CONCURRENTLY).")
+    var noTransaction = false
+
+    /// `Add Sites-Index!` becomes `add_sites_index`.
+    var slug: String {
+        var result = ""
+        for scalar in name.lowercased().unicodeScalars {
+            if scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) {
+                result.unicodeScalars.append(scalar)
+            } else if !result.hasSuffix("_") {
+                result += "_"
+            }
+        }
+        return result.trimmingCharacters(in: CharacterSet(charactersIn: "_"))
+    }
+
+    func validate() throws {
+        if slug.isEmpty { throw ValidationError("the name must contain at least one letter or digit; got '\(name)'") }
+    }
+
+    func run() throws {
+        let folder = global.resolvedMigrations
+        let directory = MigrationDirectory(path: folder)
+        var entries: [MigrationDirectory.Entry] = []
+        if FileManager.default.fileExists(atPath: folder) {
+            do {
+                entries = try directory.entries()
+            } catch {
+                throw Output.fail(error, json: false).exitCode
+            }
+        } else {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        let next = (entries.last?.version ?? 0) + 1
+        // Keep the width the folder already uses, so the files keep sorting by name too.
+        let width = max(4, entries.map { $0.fileName.prefix { $0.isNumber }.count }.max() ?? 4)
+        let digits = String(next)
+        let number = String(repeating: "0", count: max(0, width - digits.count)) + digits
+        let fileName = "\(number)_\(slug).sql"
+        let path = folder.hasSuffix("/") ? folder + fileName : folder + "/" + fileName
+        var header = ""
+        if noTransaction {
+            header += """
+                -- migrator:no-transaction
+                -- \(number) \(name)
+                --
+                -- Runs outside a transaction, one statement at a time (for CREATE INDEX CONCURRENTLY and the like).
+                -- If a statement fails, the ones before it stay applied and recorded; the next run resumes at it.
+
+                """
+        } else {
+            header += """
+                -- \(number) \(name)
+                --
+                -- Runs in one transaction together with its history row: all of it is applied, or none of it.
+
+                """
+        }
+        guard FileManager.default.createFile(atPath: path, contents: Data(header.utf8)) else {
+            Output.printError("\(path): error: the file could not be created; check the folder's permissions")
+            throw ExitStatus.invalidMigrations.exitCode
+        }
+        Output.print(path)
+    }
+}

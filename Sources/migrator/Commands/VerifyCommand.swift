@@ -1,0 +1,41 @@
+import ArgumentParser
+import MigrationEngine
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Exit 0 only when every migration is applied and unchanged (a CI gate); 3 otherwise."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Print the result as JSON on standard output.")
+    var json = false
+
+    func run() throws {
+        let logger = try global.makeLogger()
+        let migrator = Migrator(
+            connection: global.connectionConfig, options: MigratorOptions(migrationsPath: global.resolvedMigrations),
+            logger: logger
+        )
+        let report: StatusReport
+        do {
+            report = try migrator.status()
+        } catch {
+            throw Output.fail(error, json: json).exitCode
+        }
+        if json { Output.json(report) }
+        guard report.isClean else {
+            if !json {
+                for migration in report.migrations where migration.state != .applied {
+                    let where_ = migration.file ?? "(file gone)"
+                    Output.printError("\(where_): \(migration.state.rawValue): \(MigrationSummary.label(migration.version, migration.name))")
+                }
+                for problem in report.problems { Output.printError(problem) }
+                Output.printError("verify failed: \(report.count(.pending)) pending, \(report.count(.changed)) changed, \(report.count(.missing)) missing, \(report.count(.failed)) failed")
+            }
+            throw ExitStatus.verifyFailed.exitCode
+        }
+        if !json { Output.print("verified: all \(report.migrations.count) migrations are applied and unchanged on \(report.database)") }
+    }
+}

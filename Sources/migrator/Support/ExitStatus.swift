@@ -1,0 +1,26 @@
+import ArgumentParser
+import MigrationEngine
+
+/// The documented exit codes (README "Exit codes"). Each case is distinct so a deploy script can tell them apart.
+enum ExitStatus: Int32 {
+    case success = 0
+    case migrationFailed = 1
+    case invalidMigrations = 2
+    case verifyFailed = 3
+    case connectionFailed = 4
+    case lockTimeout = 5
+    case readOnly = 6
+    case usage = 64
+
+    init(_ code: MigrationError.Code) {
+        switch code {
+        case .migrationFailed, .hookFailed, .databaseError: self = .migrationFailed
+        case .invalidMigrationFile, .historyMismatch: self = .invalidMigrations
+        case .connectionFailed: self = .connectionFailed
+        case .lockTimeout: self = .lockTimeout
+        case .readOnly: self = .readOnly
+        }
+    }
+
+    var exitCode: ExitCode { ExitCode(rawValue) }
+}

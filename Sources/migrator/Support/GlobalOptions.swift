@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Postgres
+
+/// Options every command shares. Each one a container would set has an environment variable too.
+struct GlobalOptions: ParsableArguments {
+    @Option(
+        name: .customLong("database-url"),
+        help: ArgumentHelp(
+            "PostgreSQL URL or key=value connection string (env: DATABASE_URL). Without it, libpq's PG* variables apply.",
+            valueName: "url"
+        )
+    )
+    var databaseURL: String?
+
+    @Option(
+        name: .customLong("migrations"),
+        help: ArgumentHelp("The migrations folder (env: MIGRATOR_MIGRATIONS; default ./Migrations).", valueName: "path")
+    )
+    var migrations: String?
+
+    @Option(
+        name: .customLong("log-level"),
+        help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (env: MIGRATOR_LOG_LEVEL; default info).", valueName: "level")
+    )
+    var logLevel: String?
+
+    @Option(
+        name: .customLong("log-format"),
+        help: ArgumentHelp("text or json; logs go to standard error (env: MIGRATOR_LOG_FORMAT; default text).", valueName: "format")
+    )
+    var logFormat: String?
+
+    static var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    var resolvedDatabaseURL: String? { databaseURL ?? Self.environment["DATABASE_URL"] }
+    var resolvedMigrations: String { migrations ?? Self.environment["MIGRATOR_MIGRATIONS"] ?? "./Migrations" }
+
+    var resolvedLogLevel: Logger.Level {
+        get throws {
+            let text = (logLevel ?? Self.environment["MIGRATOR_LOG_LEVEL"] ?? "info").lowercased()
+            guard let level = Logger.Level(rawValue: text) else {
+                throw ValidationError("--log-level (MIGRATOR_LOG_LEVEL) must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")); got '\(text)'")
+            }
+            return level
+        }
+    }
+
+    var resolvedLogFormat: LogFormat {
+        get throws {
+            let text = (logFormat ?? Self.environment["MIGRATOR_LOG_FORMAT"] ?? "text").lowercased()
+            guard let format = LogFormat(rawValue: text) else {
+                throw ValidationError("--log-format (MIGRATOR_LOG_FORMAT) must be text or json; got '\(text)'")
+            }
+            return format
+        }
+    }
+
+    func validate() throws {
+        _ = try resolvedLogLevel
+        _ = try resolvedLogFormat
+    }
+
+    var connectionConfig: ConnectionConfig { ConnectionConfig(connectionString: resolvedDatabaseURL) }
+
+    /// Sets up logging once for the process and returns the root logger.
+    func makeLogger() throws -> Logger {
+        let level = try resolvedLogLevel
+        let format = try resolvedLogFormat
+        let redactor = connectionConfig.redactor
+        LoggingSystem.bootstrap { label in
+            var handler = MigratorLogHandler(label: label, format: format, redactor: redactor)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: "migrator")
+    }
+}
+
+/// Reads an optional environment-backed value with a parser, naming both spellings in the error.
+func resolve<T>(
+    _ value: String?, env: String, option: String, default defaultValue: T, parse: (String) -> T?
+) throws -> T {
+    guard let text = value ?? GlobalOptions.environment[env] else { return defaultValue }
+    guard let parsed = parse(text) else {
+        throw ValidationError("\(option) (\(env)) has an invalid value '\(text)'")
+    }
+    return parsed
+}

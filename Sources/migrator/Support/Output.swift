@@ -1,0 +1,54 @@
+import Foundation
+import MigrationEngine
+
+/// Prints results: human text by default, one JSON document with `--json`.
+enum Output {
+    static func print(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    static func printError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    static func json<T: Encodable>(_ value: T) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// A failure as `--json` prints it.
+    struct Failure: Encodable {
+        var ok = false
+        var exitCode: Int32
+        var error: ErrorBody
+
+        struct ErrorBody: Encodable {
+            var code: String
+            var message: String
+            var appliedBeforeFailure: [String]
+            var server: SendablePostgresDetails?
+        }
+    }
+
+    /// Reports a failure in the chosen form and returns the exit status that goes with it.
+    static func fail(_ error: MigrationError, json: Bool) -> ExitStatus {
+        let status = ExitStatus(error.code)
+        if json {
+            Output.json(Failure(
+                exitCode: status.rawValue,
+                error: .init(
+                    code: error.code.rawValue, message: error.description,
+                    appliedBeforeFailure: error.appliedBeforeFailure, server: error.serverError
+                )
+            ))
+        }
+        printError(error.description)
+        return status
+    }
+
+    static func milliseconds(_ value: Double) -> String {
+        value < 10 ? String(format: "%.1f ms", value) : "\(Int(value.rounded())) ms"
+    }
+}
