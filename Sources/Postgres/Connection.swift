@@ -111,7 +111,8 @@ public final class Connection {
     /// Runs a script of one or more statements with the simple-query protocol, as psql does with a file.
     ///
     /// Error positions are relative to the whole script. The server stops at the first error; every result is read
-    /// before returning so that the connection is ready for the next call.
+    /// before returning so that the connection is ready for the next call. Each statement that completes yields one
+    /// result, so the error's `completedStatements` is the 0-based index of the statement that failed.
     @discardableResult
     public func execute(script: String) throws(PostgresError) -> [QueryResult] {
         roundTrips += 1
@@ -127,7 +128,10 @@ public final class Connection {
                 if firstError == nil { firstError = error }
             }
         }
-        if let firstError { throw firstError }
+        if var firstError {
+            firstError.completedStatements = results.count
+            throw firstError
+        }
         if PQstatus(handle) != CONNECTION_OK { throw connectionError(defaultCode: .connectionLost) }
         return results
     }

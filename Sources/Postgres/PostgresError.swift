@@ -35,6 +35,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public var tableName: String?
     public var columnName: String?
     public var constraintName: String?
+    /// For a script sent with ``Connection/execute(script:)``: how many of its statements completed before this
+    /// error, which tells the caller which statement failed when the server gives no position.
+    public var completedStatements: Int?
 
     public init(code: Code, message: String, sqlState: String? = nil) {
         self.code = code

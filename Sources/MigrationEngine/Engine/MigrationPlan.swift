@@ -100,15 +100,15 @@ struct MigrationPlan {
             byVersion[entry.version] = status
         }
         for record in history where byVersion[record.version] == nil {
-            let missing = MigrationDirectory.join(migrationsPath, "\(record.version)_\(record.name).sql")
+            let label = MigrationStatus.label(record.version, record.name)
             byVersion[record.version] = MigrationStatus(
                 version: record.version, name: record.name, state: .missing, transactional: record.transactional,
                 appliedAt: record.appliedAt, appliedBy: record.appliedBy, durationMs: record.durationMs,
                 recordedChecksum: record.checksum, failedStatement: record.failedStatement, error: record.error
             )
             plan.problems.append(
-                "\(missing): error: migration \(record.version) (\(record.name)) is in the history but its file is gone; "
-                    + "restore the file (the history has checksum \(record.checksum.prefix(19))…)"
+                "\(migrationsPath): error: migration \(label) is in the history but its file is gone from this folder; "
+                    + "restore \(label).sql (the history has checksum \(record.checksum.prefix(19))…)"
             )
         }
         if !fileErrors.isEmpty {

@@ -210,7 +210,7 @@ public struct Migrator: Sendable {
             metadata: step.resumeFrom > 0 ? ["migration.statement": "\(step.resumeFrom + 1)"] : [:]
         )
         if file.transactional {
-            try applyInTransaction(file, on: connection)
+            try applyInTransaction(file, statements: step.statements, on: connection)
             // The history row commits with the migration, so the duration is measured before the commit.
         } else {
             try applyStatementByStatement(step, on: connection, start: start)
@@ -221,7 +221,9 @@ public struct Migrator: Sendable {
     }
 
     /// The file and its history row in one transaction: both commit or neither does.
-    private func applyInTransaction(_ file: MigrationFile, on connection: Connection) throws(MigrationError) {
+    private func applyInTransaction(
+        _ file: MigrationFile, statements: [SQLStatement], on connection: Connection
+    ) throws(MigrationError) {
         let clock = ContinuousClock()
         let start = clock.now
         do throws(PostgresError) {
@@ -239,7 +241,9 @@ public struct Migrator: Sendable {
             if connection.isConnected, connection.transactionStatus != .idle {
                 _ = try? connection.query("ROLLBACK")
             }
-            throw failure(error, file: file, statementOffset: 0, statementLocation: nil)
+            // Without a position, the number of statements that completed names the one that failed.
+            let failed = error.completedStatements.flatMap { $0 < statements.count ? statements[$0] : nil }
+            throw failure(error, file: file, statementOffset: 0, statement: failed)
                 .adding(note: "note: \(file.label) was rolled back; nothing of it remains")
         }
     }
@@ -263,10 +267,7 @@ public struct Migrator: Sendable {
                 try connection.execute(script: statement.text)
                 done.append(MigrationPlan.statementChecksum(statement))
             } catch {
-                var failure = failure(
-                    error, file: file, statementOffset: statement.offset,
-                    statementLocation: (statement.line, statement.column)
-                )
+                var failure = failure(error, file: file, statementOffset: statement.offset, statement: statement)
                 if error.sqlState == "42P07", statement.leadingWords(4).contains("CONCURRENTLY") {
                     failure = failure.adding(
                         note: "hint: a CREATE INDEX CONCURRENTLY that failed leaves an invalid index behind; drop it "
@@ -289,22 +290,29 @@ public struct Migrator: Sendable {
         do {
             try HistoryStore.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
         } catch {
-            throw failure(error, file: file, statementOffset: 0, statementLocation: nil)
+            throw failure(error, file: file, statementOffset: 0, statement: nil)
         }
     }
 
     /// Turns a server error into a compiler-style message pointing into the file.
+    ///
+    /// The server's position wins. Without one (errors found while executing DDL, such as a missing relation, carry
+    /// none), the caret goes to the first mention of the object the message quotes inside the failing statement,
+    /// else to the statement's start.
     private func failure(
-        _ error: PostgresError, file: MigrationFile, statementOffset: Int, statementLocation: (Int, Int)?
+        _ error: PostgresError, file: MigrationFile, statementOffset: Int, statement: SQLStatement?
     ) -> MigrationError {
         let source = SourceText(file.content)
         var header: String
         var excerpt = ""
+        var offset: Int?
         if let position = error.position {
-            let (line, column) = source.location(ofOffset: statementOffset + position - 1)
-            header = "\(file.displayPath):\(line):\(column): error: "
-            excerpt = "\n" + source.excerpt(line: line, column: column)
-        } else if let (line, column) = statementLocation {
+            offset = statementOffset + position - 1
+        } else if let statement {
+            offset = statement.offset + (Self.mention(in: statement.text, of: error.message) ?? 0)
+        }
+        if let offset {
+            let (line, column) = source.location(ofOffset: offset)
             header = "\(file.displayPath):\(line):\(column): error: "
             excerpt = "\n" + source.excerpt(line: line, column: column)
         } else {
@@ -326,6 +334,33 @@ public struct Migrator: Sendable {
                 position: error.position
             )
         )
+    }
+}
+
+extension Migrator {
+    /// The scalar offset, inside `text`, of the first whole-word mention of the first name that `message` puts in
+    /// double quotes (`relation "sites" does not exist` → the offset of `sites`).
+    static func mention(in text: String, of message: String) -> Int? {
+        let parts = message.split(separator: "\"", omittingEmptySubsequences: false)
+        guard parts.count >= 3 else { return nil }
+        let name = Array(parts[1].lowercased().unicodeScalars)
+        // A qualified name is quoted whole ("public.sites"); its last part is what the statement is likeliest to say.
+        let candidates = [name, Array(name.split(separator: ".").last ?? name[...])]
+        let haystack = Array(text.lowercased().unicodeScalars)
+        func isWord(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_" || scalar == "$"
+        }
+        for candidate in candidates where !candidate.isEmpty && candidate.count <= haystack.count {
+            for start in 0...(haystack.count - candidate.count) where haystack[start] == candidate[0] {
+                guard Array(haystack[start..<(start + candidate.count)]) == candidate else { continue }
+                let before = start == 0 || !isWord(haystack[start - 1])
+                let afterIndex = start + candidate.count
+                let after = afterIndex == haystack.count || !isWord(haystack[afterIndex])
+                // lowercased() keeps the scalar count for the names PostgreSQL quotes in practice.
+                if before && after && haystack.count == text.unicodeScalars.count { return start }
+            }
+        }
+        return nil
     }
 }
 

@@ -1,0 +1,148 @@
+import Foundation
+@testable import MigrationEngine
+import MigratorTestSupport
+import Testing
+
+@Suite("Migration files: names, encodings, directives")
+struct MigrationDirectoryTests {
+    struct NameCase: Sendable, CustomTestStringConvertible {
+        var fileName: String
+        var version: Int64?
+        var name: String?
+        var problem: String?
+        var testDescription: String { fileName }
+    }
+
+    static let names: [NameCase] = [
+        NameCase(fileName: "0001_init.sql", version: 1, name: "init"),
+        NameCase(fileName: "1_init.sql", version: 1, name: "init"),
+        NameCase(fileName: "20261125093000_add_sites.sql", version: 20_261_125_093_000, name: "add_sites"),
+        NameCase(fileName: "0007_add_index_on_sites.v2.sql", version: 7, name: "add_index_on_sites.v2"),
+        NameCase(fileName: "0003_zürich.sql", version: 3, name: "zürich"),
+        NameCase(fileName: "init.sql", problem: "no '_'"),
+        NameCase(fileName: "abc_init.sql", problem: "digits 0-9"),
+        NameCase(fileName: "0000_zero.sql", problem: "positive"),
+        NameCase(fileName: "-1_negative.sql", problem: "digits 0-9"),
+        NameCase(fileName: "١٢_arabic_digits.sql", problem: "digits 0-9"),
+        NameCase(fileName: "99999999999999999999_huge.sql", problem: "too large"),
+        NameCase(fileName: "0004_.sql", problem: "description"),
+        NameCase(fileName: "0005.sql", problem: "no '_'"),
+    ]
+
+    @Test("file names are parsed or refused with the reason", arguments: names)
+    func parseNames(_ testCase: NameCase) {
+        switch MigrationDirectory.parse(fileName: testCase.fileName) {
+        case .success(let (version, name)):
+            #expect(testCase.problem == nil, "accepted \(testCase.fileName)")
+            #expect(version == testCase.version)
+            #expect(name == testCase.name)
+        case .failure(let problem):
+            #expect(testCase.problem != nil, "refused \(testCase.fileName): \(problem.text)")
+            if let expected = testCase.problem { #expect(problem.text.contains(expected), "\(problem.text)") }
+        }
+    }
+
+    @Test("listing ignores other files, sorts by number, and reports every bad file at once")
+    func listing() throws {
+        let folder = try MigrationFolder()
+        try folder.write("0010_ten.sql", "SELECT 10;")
+        try folder.write("2_two.sql", "SELECT 2;")
+        try folder.write("README.md", "not a migration")
+        try folder.write(".0003_swap.sql", "hidden editor file")
+        try folder.write("notes.sql.bak", "ignored")
+        let entries = try MigrationDirectory(path: folder.path).entries()
+        #expect(entries.map(\.version) == [2, 10])
+        #expect(entries.map(\.displayPath) == [folder.path + "/2_two.sql", folder.path + "/0010_ten.sql"])
+
+        try folder.write("1_a.sql", "SELECT 1;")
+        try folder.write("0001_b.sql", "SELECT 1;")
+        try folder.write("bad.sql", "")
+        try FileManager.default.createDirectory(atPath: folder.path + "/0011_folder.sql", withIntermediateDirectories: false)
+        let error = #expect(throws: MigrationError.self) { try MigrationDirectory(path: folder.path).entries() }
+        #expect(error?.code == .invalidMigrationFile)
+        let message = error?.description ?? ""
+        #expect(message.contains("version 1 is also used by"))
+        #expect(message.contains("bad.sql: error:"))
+        #expect(message.contains("0011_folder.sql: error: this is a folder"))
+        #expect(message.contains("expected NNNN_description.sql"))
+    }
+
+    @Test("a missing folder is a clear error")
+    func missingFolder() {
+        let error = #expect(throws: MigrationError.self) { try MigrationDirectory(path: "/nonexistent/Migrations").entries() }
+        #expect(error?.description.contains("the migrations folder does not exist") == true)
+    }
+
+    @Test("a symbolic link to a file is followed; a broken one is reported")
+    func symlinks() throws {
+        let folder = try MigrationFolder()
+        let target = try folder.write("real.txt", "SELECT 1;")
+        try FileManager.default.createSymbolicLink(atPath: folder.path + "/0001_linked.sql", withDestinationPath: target)
+        let entries = try MigrationDirectory(path: folder.path).entries()
+        #expect(try entries.first?.load().content == "SELECT 1;")
+        try FileManager.default.createSymbolicLink(atPath: folder.path + "/0002_broken.sql", withDestinationPath: folder.path + "/nowhere")
+        let error = #expect(throws: MigrationError.self) { try MigrationDirectory(path: folder.path).entries() }
+        #expect(error?.description.contains("0002_broken.sql") == true)
+    }
+
+    @Test("BOM and CRLF do not change the checksum; content changes do")
+    func checksumNormalisation() throws {
+        let folder = try MigrationFolder()
+        try folder.write("0001_lf.sql", "CREATE TABLE a (id int);\nSELECT 1;\n")
+        try folder.write("0002_crlf.sql", "CREATE TABLE a (id int);\r\nSELECT 1;\r\n")
+        try folder.write("0003_bom.sql", bytes: [0xEF, 0xBB, 0xBF] + Array("CREATE TABLE a (id int);\r\nSELECT 1;\n".utf8))
+        try folder.write("0004_other.sql", "CREATE TABLE a (id int);\nSELECT 2;\n")
+        let files = try MigrationDirectory(path: folder.path).entries().map { try $0.load() }
+        #expect(files[0].checksum == files[1].checksum)
+        #expect(files[0].checksum == files[2].checksum)
+        #expect(files[0].checksum != files[3].checksum)
+        #expect(files[0].checksum.hasPrefix("sha256:") && files[0].checksum.count == 7 + 64)
+        #expect(files[2].content == "CREATE TABLE a (id int);\nSELECT 1;\n")
+    }
+
+    @Test("a file that is not UTF-8 is refused with the line and column of the first bad byte")
+    func invalidUTF8() throws {
+        let folder = try MigrationFolder()
+        try folder.write("0001_latin1.sql", bytes: Array("SELECT 1;\nSELECT 'caf".utf8) + [0xE9] + Array("';\n".utf8))
+        let error = #expect(throws: MigrationError.self) { try MigrationDirectory(path: folder.path).entries().first?.load() }
+        #expect(error?.code == .invalidMigrationFile)
+        #expect(error?.description.contains("0001_latin1.sql:2:12: error: the file is not valid UTF-8") == true)
+    }
+
+    @Test("the no-transaction directive is read from the leading comments only; a misspelt one is an error")
+    func directives() throws {
+        let folder = try MigrationFolder()
+        try folder.write("0001_a.sql", "-- migrator:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);\n")
+        try folder.write("0002_b.sql", "-- builds the index\n\n--   Migrator:No-Transaction  \nSELECT 1;\n")
+        try folder.write("0003_c.sql", "SELECT 1;\n-- migrator:no-transaction\n")
+        try folder.write("0004_d.sql", "-- a note that mentions migrator:no-transaction in passing\nSELECT 1;\n")
+        let files = try MigrationDirectory(path: folder.path).entries().map { try $0.load() }
+        #expect(files.map(\.transactional) == [false, false, true, true])
+
+        try folder.write("0005_typo.sql", "-- header\n-- migrator:no-transactions\nSELECT 1;\n")
+        let entry = try MigrationDirectory(path: folder.path).entries().last!
+        let error = #expect(throws: MigrationError.self) { try entry.load() }
+        #expect(error?.description.contains("0005_typo.sql:2:1: error: unknown directive 'migrator:no-transactions'") == true)
+    }
+}
+
+@Suite("Source positions")
+struct SourceTextTests {
+    @Test("offsets map to line and column in characters, and the excerpt puts the caret under the column")
+    func excerpt() {
+        let source = SourceText("SELECT 'é';\n\tCREATE INDEX ON sites (name);\n")
+        let offset = Array("SELECT 'é';\n\tCREATE INDEX ON ".unicodeScalars).count
+        let (line, column) = source.location(ofOffset: offset)
+        #expect(line == 2 && column == 18)
+        #expect(source.excerpt(line: 2, column: 18) == "   2 | \tCREATE INDEX ON sites (name);\n     | \t                ^")
+        #expect(source.location(ofOffset: 0) == (1, 1))
+    }
+
+    @Test("the caret goes to the object the message names")
+    func mention() {
+        #expect(Migrator.mention(in: "CREATE INDEX ON sites (name)", of: #"relation "sites" does not exist"#) == 16)
+        #expect(Migrator.mention(in: "select * from my_sites, sites", of: #"relation "sites" does not exist"#) == 24)
+        #expect(Migrator.mention(in: "SELECT 1", of: "no quotes here") == nil)
+        #expect(Migrator.mention(in: "INSERT INTO public.t VALUES (1)", of: #"relation "public.t" does not exist"#) == 12)
+    }
+}

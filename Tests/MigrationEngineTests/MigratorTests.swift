@@ -1,0 +1,331 @@
+import Foundation
+import InMemoryLogging
+import Logging
+@testable import MigrationEngine
+import MigratorTestSupport
+import Postgres
+import Testing
+
+/// The engine against a real server, each test in its own database.
+@Suite("Migrator engine")
+struct MigratorTests {
+    static func migrator(
+        _ database: TestDatabase, _ folder: MigrationFolder, hooks: [any PostMigrateHook] = [],
+        logger: Logger = Logger(label: "test"), configure: (inout MigratorOptions) -> Void = { _ in }
+    ) -> Migrator {
+        var options = MigratorOptions(migrationsPath: folder.path, lockTimeout: .seconds(20))
+        configure(&options)
+        return Migrator(connection: ConnectionConfig(connectionString: database.url), options: options, hooks: hooks, logger: logger)
+    }
+
+    static func history(_ connection: Connection) throws -> [Row] {
+        try connection.query("SELECT version, state, checksum, failed_statement, statements_done, error FROM public.migrator_history ORDER BY version").rows
+    }
+
+    @Test("applies in order, records history with checksums, and a second run does nothing")
+    func appliesInOrder() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0002_insert.sql", "INSERT INTO log (step) VALUES ('two');")
+            try folder.write("1_create.sql", "CREATE TABLE log (n serial, step text);\nINSERT INTO log (step) VALUES ('one');")
+            let report = try Self.migrator(database, folder).migrate()
+            #expect(report.applied.map(\.version) == [1, 2])
+            let connection = try database.connect()
+            #expect(try connection.query("SELECT string_agg(step, ',' ORDER BY n) AS s FROM log").first?["s"] == "one,two")
+            let rows = try Self.history(connection)
+            #expect(rows.map { $0["state"] } == ["applied", "applied"])
+            let file = try MigrationDirectory(path: folder.path).entries()[0].load()
+            #expect(rows[0]["checksum"] == file.checksum)
+
+            let again = try Self.migrator(database, folder).migrate()
+            #expect(again.applied.isEmpty)
+            #expect(try connection.query("SELECT count(*) AS c FROM log").first?.int("c") == 2)
+        }
+    }
+
+    @Test("a no-op run costs the same round trips for 3 and for 60 applied migrations")
+    func constantRoundTrips() throws {
+        func noopRoundTrips(_ count: Int) throws -> Int {
+            try TestDatabase.with("noop\(count)") { database in
+                let folder = try MigrationFolder()
+                for index in 1...count { try folder.write(String(format: "%04d_m%d.sql", index, index), "CREATE TABLE t\(index) (id int);") }
+                _ = try Self.migrator(database, folder).migrate()
+                return try Self.migrator(database, folder).migrate().roundTrips
+            }
+        }
+        let small = try noopRoundTrips(3)
+        let large = try noopRoundTrips(60)
+        #expect(small == large)
+        #expect(small <= 3)
+    }
+
+    @Test("a failing transactional migration leaves nothing, and the error points into the file")
+    func failureRollsBack() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_ok.sql", "CREATE TABLE ok (id int);")
+            try folder.write("0002_bad.sql", "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\n\n  CREATE INDEX ON sites (name);\n")
+            try folder.write("0003_later.sql", "CREATE TABLE later (id int);")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .migrationFailed)
+            #expect(error?.appliedBeforeFailure == ["0001_ok"])
+            let text = error?.description ?? ""
+            #expect(text.contains("0002_bad.sql:4:19: error: relation \"sites\" does not exist (SQLSTATE 42P01)"), "\(text)")
+            #expect(text.contains("   4 |   CREATE INDEX ON sites (name);\n     |                   ^"), "\(text)")
+            #expect(error?.serverError?.sqlState == "42P01")
+            let connection = try database.connect()
+            #expect(try connection.query("SELECT to_regclass('half') IS NULL AS gone").first?.bool("gone") == true)
+            #expect(try connection.query("SELECT to_regclass('later') IS NULL AS gone").first?.bool("gone") == true)
+            #expect(try Self.history(connection).map { $0["version"] } == ["1"])
+        }
+    }
+
+    @Test("changed, missing and out-of-order files stop the run before anything is applied")
+    func strictChecks() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            try folder.write("0003_c.sql", "CREATE TABLE c (id int);")
+            try folder.write("0004_d.sql", "CREATE TABLE d (id int);")
+            _ = try Self.migrator(database, folder).migrate()
+
+            try folder.write("0001_a.sql", "CREATE TABLE a (id bigint);")
+            try folder.remove("0004_d.sql")
+            try folder.write("0002_b.sql", "CREATE TABLE b (id int);")
+            try folder.write("0005_e.sql", "CREATE TABLE e (id int);")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .historyMismatch)
+            let text = error?.description ?? ""
+            #expect(text.contains("0001_a.sql: error: migration 1 was changed after it was applied"))
+            #expect(text.contains("migration 0004_d is in the history but its file is gone"))
+            #expect(text.contains("0002_b.sql: error: pending migration 2 is numbered below the newest applied migration 4"))
+            let connection = try database.connect()
+            #expect(try connection.query("SELECT to_regclass('e') IS NULL AND to_regclass('b') IS NULL AS none").first?.bool("none") == true)
+
+            let status = try Self.migrator(database, folder).status()
+            #expect(status.migrations.map(\.state) == [.changed, .pending, .applied, .missing, .pending])
+            #expect(status.migrations[1].outOfOrder == true)
+            #expect(!status.isClean)
+
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            try folder.write("0004_d.sql", "CREATE TABLE d (id int);")
+            #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            let report = try Self.migrator(database, folder) { $0.allowOutOfOrder = true }.migrate()
+            #expect(report.applied.map(\.version) == [2, 5])
+            #expect(try Self.migrator(database, folder).status().isClean)
+        }
+    }
+
+    @Test("--to stops at a version and --dry-run changes nothing")
+    func targetAndDryRun() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            for index in 1...3 { try folder.write("000\(index)_m.sql", "CREATE TABLE m\(index) (id int);") }
+            let dry = try Self.migrator(database, folder) { $0.dryRun = true }.migrate()
+            #expect(dry.dryRun && dry.applied.map(\.version) == [1, 2, 3])
+            let connection = try database.connect()
+            #expect(try connection.query("SELECT to_regclass('public.migrator_history') IS NULL AS none").first?.bool("none") == true)
+
+            let partial = try Self.migrator(database, folder) { $0.target = 2 }.migrate()
+            #expect(partial.applied.map(\.version) == [1, 2])
+            #expect(partial.pendingAfter == 1)
+            #expect(try Self.migrator(database, folder).migrate().applied.map(\.version) == [3])
+        }
+    }
+
+    @Test("a migration outside a transaction records progress and resumes at the failed statement")
+    func nonTransactionalResume() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_base.sql", "CREATE TABLE t (id int);")
+            let first = "-- migrator:no-transaction\nINSERT INTO t VALUES (1);\nINSERT INTO nowhere VALUES (2);\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n"
+            try folder.write("0002_concurrent.sql", first)
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .migrationFailed)
+            #expect(error?.description.contains("0002_concurrent.sql:3:13: error: relation \"nowhere\" does not exist") == true)
+            #expect(error?.description.contains("fix statement 2 and run migrate again") == true)
+            let connection = try database.connect()
+            let row = try Self.history(connection).last
+            #expect(row?["state"] == "failed" && row?.int("failed_statement") == 2 && row?.int("statements_done") == 1)
+            #expect(try Self.migrator(database, folder).status().migrations.last?.state == .failed)
+
+            // Changing a statement that already ran is refused.
+            try folder.write("0002_concurrent.sql", first.replacingOccurrences(of: "VALUES (1)", with: "VALUES (9)"))
+            let refused = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(refused?.code == .historyMismatch)
+            #expect(refused?.description.contains("statement 1 already ran") == true)
+
+            // Fixing the failed statement resumes there: statement 1 does not run twice.
+            try folder.write("0002_concurrent.sql", first.replacingOccurrences(of: "nowhere", with: "t"))
+            let report = try Self.migrator(database, folder).migrate()
+            #expect(report.applied.first?.resumedAtStatement == 2)
+            #expect(try connection.query("SELECT string_agg(id::text, ',' ORDER BY id) AS ids FROM t").first?["ids"] == "1,2")
+            #expect(try connection.query("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id'::regclass").first?.bool("indisvalid") == true)
+            let done = try Self.history(connection).last
+            #expect(done?["state"] == "applied" && done?["error"] == nil)
+            #expect(try Self.migrator(database, folder).status().isClean)
+        }
+    }
+
+    @Test("transaction control in a transactional migration is refused before anything runs")
+    func transactionControlRefused() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);\n")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .invalidMigrationFile)
+            #expect(error?.description.contains("0001_a.sql:2:1: error: 'COMMIT' controls the transaction") == true)
+            let connection = try database.connect()
+            #expect(try connection.query("SELECT to_regclass('a') IS NULL AS none").first?.bool("none") == true)
+        }
+    }
+
+    @Test("an unterminated dollar quote in a file outside a transaction is reported where it starts")
+    func unterminatedQuote() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "-- migrator:no-transaction\nSELECT 1;\nCREATE FUNCTION f() RETURNS int AS $body$ SELECT 1;\n")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .invalidMigrationFile)
+            #expect(error?.description.contains("0001_a.sql:3:36: error: unterminated dollar-quoted string") == true)
+        }
+    }
+
+    @Test("notices from a migration are logged with the migration's file")
+    func noticesLogged() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_notice.sql", "DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$;")
+            let handler = InMemoryLogHandler()
+            _ = try Self.migrator(database, folder, logger: Logger(label: "test") { _ in handler }).migrate()
+            let notice = handler.entries.first { $0.message == "server notice" }
+            #expect(notice?.metadata["db.message"] == "hello 42")
+            #expect(notice?.metadata["migration.file"] == .string(folder.path + "/0001_notice.sql"))
+        }
+    }
+
+    @Test("a server statement_timeout is ignored unless one is given; the lock_timeout applies to DDL")
+    func sessionTimeouts() throws {
+        try TestDatabase.with { database in
+            let connection = try database.connect()
+            try connection.query("ALTER DATABASE \(database.name) SET statement_timeout = '100ms'")
+            let folder = try MigrationFolder()
+            try folder.write("0001_slow.sql", "SELECT pg_sleep(0.4);")
+            #expect(try Self.migrator(database, folder).migrate().applied.count == 1)
+
+            try folder.write("0002_slow.sql", "SELECT pg_sleep(0.4);")
+            let timedOut = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder) { $0.statementTimeoutMs = 100 }.migrate()
+            }
+            #expect(timedOut?.serverError?.sqlState == "57014")
+
+            // An application holding a lock on the table: the DDL gives up after lock_timeout instead of queueing.
+            try connection.query("CREATE TABLE busy (id int)")
+            try connection.query("BEGIN")
+            try connection.query("LOCK TABLE busy IN ACCESS SHARE MODE")
+            try folder.write("0002_slow.sql", "ALTER TABLE busy ADD COLUMN x int;")
+            let blocked = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder) { $0.ddlLockTimeoutMs = 200 }.migrate()
+            }
+            #expect(blocked?.serverError?.sqlState == "55P03")
+            try connection.query("ROLLBACK")
+        }
+    }
+
+    @Test("a read-only session is refused with its own error")
+    func readOnly() throws {
+        try TestDatabase.with { database in
+            let connection = try database.connect()
+            try connection.query("ALTER DATABASE \(database.name) SET default_transaction_read_only = on")
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .readOnly)
+            #expect(error?.description.contains("read-only") == true)
+        }
+    }
+
+    @Test("a runner waits for the lock, says who holds it, and gives up at the deadline")
+    func lockTimeout() throws {
+        try TestDatabase.with { database in
+            let holder = try database.connect()
+            try holder.query("SELECT pg_advisory_lock($1::bigint)", [AdvisoryLock.key])
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            let handler = InMemoryLogHandler()
+            let started = ContinuousClock.now
+            let error = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder, logger: Logger(label: "t") { _ in handler }) {
+                    $0.lockTimeout = .milliseconds(1200)
+                    $0.lockReportInterval = .milliseconds(300)
+                }.migrate()
+            }
+            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(error?.code == .lockTimeout)
+            #expect(error?.description.contains("pid \(holder.backendPID)") == true)
+            let waits = handler.entries.filter { $0.message == "waiting for the migration lock" }
+            #expect(waits.count >= 2)
+            #expect(waits.first?.metadata["lock.holder"].map { "\($0)".contains("pid \(holder.backendPID)") } == true)
+            #expect(try holder.query("SELECT to_regclass('a') IS NULL AS none").first?.bool("none") == true)
+
+            try holder.query("SELECT pg_advisory_unlock($1::bigint)", [AdvisoryLock.key])
+            #expect(try Self.migrator(database, folder).migrate().applied.count == 1)
+        }
+    }
+
+    @Test("the lock is released after a run and server-side keepalives are set")
+    func lockReleased() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "SELECT current_setting('tcp_keepalives_idle');")
+            _ = try Self.migrator(database, folder).migrate()
+            let connection = try database.connect()
+            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [AdvisoryLock.key]).first?.bool("ok") == true)
+        }
+    }
+
+    struct RecordingHook: PostMigrateHook {
+        let name = "recorder"
+        let fail: Bool
+        func run(_ context: HookContext) throws -> HookReport {
+            // The hook runs under the engine's lock: another session cannot take it.
+            let locked = try context.connection.query(
+                "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+            ).first?.int("n")
+            if fail { throw HookFailure() }
+            return HookReport(name: name, summary: "saw \(context.appliedVersions)", details: ["locks": "\(locked ?? 0)"])
+        }
+    }
+
+    struct HookFailure: Error, CustomStringConvertible { var description: String { "the catalogue is broken" } }
+
+    @Test("hooks run after the migrations under the lock; a failing hook is named")
+    func hooks() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            let report = try Self.migrator(database, folder, hooks: [RecordingHook(fail: false)]).migrate()
+            #expect(report.hooks == [HookReport(name: "recorder", summary: "saw [1]", details: ["locks": "1"])])
+            #expect(try Self.migrator(database, folder, hooks: [RecordingHook(fail: false)]).migrate().hooks.first?.summary == "saw []")
+
+            let error = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder, hooks: [RecordingHook(fail: true)]).migrate()
+            }
+            #expect(error?.code == .hookFailed)
+            #expect(error?.description.contains("post-migrate hook 'recorder' failed: the catalogue is broken") == true)
+        }
+    }
+
+    @Test("an unreachable server is a connection failure that never shows the password")
+    func connectionFailure() {
+        let options = MigratorOptions(migrationsPath: RepositoryPaths.root.appendingPathComponent("Migrations").path)
+        let migrator = Migrator(
+            connection: ConnectionConfig(connectionString: "postgresql://app:p%40ss%25word@127.0.0.1:1/app"),
+            options: options, logger: Logger(label: "t")
+        )
+        let error = #expect(throws: MigrationError.self) { try migrator.migrate() }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.description.contains("p@ss%word") == false)
+        #expect(error?.description.contains("p%40ss%25word") == false)
+    }
+}
