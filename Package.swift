@@ -44,11 +44,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "RoleSync",
+            dependencies: [
+                "Postgres",
+                "MigrationEngine",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "migrator",
             dependencies: [
                 "Postgres",
                 "MigrationEngine",
+                "RoleSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -76,6 +87,15 @@ let package = Package(
                 "MigrationEngine", "Postgres", "MigratorTestSupport",
                 .product(name: "InMemoryLogging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RoleSyncTests",
+            dependencies: [
+                "RoleSync", "MigrationEngine", "Postgres", "MigratorTestSupport",
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ],
+            resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

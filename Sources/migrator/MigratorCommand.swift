@@ -16,6 +16,7 @@ struct MigratorCommand: AsyncParsableCommand {
             """,
         subcommands: [
             MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,
+            UpdateRolesCommand.self,
         ]
     )
 }

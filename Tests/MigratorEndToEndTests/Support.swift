@@ -149,6 +149,25 @@ struct StatusJSON: Decodable {
     var problems: [String]
 }
 
+/// What `--json` prints when a run fails.
+struct FailureJSON: Decodable {
+    struct Body: Decodable {
+        struct Server: Decodable {
+            var sqlState: String?
+            var message: String
+        }
+
+        var code: String
+        var message: String
+        var appliedBeforeFailure: [String]
+        var server: Server?
+    }
+
+    var ok: Bool
+    var exitCode: Int32
+    var error: Body
+}
+
 func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
     try JSONDecoder().decode(type, from: Data(text.utf8))
 }
@@ -173,9 +192,5 @@ enum Server {
 
     static var adminUser: String {
         get throws { try components.user ?? "postgres" }
-    }
-
-    static func admin() throws -> Connection {
-        try Connection(config: ConnectionConfig(connectionString: try TestDatabase.adminURL), logger: .init(label: "e2e-admin"))
     }
 }

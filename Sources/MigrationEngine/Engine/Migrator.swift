@@ -118,10 +118,31 @@ public struct Migrator: Sendable {
             entries: entries, history: history, migrationsPath: options.migrationsPath,
             target: nil, allowOutOfOrder: options.allowOutOfOrder
         )
+        var hookStatuses: [HookStatus] = []
+        for hook in hooks {
+            do {
+                if let status = try hook.status(connection) { hookStatuses.append(status) }
+            } catch {
+                hookStatuses.append(HookStatus(name: hook.name, upToDate: false, summary: "cannot be read: \(error)"))
+            }
+        }
         return StatusReport(
-            migrations: plan.statuses, problems: plan.problems, roundTrips: connection.roundTrips,
+            migrations: plan.statuses, problems: plan.problems, hooks: hookStatuses, roundTrips: connection.roundTrips,
             database: connection.safeDescription
         )
+    }
+
+    /// Runs `body` on a connection that holds the migration lock, for work that must not interleave with a migrate
+    /// run (`update-roles`). The lock is released afterwards, whatever happens.
+    public func withLock<T>(_ body: (Connection) throws -> T) throws -> T {
+        let connection = try connect()
+        let firstAttempt = try setUpSession(connection, forWriting: true)
+        _ = try AdvisoryLock.acquire(
+            connection, alreadyTried: firstAttempt, timeout: options.lockTimeout,
+            reportEvery: options.lockReportInterval, logger: logger
+        )
+        defer { AdvisoryLock.release(connection, logger: logger) }
+        return try body(connection)
     }
 
     // MARK: - Steps

@@ -29,11 +29,15 @@ public struct StatusReport: Sendable, Codable {
     public var migrations: [MigrationStatus]
     /// Messages for everything that would stop `migrate` (changed, missing, out of order).
     public var problems: [String]
+    /// What each post-migrate hook reports (the role version, for the role sync).
+    public var hooks: [HookStatus]
     public var roundTrips: Int
     public var database: String
 
     public func count(_ state: MigrationStatus.State) -> Int { migrations.count { $0.state == state } }
 
-    /// True when nothing is pending, changed, missing or failed.
-    public var isClean: Bool { migrations.allSatisfy { $0.state == .applied } && problems.isEmpty }
+    /// True when nothing is pending, changed, missing or failed, and every hook is up to date.
+    public var isClean: Bool {
+        migrations.allSatisfy { $0.state == .applied } && problems.isEmpty && hooks.allSatisfy(\.upToDate)
+    }
 }

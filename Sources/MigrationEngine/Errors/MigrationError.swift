@@ -11,6 +11,8 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         case migrationFailed
         /// A post-migrate hook failed.
         case hookFailed
+        /// Other input given to the run is unusable (a configuration file a hook reads, for instance).
+        case invalidInput
         /// The database could not be reached or refused the connection.
         case connectionFailed
         /// Another runner held the lock past `--lock-timeout`.

@@ -10,6 +10,28 @@ public protocol PostMigrateHook: Sendable {
     var name: String { get }
     /// Called with the connection idle and outside a transaction; a hook opens and ends its own.
     func run(_ context: HookContext) throws -> HookReport
+    /// What `status` and `verify` show for the hook; nil when it has nothing to report. `upToDate == false` makes
+    /// `verify` fail.
+    func status(_ connection: Connection) throws -> HookStatus?
+}
+
+extension PostMigrateHook {
+    public func status(_ connection: Connection) throws -> HookStatus? { nil }
+}
+
+/// A hook's state, for `status` and `verify`.
+public struct HookStatus: Sendable, Codable, Equatable {
+    public var name: String
+    public var upToDate: Bool
+    public var summary: String
+    public var details: [String: String]
+
+    public init(name: String, upToDate: Bool, summary: String, details: [String: String] = [:]) {
+        self.name = name
+        self.upToDate = upToDate
+        self.summary = summary
+        self.details = details
+    }
 }
 
 /// What a hook is told about the run.

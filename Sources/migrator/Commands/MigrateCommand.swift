@@ -1,5 +1,6 @@
 import ArgumentParser
 import MigrationEngine
+import RoleSync
 
 struct MigrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,6 +10,13 @@ struct MigrateCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var runOptions: RunOptions
+    @OptionGroup var roles: RolesOptions
+
+    @Flag(name: .customLong("force-roles"), help: "Reconcile every project's roles even when the role version is unchanged (env: MIGRATOR_FORCE_ROLES=1).")
+    var forceRoles = false
+
+    @Flag(name: .customLong("skip-roles"), help: "Do not run the role sync after the migrations (env: MIGRATOR_SKIP_ROLES=1).")
+    var skipRoles = false
 
     @Option(name: .customLong("to"), help: ArgumentHelp("Apply up to and including this version only.", valueName: "version"))
     var target: Int64?
@@ -22,14 +30,24 @@ struct MigrateCommand: ParsableCommand {
     func validate() throws {
         if let target, target <= 0 { throw ValidationError("--to must be a positive version number; got \(target)") }
         _ = try runOptions.options(migrations: global.resolvedMigrations)
+        if try resolvedSkipRoles && resolvedForceRoles {
+            throw ValidationError("--skip-roles and --force-roles contradict each other; pass one")
+        }
     }
+
+    var resolvedSkipRoles: Bool { get throws { try skipRoles || environmentFlag("MIGRATOR_SKIP_ROLES") == true } }
+    var resolvedForceRoles: Bool { get throws { try forceRoles || environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
     func run() throws {
         let logger = try global.makeLogger()
         var options = try runOptions.options(migrations: global.resolvedMigrations)
         options.target = target
         options.dryRun = dryRun
-        let migrator = Migrator(connection: global.connectionConfig, options: options, logger: logger)
+        var hooks: [any PostMigrateHook] = []
+        if try !resolvedSkipRoles {
+            hooks.append(RoleSyncHook(catalogue: try roles.catalogue(json: json), force: try resolvedForceRoles))
+        }
+        let migrator = Migrator(connection: global.connectionConfig, options: options, hooks: hooks, logger: logger)
         let report: MigrateReport
         do {
             report = try migrator.migrate()

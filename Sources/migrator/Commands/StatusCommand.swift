@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MigrationEngine
+import RoleSync
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,6 +10,7 @@ struct StatusCommand: ParsableCommand {
     )
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var roles: RolesOptions
 
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
@@ -17,7 +19,7 @@ struct StatusCommand: ParsableCommand {
         let logger = try global.makeLogger()
         let migrator = Migrator(
             connection: global.connectionConfig, options: MigratorOptions(migrationsPath: global.resolvedMigrations),
-            logger: logger
+            hooks: [RoleSyncHook(catalogue: try roles.catalogue(json: json))], logger: logger
         )
         let report: StatusReport
         do {
@@ -56,6 +58,7 @@ enum StatusTable {
             .map { "\(report.count($0)) \($0.rawValue)" }
             .joined(separator: ", ")
         Output.print("\(report.database): \(summary)")
+        for hook in report.hooks { Output.print("\(hook.name): \(hook.summary)") }
         for problem in report.problems { Output.print(problem) }
     }
 }

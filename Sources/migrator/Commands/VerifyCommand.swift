@@ -1,13 +1,15 @@
 import ArgumentParser
 import MigrationEngine
+import RoleSync
 
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Exit 0 only when every migration is applied and unchanged (a CI gate); 3 otherwise."
+        abstract: "Exit 0 only when every migration is applied and unchanged and the role version is current (a CI gate); 3 otherwise."
     )
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var roles: RolesOptions
 
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
@@ -16,7 +18,7 @@ struct VerifyCommand: ParsableCommand {
         let logger = try global.makeLogger()
         let migrator = Migrator(
             connection: global.connectionConfig, options: MigratorOptions(migrationsPath: global.resolvedMigrations),
-            logger: logger
+            hooks: [RoleSyncHook(catalogue: try roles.catalogue(json: json))], logger: logger
         )
         let report: StatusReport
         do {
@@ -32,10 +34,11 @@ struct VerifyCommand: ParsableCommand {
                     Output.printError("\(where_): \(migration.state.rawValue): \(MigrationSummary.label(migration.version, migration.name))")
                 }
                 for problem in report.problems { Output.printError(problem) }
+                for hook in report.hooks where !hook.upToDate { Output.printError("\(hook.name): \(hook.summary)") }
                 Output.printError("verify failed: \(report.count(.pending)) pending, \(report.count(.changed)) changed, \(report.count(.missing)) missing, \(report.count(.failed)) failed")
             }
             throw ExitStatus.verifyFailed.exitCode
         }
-        if !json { Output.print("verified: all \(report.migrations.count) migrations are applied and unchanged on \(report.database)") }
+        if !json { Output.print("verified: all \(report.migrations.count) migrations are applied and unchanged, and the role version is current, on \(report.database)") }
     }
 }

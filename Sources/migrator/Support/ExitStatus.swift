@@ -15,7 +15,7 @@ enum ExitStatus: Int32 {
     init(_ code: MigrationError.Code) {
         switch code {
         case .migrationFailed, .hookFailed, .databaseError: self = .migrationFailed
-        case .invalidMigrationFile, .historyMismatch: self = .invalidMigrations
+        case .invalidMigrationFile, .historyMismatch, .invalidInput: self = .invalidMigrations
         case .connectionFailed: self = .connectionFailed
         case .lockTimeout: self = .lockTimeout
         case .readOnly: self = .readOnly

@@ -1,0 +1,74 @@
+import Foundation
+
+extension RoleCatalogue {
+    /// The largest `--roles` file read; a catalogue of thousands of roles is far smaller.
+    public static let maxFileSize = 4 << 20
+
+    /// Reads a catalogue from a JSON file shaped like the reference one:
+    /// `{"project_permissions": [{"codename": …, "name": …}], "roles": [{"name": …, "permissions": [codename, …]}]}`
+    /// (`source` is allowed and ignored). Unknown keys are refused, so a misspelt key never drops a role silently.
+    /// - Throws: ``CatalogueError`` naming the file, and the role and codename at fault.
+    public static func load(path: String) throws(CatalogueError) -> RoleCatalogue {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
+            throw CatalogueError(source: path, message: "the roles file cannot be read; check the path given to --roles (MIGRATOR_ROLES)")
+        }
+        guard size <= maxFileSize else {
+            throw CatalogueError(source: path, message: "the roles file has \(size) bytes; at most \(maxFileSize) are read")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CatalogueError(source: path, message: "the roles file cannot be read; check its permissions")
+        }
+        return try parse(data, source: path)
+    }
+
+    public static func parse(_ data: Data, source: String) throws(CatalogueError) -> RoleCatalogue {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data, options: [])
+        } catch {
+            let reason = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error.localizedDescription)"
+            throw CatalogueError(source: source, message: "the file is not valid JSON (\(reason))")
+        }
+        guard let top = object as? [String: Any] else {
+            throw CatalogueError(source: source, message: "the top level must be an object with \"roles\" and \"project_permissions\"")
+        }
+        let knownTop: Set<String> = ["source", "project_permissions", "roles"]
+        if let unknown = top.keys.filter({ !knownTop.contains($0) }).sorted().first {
+            throw CatalogueError(source: source, message: "unknown key \"\(unknown)\"; the keys are \"roles\", \"project_permissions\" and \"source\"")
+        }
+        var permissions: [(String, String)] = []
+        if let raw = top["project_permissions"] {
+            guard let list = raw as? [Any] else {
+                throw CatalogueError(source: source, message: "\"project_permissions\" must be a list of {\"codename\", \"name\"} objects")
+            }
+            for (index, item) in list.enumerated() {
+                guard let entry = item as? [String: Any], let codename = entry["codename"] as? String, let name = entry["name"] as? String,
+                      Set(entry.keys).isSubset(of: ["codename", "name"]) else {
+                    throw CatalogueError(
+                        source: source,
+                        message: "project_permissions[\(index)] must be {\"codename\": string, \"name\": string} and nothing else"
+                    )
+                }
+                permissions.append((codename, name))
+            }
+        }
+        guard let rawRoles = top["roles"] as? [Any] else {
+            throw CatalogueError(source: source, message: "\"roles\" is missing or not a list of {\"name\", \"permissions\"} objects")
+        }
+        var roles: [(String, [String])] = []
+        for (index, item) in rawRoles.enumerated() {
+            guard let entry = item as? [String: Any], let name = entry["name"] as? String else {
+                throw CatalogueError(source: source, message: "roles[\(index)] must be an object with a string \"name\"")
+            }
+            if let unknown = entry.keys.filter({ $0 != "name" && $0 != "permissions" }).sorted().first {
+                throw CatalogueError(source: source, role: name, message: "unknown key \"\(unknown)\"; a role has \"name\" and \"permissions\"")
+            }
+            guard let codenames = entry["permissions"] as? [Any], codenames.allSatisfy({ $0 is String }) else {
+                throw CatalogueError(source: source, role: name, message: "\"permissions\" must be a list of codename strings")
+            }
+            roles.append((name, codenames.compactMap { $0 as? String }))
+        }
+        return try RoleCatalogue(permissions: permissions, roles: roles, source: source)
+    }
+}

@@ -1,0 +1,90 @@
+/// What a sync changed (or, in a dry run, would change), per role and in total.
+public struct RoleSyncReport: Sendable, Codable, Equatable {
+    public enum Mode: String, Sendable, Codable {
+        /// The stored version equals the catalogue's: nothing was done.
+        case unchanged
+        /// Only the (role, permission) pairs that changed since the stored catalogue were written.
+        case incremental
+        /// The complete set difference for every project (no usable stored catalogue, or forced).
+        case full
+        /// The complete set difference for the given projects only; the version is not recorded.
+        case projects
+    }
+
+    public struct RoleChanges: Sendable, Codable, Equatable {
+        public var groupsCreated = 0
+        public var groupsAdopted = 0
+        public var groupsRenamed = 0
+        public var groupPermissionsAdded = 0
+        public var groupPermissionsRemoved = 0
+        public var objectPermissionsAdded = 0
+        public var objectPermissionsRemoved = 0
+
+        public init() {}
+
+        public var isEmpty: Bool { self == RoleChanges() }
+
+        public var rowsWritten: Int {
+            groupsCreated * 2 + groupsAdopted + groupsRenamed + groupPermissionsAdded + groupPermissionsRemoved
+                + objectPermissionsAdded + objectPermissionsRemoved
+        }
+    }
+
+    public struct Phase: Sendable, Codable, Equatable {
+        public var name: String
+        public var rows: Int
+        public var durationMs: Double
+    }
+
+    public var mode: Mode
+    public var dryRun: Bool
+    /// The catalogue's version (SHA-256 of its canonical form).
+    public var version: String
+    /// The version stored before this sync, if any.
+    public var previousVersion: String?
+    /// Whether this sync wrote a `role_schema_version` row.
+    public var recordedVersion: Bool
+    public var projects: Int
+    public var permissionsCreated = 0
+    public var permissionsRenamed = 0
+    /// Keyed by role name; roles without changes are left out.
+    public var roles: [String: RoleChanges] = [:]
+    /// Roles that left the catalogue, with how many groups they still have (kept, without permissions).
+    public var retiredRoles: [String: Int] = [:]
+    public var phases: [Phase] = []
+    public var durationMs: Double = 0
+    public var roundTrips = 0
+
+    public var totals: RoleChanges {
+        roles.values.reduce(into: RoleChanges()) { total, role in
+            total.groupsCreated += role.groupsCreated
+            total.groupsAdopted += role.groupsAdopted
+            total.groupsRenamed += role.groupsRenamed
+            total.groupPermissionsAdded += role.groupPermissionsAdded
+            total.groupPermissionsRemoved += role.groupPermissionsRemoved
+            total.objectPermissionsAdded += role.objectPermissionsAdded
+            total.objectPermissionsRemoved += role.objectPermissionsRemoved
+        }
+    }
+
+    /// One line for the migrate summary.
+    public var summary: String {
+        let short = version.prefix(12)
+        if mode == .unchanged { return "role catalogue unchanged (version \(short)); nothing to do" }
+        let t = totals
+        var text = dryRun ? "would sync" : "synced"
+        text += " \(projects) projects to role version \(short) (\(mode.rawValue)): "
+        text += "\(t.groupsCreated) groups created, \(t.groupsAdopted) adopted, \(t.groupsRenamed) renamed; "
+        text += "group permissions +\(t.groupPermissionsAdded) -\(t.groupPermissionsRemoved); "
+        text += "object permissions +\(t.objectPermissionsAdded) -\(t.objectPermissionsRemoved)"
+        if permissionsCreated + permissionsRenamed > 0 {
+            text += "; permissions created \(permissionsCreated), renamed \(permissionsRenamed)"
+        }
+        if !retiredRoles.isEmpty {
+            text += "; roles no longer in the catalogue keep their groups without permissions: "
+                + retiredRoles.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value) groups)" }.joined(separator: ", ")
+        }
+        if mode == .projects { text += "; the role version is not recorded by a per-project sync" }
+        return text
+    }
+}

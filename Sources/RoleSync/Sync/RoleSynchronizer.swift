@@ -1,0 +1,218 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Brings every project's role groups, group permissions and object permissions in step with a catalogue, in one
+/// transaction, with a fixed number of set-based statements.
+///
+/// The caller holds the engine's advisory lock (the post-migrate hook, `update-roles`), so two syncs never
+/// interleave; the statements still use ON CONFLICT so that a concurrent write by the application cannot fail them.
+public struct RoleSynchronizer: Sendable {
+    public var catalogue: RoleCatalogue
+
+    public init(catalogue: RoleCatalogue) {
+        self.catalogue = catalogue
+    }
+
+    public struct Options: Sendable {
+        /// Reconcile fully even when the stored version equals the catalogue's.
+        public var force = false
+        /// Run every statement, report, and roll back.
+        public var dryRun = false
+        /// Limit the sync to these projects; the version is then not recorded.
+        public var projectIDs: [Int64]?
+
+        public init(force: Bool = false, dryRun: Bool = false, projectIDs: [Int64]? = nil) {
+            self.force = force
+            self.dryRun = dryRun
+            self.projectIDs = projectIDs
+        }
+    }
+
+    /// The latest `role_schema_version` row.
+    public struct StoredVersion: Sendable {
+        public var version: String
+        public var catalogue: RoleCatalogue?
+    }
+
+    /// Reads the latest stored version (one query).
+    /// - Throws: ``RoleSyncError`` when the table is missing (the database was not migrated with our Migrations/).
+    public static func storedVersion(_ connection: Connection) throws(RoleSyncError) -> StoredVersion? {
+        do {
+            guard let row = try connection.query(SyncSQL.latestVersion).first, let version = row["version"] else { return nil }
+            return StoredVersion(version: version, catalogue: row["catalogue"].flatMap(RoleCatalogue.fromStored))
+        } catch {
+            throw RoleSyncError(phase: "read the stored role version", error: error)
+        }
+    }
+
+    /// Syncs when the stored version differs (or when forced, or for a set of projects); otherwise reads one row and
+    /// returns `.unchanged`.
+    public func sync(_ connection: Connection, options: Options = Options(), logger: Logger) throws(RoleSyncError) -> RoleSyncReport {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let startTrips = connection.roundTrips
+        let version = catalogue.version
+        let stored = try Self.storedVersion(connection)
+        var report = RoleSyncReport(
+            mode: .full, dryRun: options.dryRun, version: version, previousVersion: stored?.version,
+            recordedVersion: false, projects: 0
+        )
+        if options.projectIDs == nil, !options.force, stored?.version == version {
+            report.mode = .unchanged
+            report.roundTrips = connection.roundTrips - startTrips
+            report.durationMs = (clock.now - start).milliseconds
+            return report
+        }
+        var diff: CatalogueDiff?
+        if options.projectIDs != nil {
+            report.mode = .projects
+        } else if !options.force, let old = stored?.catalogue {
+            report.mode = .incremental
+            diff = CatalogueDiff(from: old, to: catalogue)
+        }
+        logger.info("role sync started", metadata: [
+            "roles.version": "\(version)", "roles.previous_version": "\(stored?.version ?? "none")", "roles.mode": "\(report.mode.rawValue)",
+        ])
+
+        var phases: [RoleSyncReport.Phase] = []
+        do throws(RoleSyncError) {
+            try run("begin", connection, logger, &phases) { try connection.query("BEGIN") }
+            try apply(connection, diff: diff, options: options, logger: logger, phases: &phases, report: &report)
+            report.durationMs = (clock.now - start).milliseconds
+            if options.projectIDs == nil && !options.dryRun {
+                let totals = report.totals
+                try run("record version", connection, logger, &phases) {
+                    try connection.query(SyncSQL.recordVersion, [
+                        version, catalogue.canonicalJSON, totals.groupsCreated, totals.groupsRenamed,
+                        totals.groupPermissionsAdded + totals.objectPermissionsAdded,
+                        totals.groupPermissionsRemoved + totals.objectPermissionsRemoved,
+                        report.durationMs, options.force,
+                    ])
+                }
+                report.recordedVersion = true
+            }
+            try run(options.dryRun ? "roll back (dry run)" : "commit", connection, logger, &phases) {
+                try connection.query(options.dryRun ? "ROLLBACK" : "COMMIT")
+            }
+        } catch {
+            if connection.isConnected, connection.transactionStatus != .idle { _ = try? connection.query("ROLLBACK") }
+            throw error
+        }
+        report.phases = phases
+        report.durationMs = (clock.now - start).milliseconds
+        report.roundTrips = connection.roundTrips - startTrips
+        logger.info("role sync finished", metadata: [
+            "roles.version": "\(version)", "roles.duration_ms": "\(Int(report.durationMs))",
+            "roles.rows_written": "\(report.totals.rowsWritten)", "roles.dry_run": "\(options.dryRun)",
+        ])
+        return report
+    }
+
+    private func apply(
+        _ connection: Connection, diff: CatalogueDiff?, options: Options, logger: Logger,
+        phases: inout [RoleSyncReport.Phase], report: inout RoleSyncReport
+    ) throws(RoleSyncError) {
+        let roles = catalogue.roles.map(\.name)
+        let projects: [Int64]? = options.projectIDs
+        let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
+        let everyGroup = diff == nil
+        let added = diff?.addedPairs ?? []
+        let removed = diff?.removedPairs ?? []
+
+        try run("prepare", connection, logger, &phases) { try connection.query(SyncSQL.freshGroupsTable) }
+        var contentType = 0
+        try run("content type", connection, logger, &phases) {
+            let row = try connection.query(SyncSQL.contentType).first
+            contentType = row?.int("id") ?? 0
+            return row
+        }
+        try run("permissions", connection, logger, &phases) {
+            let row = try connection.query(SyncSQL.permissions, [
+                contentType, catalogue.permissions.map(\.codename), catalogue.permissions.map(\.name),
+            ]).first
+            report.permissionsCreated = row?.int("created") ?? 0
+            report.permissionsRenamed = row?.int("renamed") ?? 0
+            return row
+        }
+        try countByRole("rename groups", connection, logger, &phases, &report, SyncSQL.renameGroups, [projects], \.groupsRenamed)
+        try countByRole("adopt groups", connection, logger, &phases, &report, SyncSQL.adoptGroups, [roles, projects], \.groupsAdopted)
+        try countByRole("create groups", connection, logger, &phases, &report, SyncSQL.createGroups, [roles, projects], \.groupsCreated)
+        let wantedParameters: [(any PostgresBindable)?] = [
+            contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, added.map(\.role), added.map(\.codename),
+        ]
+        let unwantedParameters: [(any PostgresBindable)?] = [
+            contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, removed.map(\.role), removed.map(\.codename),
+        ]
+        try countByRole("add group permissions", connection, logger, &phases, &report, SyncSQL.addGroupPermissions, wantedParameters, \.groupPermissionsAdded)
+        try countByRole("remove group permissions", connection, logger, &phases, &report, SyncSQL.removeGroupPermissions, unwantedParameters, \.groupPermissionsRemoved)
+        try countByRole("add object permissions", connection, logger, &phases, &report, SyncSQL.addObjectPermissions, wantedParameters, \.objectPermissionsAdded)
+        try countByRole("remove object permissions", connection, logger, &phases, &report, SyncSQL.removeObjectPermissions, unwantedParameters, \.objectPermissionsRemoved)
+        try run("count", connection, logger, &phases) {
+            report.projects = try connection.query(SyncSQL.projectCount, [projects]).first?.int("n") ?? 0
+            let retired = try connection.query(SyncSQL.retiredRoles, [roles])
+            for row in retired.rows { report.retiredRoles[row["role"] ?? "?"] = row.int("n") ?? 0 }
+            return nil
+        }
+    }
+
+    /// Runs a statement that answers `role, n` rows and adds the counts to the report.
+    private func countByRole(
+        _ phase: String, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
+        _ report: inout RoleSyncReport, _ sql: String, _ parameters: [(any PostgresBindable)?], _ field: WritableKeyPath<RoleSyncReport.RoleChanges, Int>
+    ) throws(RoleSyncError) {
+        var rows = 0
+        try run(phase, connection, logger, &phases) {
+            for row in try connection.query(sql, parameters).rows {
+                let count = row.int("n") ?? 0
+                rows += count
+                report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()][keyPath: field] += count
+            }
+            return nil
+        }
+        if let last = phases.indices.last { phases[last].rows = rows }
+    }
+
+    /// Times a phase, logs it, and names it in the error if it fails.
+    @discardableResult
+    private func run(
+        _ phase: String, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
+        _ body: () throws -> Any?
+    ) throws(RoleSyncError) -> Any? {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let result: Any?
+        do {
+            result = try body()
+        } catch let error as PostgresError {
+            throw RoleSyncError(phase: phase, error: error)
+        } catch {
+            throw RoleSyncError(phase: phase, error: PostgresError(code: .clientError, message: "\(error)"))
+        }
+        let elapsed = (clock.now - start).milliseconds
+        phases.append(.init(name: phase, rows: 0, durationMs: elapsed))
+        logger.info("role sync phase", metadata: ["roles.phase": "\(phase)", "roles.phase_ms": "\(String(format: "%.1f", elapsed))"])
+        return result
+    }
+}
+
+/// A sync that failed, with the phase it failed in. Its transaction was rolled back: the old version and rows remain.
+public struct RoleSyncError: Error, Sendable, CustomStringConvertible {
+    public var phase: String
+    public var error: PostgresError
+
+    public var description: String {
+        var text = "role sync failed while it tried to \(phase): \(error)"
+        if error.sqlState == "42P01" {
+            text += "\nhint: the role tables are missing; apply the shipped Migrations/ first"
+        }
+        return text + "\nnote: the sync was rolled back; the stored role version and every row are as they were"
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let parts = components
+        return (Double(parts.seconds) + Double(parts.attoseconds) / 1e18) * 1000
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import MigrationEngine
+import Postgres
+import RoleSync
+
+struct UpdateRolesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "update-roles",
+        abstract: "Bring every project's role groups and permissions in step with the role catalogue, under the lock.",
+        discussion: """
+            By default a full reconcile (--force); --no-force syncs only when the stored role version differs. \
+            With --project-id the sync is limited to those projects and does not record the role version.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var roles: RolesOptions
+
+    @Option(name: .customLong("project-id"), help: ArgumentHelp("Sync only this project (repeatable).", valueName: "id"))
+    var projectIDs: [Int64] = []
+
+    @Flag(name: .customLong("dry-run"), help: "Run the same statements, print what would change per role, and roll back.")
+    var dryRun = false
+
+    @Flag(inversion: .prefixedNo, help: "Reconcile even when the role version is unchanged (default on; env: MIGRATOR_FORCE_ROLES).")
+    var force: Bool?
+
+    @Option(
+        name: .customLong("lock-timeout"),
+        help: ArgumentHelp("How long to wait for another runner's lock (env: MIGRATOR_LOCK_TIMEOUT; default 5m).", valueName: "duration")
+    )
+    var lockTimeout: String?
+
+    @Flag(help: "Print the result as JSON on standard output.")
+    var json = false
+
+    func validate() throws {
+        if let bad = projectIDs.first(where: { $0 <= 0 }) { throw ValidationError("--project-id must be a positive id; got \(bad)") }
+        _ = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
+        _ = try environmentFlag("MIGRATOR_FORCE_ROLES")
+    }
+
+    func run() throws {
+        let logger = try global.makeLogger()
+        let catalogue = try roles.catalogue(json: json)
+        let forced = try force ?? environmentFlag("MIGRATOR_FORCE_ROLES") ?? true
+        var options = MigratorOptions(migrationsPath: global.resolvedMigrations)
+        options.lockTimeout = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
+        let migrator = Migrator(connection: global.connectionConfig, options: options, logger: logger)
+        let synchronizer = RoleSynchronizer(catalogue: catalogue)
+        let syncOptions = RoleSynchronizer.Options(force: forced, dryRun: dryRun, projectIDs: projectIDs.isEmpty ? nil : projectIDs)
+        let report: RoleSyncReport
+        do {
+            report = try migrator.withLock { connection in
+                try synchronizer.sync(connection, options: syncOptions, logger: logger)
+            }
+        } catch let error as MigrationError {
+            throw Output.fail(error, json: json).exitCode
+        } catch {
+            throw Output.fail(MigrationError(code: .hookFailed, message: "error: \(error)"), json: json).exitCode
+        }
+        if json {
+            Output.json(report)
+            return
+        }
+        RoleTable.print(report)
+    }
+}
+
+/// The per-role table `update-roles` prints.
+enum RoleTable {
+    static func print(_ report: RoleSyncReport) {
+        Output.print(report.summary)
+        guard report.mode != .unchanged else { return }
+        var rows = [["ROLE", "GROUPS CREATED", "ADOPTED", "RENAMED", "GROUP PERMS +", "GROUP PERMS -", "OBJECT PERMS +", "OBJECT PERMS -"]]
+        for (role, changes) in report.roles.sorted(by: { $0.key < $1.key }) where !changes.isEmpty {
+            rows.append([
+                role, "\(changes.groupsCreated)", "\(changes.groupsAdopted)", "\(changes.groupsRenamed)",
+                "\(changes.groupPermissionsAdded)", "\(changes.groupPermissionsRemoved)",
+                "\(changes.objectPermissionsAdded)", "\(changes.objectPermissionsRemoved)",
+            ])
+        }
+        guard rows.count > 1 else {
+            Output.print(report.dryRun ? "nothing would change" : "nothing changed")
+            return
+        }
+        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            Output.print(row.enumerated().map { index, cell in
+                index == 0 ? cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[index] - cell.count) + cell
+            }.joined(separator: "  "))
+        }
+        if report.dryRun { Output.print("dry run: rolled back; nothing was changed") }
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import MigratorTestSupport
+import Postgres
+import Testing
+
+@Suite("migrator end to end: several runners")
+struct ConcurrencyTests {
+    @Test("8 runners started at once on an empty database apply every migration exactly once")
+    func eightRunnersAtOnce() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([
+                ("0001_items.sql", "CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL);\n"),
+                ("0002_seed.sql", "INSERT INTO items VALUES (1, 'seeded once');\n"),
+                ("0003_sites.sql", "CREATE TABLE sites (id int PRIMARY KEY, name text);\n"),
+                ("0004_sites_name.sql", "CREATE INDEX sites_name_idx ON sites (name);\n"),
+                ("0005_items_note.sql", "ALTER TABLE items ADD COLUMN note text;\n"),
+            ])
+            let started = try (0..<8).map { _ in try E2E.start(E2E.args("migrate", folder, "--json"), database: db) }
+            let runs = started.map { E2E.finish($0, limit: 60) }
+            var appliedVersions: [Int64] = []
+            for run in runs {
+                #expect(run.exitCode == 0, run.transcript)
+                if let report = try? decode(MigrateJSON.self, run.stdout) {
+                    appliedVersions += report.applied.map(\.version)
+                } else {
+                    Issue.record("stdout is not the --json report\n\(run.stdout)")
+                }
+            }
+            #expect(appliedVersions.sorted() == [1, 2, 3, 4, 5], "each migration must be applied by exactly one runner")
+
+            let connection = try db.connect()
+            #expect(try connection.historyVersions() == [1, 2, 3, 4, 5])
+            #expect(try connection.count("SELECT count(*) FROM public.migrator_history WHERE state = 'applied'") == 5)
+            #expect(try connection.count("SELECT count(*) FROM items") == 1)
+        }
+    }
+
+    @Test("CREATE INDEX CONCURRENTLY outside a transaction completes while another runner waits for the lock")
+    func concurrentIndexWithWaitingRunner() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([
+                ("0001_table.sql", "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS label FROM generate_series(1, 5000) g;\n"),
+                ("0002_index.sql", """
+                    -- migrator:no-transaction
+                    SELECT pg_sleep(2);
+                    CREATE INDEX CONCURRENTLY big_label_idx ON big (label);
+
+                    """),
+            ])
+            let connection = try db.connect()
+            let runnerA = try E2E.start(E2E.args("migrate", folder), database: db)
+            let aHoldsLock = try connection.waitForAdvisoryLockHolder()
+            #expect(aHoldsLock, "runner A never took the lock")
+            let runnerB = try E2E.start(E2E.args("migrate", folder), database: db)
+
+            let a = E2E.finish(runnerA, limit: 30)
+            let b = E2E.finish(runnerB, limit: 30)
+            #expect(a.exitCode == 0, a.transcript)
+            #expect(b.exitCode == 0, b.transcript)
+            #expect(a.stdout.contains("applied 0002_index"), a.transcript)
+            #expect(b.stderr.contains("waiting for the migration lock"), "runner B did not wait, so the test proved nothing\n\(b.stderr)")
+            #expect(b.stdout.contains("nothing to migrate"), b.transcript)
+            #expect(try connection.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_label_idx'::regclass") == "t")
+            #expect(try connection.historyVersions() == [1, 2])
+        }
+    }
+
+    @Test("a runner that cannot get the lock in time exits 5 and names the holder's pid")
+    func lockTimeout() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            let holder = try db.connect()
+            try holder.query("SELECT pg_advisory_lock($1::bigint)", [Int64(0x6D69_6772_6174_6F72)])
+            let run = try E2E.run(E2E.args("migrate", folder, "--lock-timeout", "1s"), database: db, limit: 20)
+            #expect(run.exitCode == 5, run.transcript)
+            #expect(run.stderr.contains("pid \(holder.backendPID)"), run.transcript)
+            #expect(try holder.historyVersions() == [])
+            #expect(try !holder.tableExists("a"))
+
+            try holder.query("SELECT pg_advisory_unlock($1::bigint)", [Int64(0x6D69_6772_6174_6F72)])
+            let after = try E2E.run(E2E.args("migrate", folder, "--lock-timeout", "1s"), database: db)
+            #expect(after.exitCode == 0, after.transcript)
+        }
+    }
+
+    @Test("a runner killed in the middle of a migration outside a transaction leaves a row the next run resumes from")
+    func killedRunnerResumes() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([
+                ("0001_killed.sql", """
+                    -- migrator:no-transaction
+                    CREATE TABLE k (id int);
+                    SELECT pg_sleep(1.5);
+                    INSERT INTO k VALUES (1);
+
+                    """),
+            ])
+            let connection = try db.connect()
+            let runner = try E2E.start(E2E.args("migrate", folder), database: db)
+            let deadline = Date().addingTimeInterval(15)
+            var sleeping = false
+            while !sleeping, Date() < deadline {
+                sleeping = try connection.count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1.5)%'") > 0
+                if !sleeping { Thread.sleep(forTimeInterval: 0.02) }
+            }
+            #expect(sleeping, "statement 2 never started")
+            kill(runner.process.0.processIdentifier, SIGKILL)
+            _ = E2E.finish(runner, limit: 10)
+
+            let row = try #require(try connection.query(
+                "SELECT state, failed_statement, statements_done, error FROM public.migrator_history WHERE version = 1"
+            ).first)
+            #expect(row["state"] == "failed")
+            #expect(row.int("failed_statement") == 2)
+            #expect(row.int("statements_done") == 1)
+
+            // The killed runner's server session finishes its statement, then frees the lock; the rerun waits for it.
+            let rerun = try E2E.run(E2E.args("migrate", folder, "--json"), database: db, limit: 30)
+            #expect(rerun.exitCode == 0, rerun.transcript)
+            #expect(try decode(MigrateJSON.self, rerun.stdout).applied.first?.resumedAtStatement == 2)
+            #expect(try connection.count("SELECT count(*) FROM k") == 1)
+            #expect(try connection.scalar("SELECT state FROM public.migrator_history WHERE version = 1") == "applied")
+        }
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import MigratorTestSupport
+import Postgres
+import Testing
+
+@Suite("migrator end to end: connections and server settings")
+struct ConnectionFailureTests {
+    static let wrongPassword = "n0t-the-p@ss%word"
+
+    @Test("a wrong password exits 4 at once, in migrate and in wait, and is never printed")
+    func wrongPassword() throws {
+        try TestDatabase.with { db in
+            let url = try Server.url(user: try Server.adminUser, password: Self.wrongPassword, database: db.name)
+            #expect(url.contains("%40") && url.contains("%25"))
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+
+            let migrate = try E2E.run(E2E.args("migrate", folder, "--database-url", url), secrets: [Self.wrongPassword])
+            #expect(migrate.exitCode == 4, migrate.transcript)
+            #expect(migrate.stderr.contains("password authentication failed"), migrate.transcript)
+
+            let json = try E2E.run(E2E.args("migrate", folder, "--json"), environment: ["DATABASE_URL": url], secrets: [Self.wrongPassword])
+            #expect(json.exitCode == 4, json.transcript)
+
+            let wait = try E2E.run(
+                ["wait", "--timeout", "10s", "--database-url", url, "--log-level", "trace"], secrets: [Self.wrongPassword],
+                limit: 20
+            )
+            #expect(wait.exitCode == 4, wait.transcript)
+            #expect(wait.seconds < 5, "an authentication failure must not be retried\n\(wait.transcript)")
+        }
+    }
+
+    @Test("a password whose % the user forgot to percent-encode is not echoed by the connection-string error")
+    func unencodedPercentInPasswordIsNotEchoed() throws {
+        try TestDatabase.with { db in
+            let password = "50%off-s3cret"
+            let components = try Server.components
+            let url = "postgresql://\(try Server.adminUser):\(password)@\(components.host ?? "127.0.0.1"):\(components.port ?? 5432)/\(db.name)"
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            for arguments in [E2E.args("migrate", folder), E2E.args("migrate", folder, "--json"), ["wait", "--timeout", "5s"]] {
+                let run = try E2E.run(arguments + ["--database-url", url], secrets: [password], limit: 20)
+                #expect(run.exitCode == 4, run.transcript)
+            }
+        }
+    }
+
+    @Test("an unreachable server is retried by wait until its timeout, then exits 4")
+    func unreachablePort() throws {
+        let password = "unre@chable%pw"
+        let url = try Server.url(user: "postgres", password: password, database: "postgres", port: 1)
+        let wait = try E2E.run(["wait", "--timeout", "1s", "--database-url", url], secrets: [password], limit: 15)
+        #expect(wait.exitCode == 4, wait.transcript)
+        #expect(wait.seconds >= 1, wait.transcript)
+        #expect(wait.stderr.contains("retrying"), wait.transcript)
+
+        let folder = try MigrationFolder()
+        let migrate = try E2E.run(E2E.args("migrate", folder, "--database-url", url), secrets: [password], limit: 15)
+        #expect(migrate.exitCode == 4, migrate.transcript)
+    }
+
+    @Test("an unknown database exits 4, and wait gives up on it at once")
+    func unknownDatabase() throws {
+        var components = try Server.components
+        components.path = "/mt_no_such_database_\(UUID().uuidString.prefix(8).lowercased())"
+        let url = try #require(components.string)
+        let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+        let migrate = try E2E.run(E2E.args("migrate", folder, "--database-url", url))
+        #expect(migrate.exitCode == 4, migrate.transcript)
+        #expect(migrate.stderr.contains("does not exist"), migrate.transcript)
+        let status = try E2E.run(E2E.args("status", folder, "--database-url", url))
+        #expect(status.exitCode == 4, status.transcript)
+        let wait = try E2E.run(["wait", "--timeout", "10s", "--database-url", url], limit: 20)
+        #expect(wait.exitCode == 4, wait.transcript)
+        #expect(wait.seconds < 5, "an unknown database must not be retried\n\(wait.transcript)")
+    }
+
+    @Test("a password with @, % and other URL characters works and never appears in any output, even at trace level")
+    func specialPasswordNeverPrinted() throws {
+        let role = "mt_role_\(UUID().uuidString.prefix(8).lowercased())"
+        let password = "p@ss%w0rd:/?#&=x"
+        try TestDatabase.with { db in
+            let setup = try db.connect()
+            // A role name cannot be a parameter; this one is made of [a-z0-9_] only, and the password is a literal.
+            try setup.query("CREATE ROLE \(role) LOGIN PASSWORD 'p@ss%w0rd:/?#&=x'")
+            defer {
+                _ = try? setup.query("REASSIGN OWNED BY \(role) TO CURRENT_USER")
+                _ = try? setup.query("DROP OWNED BY \(role)")
+                _ = try? setup.query("DROP ROLE \(role)")
+            }
+            try setup.query("ALTER DATABASE \(db.name) OWNER TO \(role)")
+            let url = try Server.url(user: role, password: password, database: db.name)
+            let folder = try E2E.folder([
+                ("0001_a.sql", "DO $$ BEGIN RAISE NOTICE 'hello'; END $$;\nCREATE TABLE a (id int);\n"),
+                ("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n"),
+            ])
+            for format in ["text", "json"] {
+                let failing = try E2E.run(
+                    E2E.args("migrate", folder, "--log-level", "trace", "--log-format", format, "--json"),
+                    environment: ["DATABASE_URL": url], secrets: [password]
+                )
+                #expect(failing.exitCode == 1, failing.transcript)
+            }
+            try folder.write("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nCREATE TABLE nowhere (id int);\n")
+            let fixed = try E2E.run(E2E.args("migrate", folder, "--log-level", "trace"), environment: ["DATABASE_URL": url], secrets: [password])
+            #expect(fixed.exitCode == 0, fixed.transcript)
+            for command in ["status", "verify"] {
+                let run = try E2E.run(E2E.args(command, folder, "--log-level", "trace"), environment: ["DATABASE_URL": url], secrets: [password])
+                #expect(run.exitCode == 0, run.transcript)
+            }
+            let wait = try E2E.run(["wait", "--log-level", "trace", "--database-url", url], secrets: [password])
+            #expect(wait.exitCode == 0, wait.transcript)
+            // libpq's own variables: the password comes from PGPASSWORD, the rest from a URL without one.
+            let noPassword = "postgresql://\(role)@\(try Server.components.host ?? "127.0.0.1"):\(try Server.components.port ?? 5432)/\(db.name)"
+            let viaEnvironment = try E2E.run(
+                E2E.args("status", folder, "--log-level", "trace"),
+                environment: ["DATABASE_URL": noPassword, "PGPASSWORD": password], secrets: [password]
+            )
+            #expect(viaEnvironment.exitCode == 0, viaEnvironment.transcript)
+            let wrongViaEnvironment = try E2E.run(
+                E2E.args("status", folder), environment: ["DATABASE_URL": noPassword, "PGPASSWORD": password + "-wrong"],
+                secrets: [password]
+            )
+            #expect(wrongViaEnvironment.exitCode == 4, wrongViaEnvironment.transcript)
+        }
+    }
+
+    @Test("a read-only database exits 6 and nothing is applied")
+    func readOnlyDatabase() throws {
+        try TestDatabase.with { db in
+            let connection = try db.connect()
+            try connection.query("ALTER DATABASE \(db.name) SET default_transaction_read_only = on")
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(run.exitCode == 6, run.transcript)
+            #expect(try connection.historyVersions() == [])
+            // A dry run only reads, so a read-only database is fine for it.
+            let dry = try E2E.run(E2E.args("migrate", folder, "--dry-run"), database: db)
+            #expect(dry.exitCode == 0, dry.transcript)
+        }
+    }
+
+    @Test("a database-level statement_timeout does not apply to migrations; --statement-timeout does")
+    func statementTimeout() throws {
+        try TestDatabase.with { db in
+            let connection = try db.connect()
+            try connection.query("ALTER DATABASE \(db.name) SET statement_timeout = '100ms'")
+            let folder = try E2E.folder([("0001_slow.sql", "SELECT pg_sleep(0.5);\nCREATE TABLE slow (id int);\n")])
+            let limited = try E2E.run(E2E.args("migrate", folder, "--statement-timeout", "100ms"), database: db)
+            #expect(limited.exitCode == 1, limited.transcript)
+            #expect(limited.stderr.contains("57014"), limited.transcript)
+            #expect(try connection.historyVersions() == [])
+
+            let unlimited = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(unlimited.exitCode == 0, unlimited.transcript)
+            #expect(try connection.historyVersions() == [1])
+        }
+    }
+
+    @Test("a migration that waits for a table lock longer than --ddl-lock-timeout fails instead of queueing")
+    func ddlLockTimeout() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            try folder.write("0002_alter.sql", "ALTER TABLE a ADD COLUMN b int;\n")
+            let reader = try db.connect()
+            try reader.query("BEGIN")
+            try reader.query("LOCK TABLE a IN ACCESS SHARE MODE")
+            let run = try E2E.run(E2E.args("migrate", folder, "--ddl-lock-timeout", "300ms"), database: db, limit: 20)
+            #expect(run.exitCode == 1, run.transcript)
+            #expect(run.stderr.contains("55P03"), run.transcript)
+            try reader.query("COMMIT")
+            #expect(try reader.historyVersions() == [1])
+            let after = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(after.exitCode == 0, after.transcript)
+        }
+    }
+}
