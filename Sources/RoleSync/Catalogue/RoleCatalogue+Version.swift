@@ -65,6 +65,11 @@ public struct CatalogueDiff: Sendable, Equatable {
     public struct Pair: Sendable, Hashable, Codable {
         public var role: String
         public var codename: String
+
+        public init(role: String, codename: String) {
+            self.role = role
+            self.codename = codename
+        }
     }
 
     public var addedPairs: [Pair]

@@ -77,7 +77,7 @@ public struct RoleSynchronizer: Sendable {
 
         var phases: [RoleSyncReport.Phase] = []
         do throws(RoleSyncError) {
-            try run("begin", connection, logger, &phases) { try connection.query("BEGIN") }
+            try run("begin", connection, logger, &phases) { try connection.query("BEGIN").affectedRows }
             try apply(connection, diff: diff, options: options, logger: logger, phases: &phases, report: &report)
             report.durationMs = (clock.now - start).milliseconds
             if options.projectIDs == nil && !options.dryRun {
@@ -88,12 +88,12 @@ public struct RoleSynchronizer: Sendable {
                         totals.groupPermissionsAdded + totals.objectPermissionsAdded,
                         totals.groupPermissionsRemoved + totals.objectPermissionsRemoved,
                         report.durationMs, options.force,
-                    ])
+                    ]).affectedRows
                 }
                 report.recordedVersion = true
             }
             try run(options.dryRun ? "roll back (dry run)" : "commit", connection, logger, &phases) {
-                try connection.query(options.dryRun ? "ROLLBACK" : "COMMIT")
+                try connection.query(options.dryRun ? "ROLLBACK" : "COMMIT").affectedRows
             }
         } catch {
             if connection.isConnected, connection.transactionStatus != .idle { _ = try? connection.query("ROLLBACK") }
@@ -120,12 +120,12 @@ public struct RoleSynchronizer: Sendable {
         let added = diff?.addedPairs ?? []
         let removed = diff?.removedPairs ?? []
 
-        try run("prepare", connection, logger, &phases) { try connection.query(SyncSQL.freshGroupsTable) }
+        try run("prepare", connection, logger, &phases) { try connection.query(SyncSQL.freshGroupsTable).affectedRows }
         var contentType = 0
         try run("content type", connection, logger, &phases) {
             let row = try connection.query(SyncSQL.contentType).first
             contentType = row?.int("id") ?? 0
-            return row
+            return 0
         }
         try run("permissions", connection, logger, &phases) {
             let row = try connection.query(SyncSQL.permissions, [
@@ -133,7 +133,7 @@ public struct RoleSynchronizer: Sendable {
             ]).first
             report.permissionsCreated = row?.int("created") ?? 0
             report.permissionsRenamed = row?.int("renamed") ?? 0
-            return row
+            return report.permissionsCreated + report.permissionsRenamed
         }
         try countByRole("rename groups", connection, logger, &phases, &report, SyncSQL.renameGroups, [projects], \.groupsRenamed)
         try countByRole("adopt groups", connection, logger, &phases, &report, SyncSQL.adoptGroups, [roles, projects], \.groupsAdopted)
@@ -152,7 +152,7 @@ public struct RoleSynchronizer: Sendable {
             report.projects = try connection.query(SyncSQL.projectCount, [projects]).first?.int("n") ?? 0
             let retired = try connection.query(SyncSQL.retiredRoles, [roles])
             for row in retired.rows { report.retiredRoles[row["role"] ?? "?"] = row.int("n") ?? 0 }
-            return nil
+            return 0
         }
     }
 
@@ -161,38 +161,37 @@ public struct RoleSynchronizer: Sendable {
         _ phase: String, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
         _ report: inout RoleSyncReport, _ sql: String, _ parameters: [(any PostgresBindable)?], _ field: WritableKeyPath<RoleSyncReport.RoleChanges, Int>
     ) throws(RoleSyncError) {
-        var rows = 0
         try run(phase, connection, logger, &phases) {
+            var rows = 0
             for row in try connection.query(sql, parameters).rows {
                 let count = row.int("n") ?? 0
                 rows += count
                 report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()][keyPath: field] += count
             }
-            return nil
+            return rows
         }
-        if let last = phases.indices.last { phases[last].rows = rows }
     }
 
-    /// Times a phase, logs it, and names it in the error if it fails.
-    @discardableResult
+    /// Times a phase, logs it with the rows it wrote, and names it in the error if it fails.
     private func run(
         _ phase: String, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
-        _ body: () throws -> Any?
-    ) throws(RoleSyncError) -> Any? {
+        _ body: () throws -> Int
+    ) throws(RoleSyncError) {
         let clock = ContinuousClock()
         let start = clock.now
-        let result: Any?
+        let rows: Int
         do {
-            result = try body()
+            rows = try body()
         } catch let error as PostgresError {
             throw RoleSyncError(phase: phase, error: error)
         } catch {
             throw RoleSyncError(phase: phase, error: PostgresError(code: .clientError, message: "\(error)"))
         }
         let elapsed = (clock.now - start).milliseconds
-        phases.append(.init(name: phase, rows: 0, durationMs: elapsed))
-        logger.info("role sync phase", metadata: ["roles.phase": "\(phase)", "roles.phase_ms": "\(String(format: "%.1f", elapsed))"])
-        return result
+        phases.append(.init(name: phase, rows: rows, durationMs: elapsed))
+        logger.info("role sync phase", metadata: [
+            "roles.phase": "\(phase)", "roles.phase_rows": "\(rows)", "roles.phase_ms": "\(String(format: "%.1f", elapsed))",
+        ])
     }
 }
 

@@ -1,0 +1,126 @@
+import Foundation
+import RoleSync
+import Testing
+
+@Suite("Role catalogue")
+struct RoleCatalogueTests {
+    static var fixture: Data {
+        get throws {
+            guard let url = Bundle.module.url(forResource: "Fixtures/antenna-roles", withExtension: "json") else {
+                throw CocoaError(.fileNoSuchFile)
+            }
+            return try Data(contentsOf: url)
+        }
+    }
+
+    @Test("the built-in catalogue is the reference app's")
+    func referenceMatchesJSON() throws {
+        let reference = RoleCatalogue.reference
+        let fromFile = try RoleCatalogue.parse(try Self.fixture, source: "antenna-roles.json")
+        #expect(reference == fromFile)
+        #expect(reference.version == fromFile.version)
+        let counts = Dictionary(uniqueKeysWithValues: reference.roles.map { ($0.name, $0.permissions.count) })
+        #expect(counts == ["BasicMember": 6, "Researcher": 8, "Identifier": 9, "MLDataManager": 12, "ProjectManager": 47])
+        #expect(reference.pairCount == 82)
+        // 45 declared plus 5 used without a display name.
+        #expect(reference.permissions.count == 50)
+        let names = Dictionary(uniqueKeysWithValues: reference.permissions.map { ($0.codename, $0.name) })
+        #expect(names["view_project"] == "Can view project")
+        #expect(names["delete_project"] == "Can delete project")
+        #expect(names["import_data"] == "Can import data")
+        #expect(names["create_job"] == "Can create a job")
+    }
+
+    @Test("the version ignores declaration order and JSON formatting")
+    func versionIsCanonical() throws {
+        let a = try RoleCatalogue.parse(Data(#"{"project_permissions":[{"codename":"a","name":"A"},{"codename":"b","name":"B"}],"roles":[{"name":"X","permissions":["a","b"]},{"name":"Y","permissions":["b"]}]}"#.utf8), source: "a")
+        let b = try RoleCatalogue.parse(Data("""
+            {
+              "roles": [ {"permissions": ["b"], "name": "Y"},
+                         {"name": "X", "permissions": ["b", "a"]} ],
+              "source": "anything",
+              "project_permissions": [ {"name": "B", "codename": "b"}, {"codename": "a", "name": "A"} ]
+            }
+            """.utf8), source: "b")
+        #expect(a.version == b.version)
+        #expect(a.version.count == 64 && a.version.allSatisfy { "0123456789abcdef".contains($0) })
+        #expect(a.canonicalJSON.hasPrefix(#"{"format":"migrator.roles/1","permissions":[{"codename":"a","name":"A"}"#))
+    }
+
+    @Test("the version changes with any role name, membership or display name")
+    func versionChanges() throws {
+        let base = try RoleCatalogue(permissions: [("a", "A"), ("b", "B")], roles: [("X", ["a"]), ("Y", ["b"])])
+        let variants = [
+            try RoleCatalogue(permissions: [("a", "A"), ("b", "B")], roles: [("Z", ["a"]), ("Y", ["b"])]),
+            try RoleCatalogue(permissions: [("a", "A"), ("b", "B")], roles: [("X", ["a", "b"]), ("Y", ["b"])]),
+            try RoleCatalogue(permissions: [("a", "A"), ("b", "B")], roles: [("X", []), ("Y", ["b"])]),
+            try RoleCatalogue(permissions: [("a", "A!"), ("b", "B")], roles: [("X", ["a"]), ("Y", ["b"])]),
+            try RoleCatalogue(permissions: [("a", "A"), ("b", "B"), ("c", "C")], roles: [("X", ["a"]), ("Y", ["b"])]),
+        ]
+        for variant in variants { #expect(variant.version != base.version) }
+        #expect(Set(variants.map(\.version)).count == variants.count)
+    }
+
+    @Test("a stored catalogue reads back equal, and the diff names what changed")
+    func storedAndDiff() throws {
+        let old = try RoleCatalogue(permissions: [("a", "A"), ("b", "B")], roles: [("X", ["a"]), ("Gone", ["b"])])
+        #expect(RoleCatalogue.fromStored(old.canonicalJSON) == old)
+        #expect(RoleCatalogue.fromStored(#"{"format":"other"}"#) == nil)
+        let new = try RoleCatalogue(permissions: [("a", "A2"), ("b", "B")], roles: [("X", ["a", "b"]), ("New", ["a"])])
+        let diff = CatalogueDiff(from: old, to: new)
+        #expect(diff.addedPairs == [.init(role: "New", codename: "a"), .init(role: "X", codename: "b")])
+        #expect(diff.removedPairs == [.init(role: "Gone", codename: "b")])
+        #expect(diff.addedRoles == ["New"] && diff.removedRoles == ["Gone"])
+        #expect(diff.changedPermissions == ["a"])
+        #expect(CatalogueDiff(from: new, to: new).isEmpty)
+    }
+
+    struct BadFile: Sendable, CustomTestStringConvertible {
+        var label: String
+        var json: String
+        var expected: String
+        var testDescription: String { label }
+    }
+
+    static let badFiles: [BadFile] = [
+        BadFile(label: "not JSON", json: #"{"roles": [}"#, expected: "roles.json: error: the file is not valid JSON"),
+        BadFile(label: "top level list", json: "[]", expected: "the top level must be an object"),
+        BadFile(label: "no roles", json: #"{"project_permissions": []}"#, expected: #""roles" is missing"#),
+        BadFile(label: "empty roles", json: #"{"roles": []}"#, expected: "declares no roles"),
+        BadFile(label: "unknown top key", json: #"{"roles": [{"name": "A", "permissions": []}], "rolez": []}"#, expected: #"unknown key "rolez""#),
+        BadFile(label: "unknown role key", json: #"{"roles": [{"name": "A", "permissions": [], "perms": []}]}"#, expected: #"role 'A': error: unknown key "perms""#),
+        BadFile(label: "permissions not strings", json: #"{"roles": [{"name": "A", "permissions": [1]}]}"#, expected: "role 'A': error: \"permissions\" must be a list"),
+        BadFile(label: "duplicate role", json: #"{"roles": [{"name": "A", "permissions": []}, {"name": "A", "permissions": []}]}"#, expected: "role 'A': error: the role is declared twice"),
+        BadFile(label: "empty role name", json: #"{"roles": [{"name": "", "permissions": []}]}"#, expected: "a role name is empty"),
+        BadFile(label: "non-identifier role", json: #"{"roles": [{"name": "Data Manager", "permissions": []}]}"#, expected: "role 'Data Manager': error: the role name is not an identifier"),
+        BadFile(label: "role starting with digit", json: #"{"roles": [{"name": "1st", "permissions": []}]}"#, expected: "not an identifier"),
+        BadFile(label: "long role", json: #"{"roles": [{"name": "\#(String(repeating: "R", count: 50))", "permissions": []}]}"#, expected: "the role name has 50 characters"),
+        BadFile(label: "long codename", json: #"{"roles": [{"name": "A", "permissions": ["\#(String(repeating: "c", count: 101))"]}]}"#, expected: "role 'A': permission 'cccc"),
+        BadFile(label: "long display name", json: #"{"project_permissions": [{"codename": "c", "name": "\#(String(repeating: "n", count: 256))"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "permission 'c': error: the display name has 256 characters"),
+        BadFile(label: "codename listed twice", json: #"{"roles": [{"name": "A", "permissions": ["c", "c"]}]}"#, expected: "role 'A': permission 'c': error: the role lists this permission twice"),
+        BadFile(label: "conflicting display names", json: #"{"project_permissions": [{"codename": "c", "name": "X"}, {"codename": "c", "name": "Y"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "declared twice"),
+        BadFile(label: "permission entry shape", json: #"{"project_permissions": [{"codename": "c"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "project_permissions[0] must be"),
+    ]
+
+    @Test("a bad roles file is refused with the file, role and codename at fault", arguments: badFiles)
+    func badFile(_ bad: BadFile) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("roles-\(UUID().uuidString)/roles.json")
+        try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: path.deletingLastPathComponent()) }
+        try Data(bad.json.utf8).write(to: path)
+        let error = #expect(throws: CatalogueError.self) { try RoleCatalogue.load(path: path.path) }
+        #expect(error?.description.contains(bad.expected) == true, "\(error?.description ?? "no error")")
+        #expect(error?.description.hasPrefix(path.path) == true)
+    }
+
+    @Test("a missing or huge roles file is refused")
+    func unreadableFiles() throws {
+        let missing = #expect(throws: CatalogueError.self) { try RoleCatalogue.load(path: "/nonexistent/roles.json") }
+        #expect(missing?.description.contains("cannot be read") == true)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("huge-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: path) }
+        try Data(count: RoleCatalogue.maxFileSize + 1).write(to: path)
+        let huge = #expect(throws: CatalogueError.self) { try RoleCatalogue.load(path: path.path) }
+        #expect(huge?.description.contains("at most") == true)
+    }
+}

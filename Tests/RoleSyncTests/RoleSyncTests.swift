@@ -1,0 +1,357 @@
+import Foundation
+import Logging
+import MigrationEngine
+import MigratorTestSupport
+import Postgres
+import RoleSync
+import Testing
+
+/// The sync against a real server: each test migrates its own database with the shipped Migrations/.
+@Suite("Role sync")
+struct RoleSyncTests {
+    static let logger = Logger(label: "test")
+
+    static func migrated(_ database: TestDatabase) throws -> Connection {
+        let folder = try MigrationFolder.shipped()
+        _ = try Migrator(
+            connection: ConnectionConfig(connectionString: database.url),
+            options: MigratorOptions(migrationsPath: folder.path), logger: logger
+        ).migrate()
+        return try database.connect()
+    }
+
+    @discardableResult
+    static func addProjects(_ connection: Connection, _ names: [String]) throws -> [Int64] {
+        try connection.query("INSERT INTO main_project (name) SELECT unnest($1::text[]) RETURNING id", [names]).rows.map { Int64($0["id"]!)! }
+    }
+
+    static func sync(_ connection: Connection, _ catalogue: RoleCatalogue = .reference, _ options: RoleSynchronizer.Options = .init()) throws -> RoleSyncReport {
+        try RoleSynchronizer(catalogue: catalogue).sync(connection, options: options, logger: logger)
+    }
+
+    /// Every (group name, codename) pair of our content type, from both permission tables, as Django would read them.
+    static func grants(_ connection: Connection) throws -> (group: Set<String>, object: Set<String>) {
+        let group = try connection.query("""
+            SELECT g.name || ':' || p.codename AS k FROM auth_group_permissions x
+            JOIN auth_group g ON g.id = x.group_id JOIN auth_permission p ON p.id = x.permission_id
+            """).rows.compactMap { $0["k"] }
+        let object = try connection.query("""
+            SELECT g.name || ':' || p.codename || '@' || x.object_pk AS k FROM guardian_groupobjectpermission x
+            JOIN auth_group g ON g.id = x.group_id JOIN auth_permission p ON p.id = x.permission_id
+            """).rows.compactMap { $0["k"] }
+        return (Set(group), Set(object))
+    }
+
+    /// What the catalogue says the grants must be.
+    static func expected(_ projects: [(Int64, String)], _ catalogue: RoleCatalogue = .reference) -> (group: Set<String>, object: Set<String>) {
+        var group = Set<String>()
+        var object = Set<String>()
+        for (id, name) in projects {
+            for role in catalogue.roles {
+                for codename in role.permissions {
+                    group.insert("\(id)_\(name)_\(role.name):\(codename)")
+                    object.insert("\(id)_\(name)_\(role.name):\(codename)@\(id)")
+                }
+            }
+        }
+        return (group, object)
+    }
+
+    static func count(_ connection: Connection, _ sql: String) throws -> Int {
+        try connection.query(sql).first?.int("n") ?? -1
+    }
+
+    /// xmin of every row we own: unchanged xmins mean no row was rewritten.
+    static func rowVersions(_ connection: Connection) throws -> [String] {
+        try connection.query("""
+            SELECT 'g' || id || ':' || xmin AS v FROM auth_group
+            UNION ALL SELECT 'gp' || id || ':' || xmin FROM auth_group_permissions
+            UNION ALL SELECT 'op' || id || ':' || xmin FROM guardian_groupobjectpermission
+            UNION ALL SELECT 'l' || group_id || ':' || xmin FROM project_role_group
+            UNION ALL SELECT 'p' || id || ':' || xmin FROM auth_permission
+            ORDER BY 1
+            """).rows.compactMap { $0["v"] }
+    }
+
+    @Test("the first sync gives every project its groups and exactly the catalogue's permissions; a second writes nothing")
+    func firstSyncAndIdempotence() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["alpha", "beta", "gamma"])
+            let report = try Self.sync(connection)
+            #expect(report.mode == .full)
+            #expect(report.totals.groupsCreated == 15)
+            #expect(report.totals.groupPermissionsAdded == 3 * 82)
+            #expect(report.totals.objectPermissionsAdded == 3 * 82)
+            #expect(report.recordedVersion)
+            let (group, object) = try Self.grants(connection)
+            let expected = Self.expected(Array(zip(ids, ["alpha", "beta", "gamma"])))
+            #expect(group == expected.group)
+            #expect(object == expected.object)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM project_role_group") == 15)
+
+            let before = try Self.rowVersions(connection)
+            let again = try Self.sync(connection, .reference, .init(force: true))
+            #expect(again.mode == .full)
+            #expect(again.totals.rowsWritten == 0)
+            #expect(again.permissionsCreated == 0 && again.permissionsRenamed == 0)
+            #expect(try Self.rowVersions(connection) == before)
+
+            let unchanged = try Self.sync(connection)
+            #expect(unchanged.mode == .unchanged)
+            #expect(unchanged.roundTrips <= 2)
+        }
+    }
+
+    @Test("the number of statements does not depend on the number of projects")
+    func constantStatements() throws {
+        func trips(_ projects: Int) throws -> (Int, Int) {
+            try TestDatabase.with("trips\(projects)") { database in
+                let connection = try Self.migrated(database)
+                try Self.addProjects(connection, (1...projects).map { "p\($0)" })
+                let full = try Self.sync(connection).roundTrips
+                let changed = try RoleCatalogue(
+                    permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.name) },
+                    roles: RoleCatalogue.reference.roles.map { ($0.name, $0.name == "BasicMember" ? $0.permissions + ["import_data"] : $0.permissions) }
+                )
+                let incremental = try Self.sync(connection, changed).roundTrips
+                return (full, incremental)
+            }
+        }
+        let one = try trips(1)
+        let many = try trips(300)
+        #expect(one == many)
+    }
+
+    @Test("a permission added to one role writes exactly one group and one object permission per project; removing it deletes exactly those")
+    func addAndRemoveOnePermission() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, (1...20).map { "p\($0)" })
+            try Self.sync(connection)
+            let base = RoleCatalogue.reference
+            let plus = try RoleCatalogue(
+                permissions: base.permissions.map { ($0.codename, $0.name) },
+                roles: base.roles.map { ($0.name, $0.name == "Researcher" ? $0.permissions + ["update_project"] : $0.permissions) }
+            )
+            let before = Set(try Self.rowVersions(connection))
+            let added = try Self.sync(connection, plus)
+            #expect(added.mode == .incremental)
+            #expect(added.roles.keys.sorted() == ["Researcher"])
+            #expect(added.totals.groupPermissionsAdded == ids.count && added.totals.objectPermissionsAdded == ids.count)
+            #expect(added.totals.rowsWritten == 2 * ids.count)
+            let after = Set(try Self.rowVersions(connection))
+            #expect(after.subtracting(before).count == 2 * ids.count)
+            #expect(before.subtracting(after).isEmpty)
+            #expect(try Self.grants(connection).group == Self.expected(ids.map { ($0, "p\($0 - ids[0] + 1)") }, plus).group)
+
+            let removed = try Self.sync(connection, base)
+            #expect(removed.mode == .incremental)
+            #expect(removed.totals.groupPermissionsRemoved == ids.count && removed.totals.objectPermissionsRemoved == ids.count)
+            #expect(removed.totals.rowsWritten == 2 * ids.count)
+            #expect(Set(try Self.rowVersions(connection)) == before)
+        }
+    }
+
+    @Test("memberships survive every kind of sync, renames rename the groups, deletes remove them")
+    func membershipsRenamesDeletes() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["keep", "rename me", "delete me"])
+            try Self.sync(connection)
+            try connection.query("INSERT INTO users_user (username) VALUES ('ada'), ('bob')")
+            try connection.query("""
+                INSERT INTO users_user_groups (user_id, group_id)
+                SELECT u.id, l.group_id FROM users_user u, project_role_group l WHERE l.role IN ('Researcher', 'ProjectManager')
+                """)
+            let memberships = try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups")
+            #expect(memberships == 2 * 3 * 2)
+            let groupIDs = try connection.query("SELECT group_id FROM project_role_group WHERE project_id = $1 ORDER BY role", [ids[1]]).rows.map { $0["group_id"] }
+
+            try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[1]])
+            let renamed = try Self.sync(connection, .reference, .init(force: true))
+            #expect(renamed.totals.groupsRenamed == 5)
+            #expect(renamed.totals.groupsCreated == 0)
+            #expect(try connection.query("SELECT group_id FROM project_role_group WHERE project_id = $1 ORDER BY role", [ids[1]]).rows.map { $0["group_id"] } == groupIDs)
+            let names = try connection.query("SELECT g.name FROM auth_group g JOIN project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 ORDER BY 1", [ids[1]]).rows.compactMap { $0["name"] }
+            #expect(names == ["BasicMember", "Identifier", "MLDataManager", "ProjectManager", "Researcher"].map { "\(ids[1])_renamed_\($0)" })
+
+            // A role removed from the catalogue keeps its groups (and memberships) but loses its permissions.
+            let withoutResearcher = try RoleCatalogue(
+                permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.name) },
+                roles: RoleCatalogue.reference.roles.filter { $0.name != "Researcher" }.map { ($0.name, $0.permissions) }
+            )
+            let retired = try Self.sync(connection, withoutResearcher)
+            #expect(retired.retiredRoles == ["Researcher": 3])
+            #expect(retired.summary.contains("Researcher (3 groups)"))
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM project_role_group WHERE role = 'Researcher'") == 3)
+            #expect(try Self.count(connection, """
+                SELECT count(*) AS n FROM auth_group_permissions x JOIN project_role_group l ON l.group_id = x.group_id WHERE l.role = 'Researcher'
+                """) == 0)
+            try Self.sync(connection)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups") == memberships)
+
+            try connection.query("DELETE FROM main_project WHERE id = $1", [ids[2]])
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group WHERE name LIKE '\(ids[2])\\_%'") == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM project_role_group WHERE project_id = \(ids[2])") == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM guardian_groupobjectpermission WHERE object_pk = '\(ids[2])'") == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups") == memberships - 4)
+            let full = try Self.sync(connection, .reference, .init(force: true))
+            #expect(full.totals.rowsWritten == 0)
+        }
+    }
+
+    @Test("rows that are not ours are never touched")
+    func foreignRowsUntouched() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["mine"])
+            try Self.sync(connection)
+            try connection.query("""
+                INSERT INTO django_content_type (app_label, model) VALUES ('other', 'thing');
+                """)
+            try connection.execute(script: """
+                INSERT INTO auth_permission (name, content_type_id, codename)
+                    SELECT 'Can poke thing', id, 'poke_thing' FROM django_content_type WHERE app_label = 'other';
+                INSERT INTO auth_group (name) VALUES ('editors');
+                INSERT INTO users_user (username) VALUES ('ada');
+                -- another group with one of our permissions, globally and on our project
+                INSERT INTO auth_group_permissions (group_id, permission_id)
+                    SELECT g.id, p.id FROM auth_group g, auth_permission p WHERE g.name = 'editors' AND p.codename = 'view_project';
+                INSERT INTO guardian_groupobjectpermission (object_pk, content_type_id, group_id, permission_id)
+                    SELECT '\(ids[0])', p.content_type_id, g.id, p.id FROM auth_group g, auth_permission p WHERE g.name = 'editors' AND p.codename = 'delete_project';
+                -- a user object permission, and another content type's permission on one of our groups
+                INSERT INTO guardian_userobjectpermission (object_pk, content_type_id, user_id, permission_id)
+                    SELECT '\(ids[0])', p.content_type_id, u.id, p.id FROM users_user u, auth_permission p WHERE p.codename = 'delete_project';
+                INSERT INTO auth_group_permissions (group_id, permission_id)
+                    SELECT l.group_id, p.id FROM project_role_group l, auth_permission p WHERE l.role = 'BasicMember' AND p.codename = 'poke_thing';
+                """)
+            let before = try Self.count(connection, "SELECT (SELECT count(*) FROM auth_group_permissions) + (SELECT count(*) FROM guardian_groupobjectpermission) + (SELECT count(*) FROM guardian_userobjectpermission) AS n")
+            let report = try Self.sync(connection, .reference, .init(force: true))
+            #expect(report.totals.rowsWritten == 0)
+            let after = try Self.count(connection, "SELECT (SELECT count(*) FROM auth_group_permissions) + (SELECT count(*) FROM guardian_groupobjectpermission) + (SELECT count(*) FROM guardian_userobjectpermission) AS n")
+            #expect(after == before)
+        }
+    }
+
+    @Test("groups the Django app made are adopted, not duplicated, and brought to the catalogue")
+    func adoptsDjangoGroups() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["legacy"])
+            // The reference app's way: a group per role by name, some permissions, a member.
+            try connection.query("INSERT INTO auth_group (name) SELECT $1::text || '_legacy_' || r FROM unnest($2::text[]) r", [String(ids[0]), RoleCatalogue.reference.roles.map(\.name)])
+            try connection.query("INSERT INTO users_user (username) VALUES ('ada')")
+            try connection.query("INSERT INTO users_user_groups (user_id, group_id) SELECT u.id, g.id FROM users_user u, auth_group g WHERE g.name LIKE '%_Researcher'")
+            try connection.query("""
+                INSERT INTO django_content_type (app_label, model) VALUES ('main', 'project') ON CONFLICT DO NOTHING
+                """)
+            let report = try Self.sync(connection)
+            #expect(report.totals.groupsAdopted == 5)
+            #expect(report.totals.groupsCreated == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group") == 5)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups") == 1)
+            #expect(try Self.grants(connection).group == Self.expected([(ids[0], "legacy")]).group)
+        }
+    }
+
+    @Test("a failure half way rolls everything back and keeps the old version; the next run completes")
+    func failureRollsBack() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["one", "two", "three"])
+            try Self.sync(connection)
+            let oldVersion = try RoleSynchronizer.storedVersion(connection)?.version
+            let before = try Self.rowVersions(connection)
+            try connection.execute(script: """
+                CREATE FUNCTION fail_on_two() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.object_pk = '\(ids[1])' THEN RAISE EXCEPTION 'injected failure for project %', NEW.object_pk; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER fail_on_two BEFORE INSERT ON guardian_groupobjectpermission FOR EACH ROW EXECUTE FUNCTION fail_on_two();
+                """)
+            let plus = try RoleCatalogue(
+                permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.name) },
+                roles: RoleCatalogue.reference.roles.map { ($0.name, $0.name == "BasicMember" ? $0.permissions + ["run_ml_job"] : $0.permissions) } + [("Auditor", ["view_project"])]
+            )
+            let error = #expect(throws: RoleSyncError.self) { try Self.sync(connection, plus) }
+            #expect(error?.phase == "add object permissions")
+            #expect(error?.description.contains("injected failure for project \(ids[1])") == true)
+            #expect(connection.transactionStatus == .idle)
+            #expect(try RoleSynchronizer.storedVersion(connection)?.version == oldVersion)
+            #expect(try Self.rowVersions(connection) == before)
+
+            try connection.query("DROP TRIGGER fail_on_two ON guardian_groupobjectpermission")
+            let retried = try Self.sync(connection, plus)
+            #expect(retried.totals.groupsCreated == 3)
+            #expect(try RoleSynchronizer.storedVersion(connection)?.version == plus.version)
+            #expect(try Self.grants(connection).object == Self.expected(Array(zip(ids, ["one", "two", "three"])), plus).object)
+        }
+    }
+
+    @Test("project names with quotes, backslashes, %, $1, unicode and 80 characters are stored exactly and inject nothing")
+    func hostileNames() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let names = [
+                "O'Brien's \"lab\"", #"back\slash\\"#, "100% %s %d", "$1 $$ $tag$", "'); DROP TABLE auth_group; --",
+                "zürich – 東京 🦋", String(repeating: "x", count: 80), "_%_",
+            ]
+            let ids = try Self.addProjects(connection, names)
+            let report = try Self.sync(connection)
+            #expect(report.totals.groupsCreated == names.count * 5)
+            #expect(try Self.grants(connection).group == Self.expected(Array(zip(ids, names))).group)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group") == names.count * 5)
+            #expect(try Self.sync(connection, .reference, .init(force: true)).totals.rowsWritten == 0)
+        }
+    }
+
+    @Test("a dry run reports what would change per role and changes nothing")
+    func dryRun() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            try Self.addProjects(connection, ["a", "b"])
+            let before = try Self.rowVersions(connection)
+            let report = try Self.sync(connection, .reference, .init(dryRun: true))
+            #expect(report.dryRun && !report.recordedVersion)
+            #expect(report.roles["ProjectManager"]?.groupPermissionsAdded == 2 * 47)
+            #expect(report.totals.groupsCreated == 10)
+            #expect(try Self.rowVersions(connection) == before)
+            #expect(try RoleSynchronizer.storedVersion(connection) == nil)
+        }
+    }
+
+    @Test("a sync limited to projects touches only them and does not record the version")
+    func projectScope() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b", "c"])
+            let report = try Self.sync(connection, .reference, .init(projectIDs: [ids[1]]))
+            #expect(report.mode == .projects && !report.recordedVersion)
+            #expect(report.summary.contains("not recorded"))
+            #expect(report.projects == 1)
+            #expect(try Self.count(connection, "SELECT count(DISTINCT project_id) AS n FROM project_role_group") == 1)
+            #expect(try Self.grants(connection).object == Self.expected([(ids[1], "b")]).object)
+            #expect(try RoleSynchronizer.storedVersion(connection) == nil)
+        }
+    }
+
+    @Test("going back to a version seen before records it again")
+    func revisitVersion() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            try Self.addProjects(connection, ["a"])
+            let other = try RoleCatalogue(permissions: [], roles: [("Viewer", ["view_project"])])
+            try Self.sync(connection)
+            try Self.sync(connection, other)
+            let back = try Self.sync(connection)
+            #expect(back.mode == .incremental && back.recordedVersion)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM role_schema_version WHERE version = '\(RoleCatalogue.reference.version)'") == 2)
+        }
+    }
+}
+
+extension RoleSynchronizer.StoredVersion: Equatable {
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.version == rhs.version }
+}
