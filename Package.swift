@@ -18,7 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // libpq, from Debian's libpq-dev. Only the Postgres target imports it.
@@ -27,10 +27,16 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // Text and file helpers, so that no module needs full Foundation (whose ICU data slows every start).
+        .target(
+            name: "SystemSupport",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "Postgres",
             dependencies: [
                 "CLibPQ",
+                "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -39,6 +45,7 @@ let package = Package(
             name: "MigrationEngine",
             dependencies: [
                 "Postgres",
+                "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -48,6 +55,7 @@ let package = Package(
             name: "RoleSync",
             dependencies: [
                 "Postgres",
+                "SystemSupport",
                 "MigrationEngine",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -58,6 +66,7 @@ let package = Package(
             name: "migrator",
             dependencies: [
                 "Postgres",
+                "SystemSupport",
                 "MigrationEngine",
                 "RoleSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

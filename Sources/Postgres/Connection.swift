@@ -1,6 +1,10 @@
 import CLibPQ
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
+import SystemSupport
 
 /// One libpq connection. Not thread-safe: one task or thread owns it at a time.
 ///
@@ -223,9 +227,9 @@ public final class Connection {
 
     /// libpq messages end in a newline and may start with a severity; people read them without either.
     static func clean(_ message: String) -> String {
-        var text = message.trimmingCharacters(in: .whitespacesAndNewlines)
+        var text = message.trimmingWhitespace()
         for prefix in ["ERROR:", "FATAL:"] where text.hasPrefix(prefix) {
-            text = String(text.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
+            text = String(text.dropFirst(prefix.count)).trimmingWhitespace()
         }
         return text
     }

@@ -1,5 +1,6 @@
 import CLibPQ
-import Foundation
+import FoundationEssentials
+import SystemSupport
 
 /// Where and how to connect, as given by the user, plus the defaults migrator adds.
 ///
@@ -28,7 +29,7 @@ public struct ConnectionConfig: Sendable {
         keepalivesIntervalSeconds: Int = 5,
         keepalivesCount: Int = 3
     ) {
-        let trimmed = connectionString?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = connectionString?.trimmingWhitespace()
         self.connectionString = (trimmed?.isEmpty ?? true) ? nil : trimmed
         self.applicationName = applicationName
         self.connectTimeoutSeconds = connectTimeoutSeconds
@@ -62,15 +63,45 @@ public struct ConnectionConfig: Sendable {
             }
             if let password = Self.parse(connectionString)?["password"] {
                 secrets.append(password)
-                if let encoded = password.addingPercentEncoding(withAllowedCharacters: .alphanumerics) {
-                    secrets.append(encoded)
-                }
+                secrets.append(Self.percentEncoded(password))
+            }
+            // libpq quotes parts of a URL it cannot parse (a password with a bare '%' or '@'), and then there is
+            // no parsed password: take it from the text, and its pieces around '@' that libpq may quote alone.
+            if let raw = Self.urlPassword(connectionString) {
+                secrets.append(raw)
+                secrets.append(contentsOf: raw.split(separator: "@").map(String.init).filter { $0.count >= 4 })
             }
         }
         if let password = ProcessInfo.processInfo.environment["PGPASSWORD"], !password.isEmpty {
             secrets.append(password)
         }
         return Redactor(secrets: secrets)
+    }
+
+    /// The text between `user:` and the last `@` of a URL's authority, however malformed the rest is.
+    static func urlPassword(_ text: String) -> String? {
+        guard let scheme = text.firstRange(of: "://") else { return nil }
+        let rest = text[scheme.upperBound...]
+        // The authority ends at the first '/' that follows its last '@' (a password may hold '/' only when encoded).
+        let authorityEnd = rest.lastIndex(of: "@").flatMap { at in rest[at...].firstIndex(where: { "/?".contains($0) }) }
+            ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return nil }
+        let password = authority[authority.index(after: colon)..<at]
+        return password.isEmpty ? nil : String(password)
+    }
+
+    static func percentEncoded(_ text: String) -> String {
+        var output = ""
+        for byte in text.utf8 {
+            let scalar = Unicode.Scalar(byte)
+            if byte < 0x80, scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || "-._~".unicodeScalars.contains(scalar) {
+                output.unicodeScalars.append(scalar)
+            } else {
+                output += "%" + TextFormat.hex([byte]).uppercased()
+            }
+        }
+        return output
     }
 
     /// Checks that libpq can parse the connection string, without connecting.
@@ -88,7 +119,7 @@ public struct ConnectionConfig: Sendable {
             throw PostgresError(
                 code: .invalidConnectionString,
                 message: "the connection string is not valid: "
-                    + redactor.redact(reason.trimmingCharacters(in: .whitespacesAndNewlines))
+                    + redactor.redact(reason.trimmingWhitespace())
                     + "; expected postgresql://user:password@host:port/database or key=value pairs"
             )
         }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// An error from libpq or the server, with everything the server said about it.
 ///
@@ -74,7 +74,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         if let sqlState { text += " (SQLSTATE \(sqlState))" }
         if let detail { text += "\n  detail: \(detail)" }
         if let hint { text += "\n  hint: \(hint)" }
-        if let context { text += "\n  context: \(context.replacingOccurrences(of: "\n", with: "\n           "))" }
+        if let context { text += "\n  context: \(context.replacing("\n", with: "\n           "))" }
         return text
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Removes secrets from text before it can reach a terminal, a log or a metric.
 ///
@@ -15,7 +15,7 @@ public struct Redactor: Sendable {
     public func redact(_ text: String) -> String {
         var result = text
         for secret in secrets where result.contains(secret) {
-            result = result.replacingOccurrences(of: secret, with: "********")
+            result = result.replacing(secret, with: "********")
         }
         return Self.redactURLPasswords(result)
     }
@@ -25,7 +25,7 @@ public struct Redactor: Sendable {
     static func redactURLPasswords(_ text: String) -> String {
         var output = ""
         var rest = Substring(text)
-        while let scheme = rest.range(of: "://") {
+        while let scheme = rest.firstRange(of: "://") {
             output += rest[..<scheme.upperBound]
             rest = rest[scheme.upperBound...]
             // The authority ends at the first '/', '?', whitespace or quote; the password sits between ':' and

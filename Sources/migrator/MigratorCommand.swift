@@ -1,4 +1,9 @@
 import ArgumentParser
+import Postgres
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The command line: each subcommand parses its options, calls the engine and prints the result.
 @main
@@ -19,4 +24,29 @@ struct MigratorCommand: AsyncParsableCommand {
             UpdateRolesCommand.self,
         ]
     )
+
+    /// ArgumentParser's own `main`, except that every message passes through the redactor: a usage error quotes the
+    /// argument it did not expect, which may be a connection URL with a password.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            let redactor = ConnectionConfig(connectionString: GlobalOptions.environment["DATABASE_URL"]).redactor
+            let message = redactor.redact(fullMessage(for: error))
+            if !message.isEmpty {
+                if code == .success {
+                    writeStandardOutput(message + "\n")
+                } else {
+                    writeStandardError(message + "\n")
+                }
+            }
+            Glibc.exit(code.rawValue)
+        }
+    }
 }

@@ -5,15 +5,12 @@ import Testing
 
 @Suite("migrator end to end: several runners")
 struct ConcurrencyTests {
+    /// The shipped migrations plus one that seeds a row, with the default role sync: what 8 replicas run on deploy.
     @Test("8 runners started at once on an empty database apply every migration exactly once")
     func eightRunnersAtOnce() throws {
         try TestDatabase.with { db in
-            let folder = try E2E.folder([
-                ("0001_items.sql", "CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL);\n"),
-                ("0002_seed.sql", "INSERT INTO items VALUES (1, 'seeded once');\n"),
-                ("0003_sites.sql", "CREATE TABLE sites (id int PRIMARY KEY, name text);\n"),
-                ("0004_sites_name.sql", "CREATE INDEX sites_name_idx ON sites (name);\n"),
-                ("0005_items_note.sql", "ALTER TABLE items ADD COLUMN note text;\n"),
+            let folder = try E2E.shipped(plus: [
+                ("0009_seed.sql", "INSERT INTO main_project (name) VALUES ('seeded once');\n"),
             ])
             let started = try (0..<8).map { _ in try E2E.start(E2E.args("migrate", folder, "--json"), database: db) }
             let runs = started.map { E2E.finish($0, limit: 60) }
@@ -26,12 +23,14 @@ struct ConcurrencyTests {
                     Issue.record("stdout is not the --json report\n\(run.stdout)")
                 }
             }
-            #expect(appliedVersions.sorted() == [1, 2, 3, 4, 5], "each migration must be applied by exactly one runner")
+            #expect(appliedVersions.sorted() == Array(1...9), "each migration must be applied by exactly one runner")
 
             let connection = try db.connect()
-            #expect(try connection.historyVersions() == [1, 2, 3, 4, 5])
-            #expect(try connection.count("SELECT count(*) FROM public.migrator_history WHERE state = 'applied'") == 5)
-            #expect(try connection.count("SELECT count(*) FROM items") == 1)
+            #expect(try connection.historyVersions() == Array(1...9))
+            #expect(try connection.count("SELECT count(*) FROM public.migrator_history WHERE state = 'applied'") == 9)
+            #expect(try connection.count("SELECT count(*) FROM main_project WHERE name = 'seeded once'") == 1)
+            let verify = try E2E.run(E2E.args("verify", folder), database: db)
+            #expect(verify.exitCode == 0, verify.transcript)
         }
     }
 
@@ -48,10 +47,10 @@ struct ConcurrencyTests {
                     """),
             ])
             let connection = try db.connect()
-            let runnerA = try E2E.start(E2E.args("migrate", folder), database: db)
+            let runnerA = try E2E.start(E2E.migrate(folder), database: db)
             let aHoldsLock = try connection.waitForAdvisoryLockHolder()
             #expect(aHoldsLock, "runner A never took the lock")
-            let runnerB = try E2E.start(E2E.args("migrate", folder), database: db)
+            let runnerB = try E2E.start(E2E.migrate(folder), database: db)
 
             let a = E2E.finish(runnerA, limit: 30)
             let b = E2E.finish(runnerB, limit: 30)
@@ -71,14 +70,14 @@ struct ConcurrencyTests {
             let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
             let holder = try db.connect()
             try holder.query("SELECT pg_advisory_lock($1::bigint)", [Int64(0x6D69_6772_6174_6F72)])
-            let run = try E2E.run(E2E.args("migrate", folder, "--lock-timeout", "1s"), database: db, limit: 20)
+            let run = try E2E.run(E2E.migrate(folder, "--lock-timeout", "1s"), database: db, limit: 20)
             #expect(run.exitCode == 5, run.transcript)
             #expect(run.stderr.contains("pid \(holder.backendPID)"), run.transcript)
             #expect(try holder.historyVersions() == [])
             #expect(try !holder.tableExists("a"))
 
             try holder.query("SELECT pg_advisory_unlock($1::bigint)", [Int64(0x6D69_6772_6174_6F72)])
-            let after = try E2E.run(E2E.args("migrate", folder, "--lock-timeout", "1s"), database: db)
+            let after = try E2E.run(E2E.migrate(folder, "--lock-timeout", "1s"), database: db)
             #expect(after.exitCode == 0, after.transcript)
         }
     }
@@ -96,7 +95,7 @@ struct ConcurrencyTests {
                     """),
             ])
             let connection = try db.connect()
-            let runner = try E2E.start(E2E.args("migrate", folder), database: db)
+            let runner = try E2E.start(E2E.migrate(folder), database: db)
             let deadline = Date().addingTimeInterval(15)
             var sleeping = false
             while !sleeping, Date() < deadline {
@@ -115,7 +114,7 @@ struct ConcurrencyTests {
             #expect(row.int("statements_done") == 1)
 
             // The killed runner's server session finishes its statement, then frees the lock; the rerun waits for it.
-            let rerun = try E2E.run(E2E.args("migrate", folder, "--json"), database: db, limit: 30)
+            let rerun = try E2E.run(E2E.migrate(folder, "--json"), database: db, limit: 30)
             #expect(rerun.exitCode == 0, rerun.transcript)
             #expect(try decode(MigrateJSON.self, rerun.stdout).applied.first?.resumedAtStatement == 2)
             #expect(try connection.count("SELECT count(*) FROM k") == 1)

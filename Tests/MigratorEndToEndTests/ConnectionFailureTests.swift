@@ -89,9 +89,9 @@ struct ConnectionFailureTests {
             }
             try setup.query("ALTER DATABASE \(db.name) OWNER TO \(role)")
             let url = try Server.url(user: role, password: password, database: db.name)
-            let folder = try E2E.folder([
-                ("0001_a.sql", "DO $$ BEGIN RAISE NOTICE 'hello'; END $$;\nCREATE TABLE a (id int);\n"),
-                ("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n"),
+            let folder = try E2E.shipped(plus: [
+                ("0009_a.sql", "DO $$ BEGIN RAISE NOTICE 'hello'; END $$;\nCREATE TABLE a (id int);\n"),
+                ("0010_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n"),
             ])
             for format in ["text", "json"] {
                 let failing = try E2E.run(
@@ -100,7 +100,7 @@ struct ConnectionFailureTests {
                 )
                 #expect(failing.exitCode == 1, failing.transcript)
             }
-            try folder.write("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nCREATE TABLE nowhere (id int);\n")
+            try folder.write("0010_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nCREATE TABLE nowhere (id int);\n")
             let fixed = try E2E.run(E2E.args("migrate", folder, "--log-level", "trace"), environment: ["DATABASE_URL": url], secrets: [password])
             #expect(fixed.exitCode == 0, fixed.transcript)
             for command in ["status", "verify"] {
@@ -145,12 +145,12 @@ struct ConnectionFailureTests {
             let connection = try db.connect()
             try connection.query("ALTER DATABASE \(db.name) SET statement_timeout = '100ms'")
             let folder = try E2E.folder([("0001_slow.sql", "SELECT pg_sleep(0.5);\nCREATE TABLE slow (id int);\n")])
-            let limited = try E2E.run(E2E.args("migrate", folder, "--statement-timeout", "100ms"), database: db)
+            let limited = try E2E.run(E2E.migrate(folder, "--statement-timeout", "100ms"), database: db)
             #expect(limited.exitCode == 1, limited.transcript)
             #expect(limited.stderr.contains("57014"), limited.transcript)
             #expect(try connection.historyVersions() == [])
 
-            let unlimited = try E2E.run(E2E.args("migrate", folder), database: db)
+            let unlimited = try E2E.run(E2E.migrate(folder), database: db)
             #expect(unlimited.exitCode == 0, unlimited.transcript)
             #expect(try connection.historyVersions() == [1])
         }
@@ -160,17 +160,17 @@ struct ConnectionFailureTests {
     func ddlLockTimeout() throws {
         try TestDatabase.with { db in
             let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 0)
             try folder.write("0002_alter.sql", "ALTER TABLE a ADD COLUMN b int;\n")
             let reader = try db.connect()
             try reader.query("BEGIN")
             try reader.query("LOCK TABLE a IN ACCESS SHARE MODE")
-            let run = try E2E.run(E2E.args("migrate", folder, "--ddl-lock-timeout", "300ms"), database: db, limit: 20)
+            let run = try E2E.run(E2E.migrate(folder, "--ddl-lock-timeout", "300ms"), database: db, limit: 20)
             #expect(run.exitCode == 1, run.transcript)
             #expect(run.stderr.contains("55P03"), run.transcript)
             try reader.query("COMMIT")
             #expect(try reader.historyVersions() == [1])
-            let after = try E2E.run(E2E.args("migrate", folder), database: db)
+            let after = try E2E.run(E2E.migrate(folder), database: db)
             #expect(after.exitCode == 0, after.transcript)
         }
     }

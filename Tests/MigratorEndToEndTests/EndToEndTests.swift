@@ -54,7 +54,7 @@ struct EndToEndTests {
                 ("0001_first.sql", "CREATE TABLE first_table (id int);\n"),
                 ("0002_x.sql", failing),
             ])
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 1, run.transcript)
             #expect(
                 run.stderr.contains(#"0002_x.sql:5:17: error: relation "sites" does not exist (SQLSTATE 42P01)"#),
@@ -68,7 +68,7 @@ struct EndToEndTests {
             #expect(try connection.tableExists("first_table"))
             #expect(try !connection.tableExists("made_before_failure"))
 
-            let json = try E2E.run(E2E.args("migrate", folder, "--json"), database: db)
+            let json = try E2E.run(E2E.migrate(folder, "--json"), database: db)
             #expect(json.exitCode == 1, json.transcript)
             let failure = try decode(FailureJSON.self, json.stdout)
             #expect(failure.ok == false)
@@ -87,7 +87,7 @@ struct EndToEndTests {
             let folder = try E2E.folder([
                 ("0001_syntax.sql", "-- café ✓\nCREATE TABLE syntax_ok (id int);\n\n\(lastLine)"),
             ])
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 1, run.transcript)
             let column = scalarColumn(of: "FROM", in: lastLine)
             #expect(
@@ -109,11 +109,11 @@ struct EndToEndTests {
                 ("0001_a.sql", "CREATE TABLE a (id int);\n"),
                 ("0002_b.sql", "CREATE TABLE b (id int);\n"),
             ])
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 0)
             try folder.write("0002_b.sql", "CREATE TABLE b (id bigint);\n")
             try folder.write("0003_c.sql", "CREATE TABLE c (id int);\n")
 
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 2, run.transcript)
             #expect(run.stderr.contains("0002_b.sql"), run.transcript)
             #expect(run.stderr.contains("changed"), run.transcript)
@@ -123,6 +123,7 @@ struct EndToEndTests {
 
             let verify = try E2E.run(E2E.args("verify", folder), database: db)
             #expect(verify.exitCode == 3, verify.transcript)
+            #expect(verify.stderr.contains("1 changed"), verify.transcript)
         }
     }
 
@@ -130,10 +131,9 @@ struct EndToEndTests {
     func crlfAndBOMAreNotChanges() throws {
         try TestDatabase.with { db in
             let folder = try E2E.folder([("0001_a.sql", "-- a\nCREATE TABLE a (id int);\n")])
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 0)
             try folder.write("0001_a.sql", bytes: [0xEF, 0xBB, 0xBF] + Array("-- a\r\nCREATE TABLE a (id int);\r\n".utf8))
-            let verify = try E2E.run(E2E.args("verify", folder), database: db)
-            #expect(verify.exitCode == 0, verify.transcript)
+            try E2E.expectAllApplied(folder, database: db, versions: [1])
         }
     }
 
@@ -144,9 +144,9 @@ struct EndToEndTests {
                 ("0001_a.sql", "CREATE TABLE a (id int);\n"),
                 ("0002_b.sql", "CREATE TABLE b (id int);\n"),
             ])
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 0)
             try folder.remove("0002_b.sql")
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 2, run.transcript)
             #expect(run.stderr.contains("0002_b"), run.transcript)
         }
@@ -159,21 +159,21 @@ struct EndToEndTests {
                 ("0001_a.sql", "CREATE TABLE a (id int);\n"),
                 ("0003_c.sql", "CREATE TABLE c (id int);\n"),
             ])
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 0)
             try folder.write("0002_b.sql", "CREATE TABLE b (id int);\n")
 
-            let refused = try E2E.run(E2E.args("migrate", folder), database: db)
+            let refused = try E2E.run(E2E.migrate(folder), database: db)
             #expect(refused.exitCode == 2, refused.transcript)
             #expect(refused.stderr.contains("0002_b.sql"), refused.transcript)
             let connection = try db.connect()
             #expect(try connection.historyVersions() == [1, 3])
 
-            let allowed = try E2E.run(E2E.args("migrate", folder, "--allow-out-of-order"), database: db)
+            let allowed = try E2E.run(E2E.migrate(folder, "--allow-out-of-order"), database: db)
             #expect(allowed.exitCode == 0, allowed.transcript)
             #expect(try connection.historyVersions() == [1, 2, 3])
             #expect(try connection.tableExists("b"))
 
-            let again = try E2E.run(E2E.args("migrate", folder), database: db)
+            let again = try E2E.run(E2E.migrate(folder), database: db)
             #expect(again.exitCode == 0, again.transcript)
         }
     }
@@ -185,7 +185,7 @@ struct EndToEndTests {
                 ("0001_first.sql", "CREATE TABLE first_table (id int);\n"),
                 ("0002_resume.sql", Self.resumable(statement2: "INSERT INTO missing_table VALUES (1);")),
             ])
-            let failed = try E2E.run(E2E.args("migrate", folder), database: db)
+            let failed = try E2E.run(E2E.migrate(folder), database: db)
             #expect(failed.exitCode == 1, failed.transcript)
             // Statement 2 is on line 7, and the server's position points at the table name.
             #expect(
@@ -209,7 +209,7 @@ struct EndToEndTests {
             #expect(statusJSON.migrations.first { $0.version == 2 }?.failedStatement == 2)
 
             try folder.write("0002_resume.sql", Self.resumable(statement2: "CREATE TABLE missing_table AS SELECT 1 AS id;"))
-            let resumed = try E2E.run(E2E.args("migrate", folder, "--json"), database: db)
+            let resumed = try E2E.run(E2E.migrate(folder, "--json"), database: db)
             #expect(resumed.exitCode == 0, resumed.transcript)
             let report = try decode(MigrateJSON.self, resumed.stdout)
             #expect(report.applied.map(\.version) == [2])
@@ -218,8 +218,7 @@ struct EndToEndTests {
             #expect(try connection.scalar("SELECT state FROM public.migrator_history WHERE version = 2") == "applied")
             #expect(try connection.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id_idx'::regclass") == "t")
 
-            let verify = try E2E.run(E2E.args("verify", folder), database: db)
-            #expect(verify.exitCode == 0, verify.transcript)
+            try E2E.expectAllApplied(folder, database: db, versions: [1, 2])
         }
     }
 
@@ -229,18 +228,36 @@ struct EndToEndTests {
             let folder = try E2E.folder([
                 ("0002_resume.sql", Self.resumable(statement2: "INSERT INTO missing_table VALUES (1);")),
             ])
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 1)
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 1)
 
             let changed = Self.resumable(statement2: "CREATE TABLE missing_table AS SELECT 1 AS id;")
                 .replacingOccurrences(of: "INSERT INTO t VALUES (1)", with: "INSERT INTO t VALUES (100)")
             try folder.write("0002_resume.sql", changed)
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 2, run.transcript)
             #expect(run.stderr.contains("statement 1"), run.transcript)
             #expect(run.stderr.contains("changed"), run.transcript)
             let connection = try db.connect()
             #expect(try connection.count("SELECT count(*) FROM t") == 1)
             #expect(try connection.scalar("SELECT state FROM public.migrator_history WHERE version = 2") == "failed")
+        }
+    }
+
+    @Test("a migration outside a transaction that leaves a transaction open is not reported applied when it is not")
+    func openTransactionInNonTransactionalMigration() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([
+                ("0001_open.sql", "-- migrator:no-transaction\nCREATE TABLE before_begin (id int);\nBEGIN;\nCREATE TABLE after_begin (id int);\n"),
+            ])
+            let run = try E2E.run(E2E.migrate(folder), database: db)
+            let connection = try db.connect()
+            if run.exitCode == 0 {
+                // It said the migration was applied, so the database must say so too.
+                #expect(try connection.scalar("SELECT state FROM public.migrator_history WHERE version = 1") == "applied", run.transcript)
+                #expect(try connection.tableExists("after_begin"), run.transcript)
+            } else {
+                #expect(run.exitCode == 1 || run.exitCode == 2, run.transcript)
+            }
         }
     }
 
@@ -266,7 +283,7 @@ struct EndToEndTests {
                 ("0001_ok.sql", "CREATE TABLE ok (id int);\n"),
                 ("0002_commit.sql", "CREATE TABLE c (id int);\n  COMMIT;\nCREATE TABLE d (id int);\n"),
             ])
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 2, run.transcript)
             #expect(run.stderr.contains("0002_commit.sql:2:3: error:"), run.transcript)
             #expect(run.stderr.contains("-- migrator:no-transaction"), run.transcript)
@@ -285,7 +302,7 @@ struct EndToEndTests {
                 ("0002_b.sql", "CREATE TABLE b (id int);\n"),
                 ("0003_c.sql", "CREATE TABLE c (id int);\n"),
             ])
-            let dry = try E2E.run(E2E.args("migrate", folder, "--dry-run"), database: db)
+            let dry = try E2E.run(E2E.migrate(folder, "--dry-run"), database: db)
             #expect(dry.exitCode == 0, dry.transcript)
             for label in ["0001_a", "0002_b", "0003_c"] {
                 #expect(dry.stdout.contains("would apply \(label)"), dry.transcript)
@@ -294,12 +311,12 @@ struct EndToEndTests {
             #expect(try !connection.tableExists("public.migrator_history"))
             #expect(try !connection.tableExists("a"))
 
-            let dryJSON = try decode(MigrateJSON.self, try E2E.run(E2E.args("migrate", folder, "--dry-run", "--json"), database: db).stdout)
+            let dryJSON = try decode(MigrateJSON.self, try E2E.run(E2E.migrate(folder, "--dry-run", "--json"), database: db).stdout)
             #expect(dryJSON.dryRun)
             #expect(dryJSON.applied.map(\.version) == [1, 2, 3])
             #expect(try !connection.tableExists("public.migrator_history"))
 
-            let partial = try E2E.run(E2E.args("migrate", folder, "--to", "2"), database: db)
+            let partial = try E2E.run(E2E.migrate(folder, "--to", "2"), database: db)
             #expect(partial.exitCode == 0, partial.transcript)
             #expect(partial.stdout.contains("1 still pending"), partial.transcript)
             #expect(try connection.historyVersions() == [1, 2])
@@ -310,19 +327,38 @@ struct EndToEndTests {
     @Test("verify exits 3 while something is pending and 0 once everything is applied")
     func verify() throws {
         try TestDatabase.with { db in
-            let folder = try E2E.folder([
-                ("0001_a.sql", "CREATE TABLE a (id int);\n"),
-                ("0002_b.sql", "CREATE TABLE b (id int);\n"),
-            ])
+            let folder = try MigrationFolder.shipped()
             let before = try E2E.run(E2E.args("verify", folder), database: db)
             #expect(before.exitCode == 3, before.transcript)
-            #expect(before.stderr.contains("2 pending"), before.transcript)
-            #expect(try E2E.run(E2E.args("migrate", folder, "--to", "1"), database: db).exitCode == 0)
+            #expect(before.stderr.contains("8 pending"), before.transcript)
+            #expect(try E2E.run(E2E.migrate(folder, "--to", "4"), database: db).exitCode == 0)
             let partial = try E2E.run(E2E.args("verify", folder), database: db)
             #expect(partial.exitCode == 3, partial.transcript)
-            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            #expect(partial.stderr.contains("4 pending"), partial.transcript)
+            let migrate = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(migrate.exitCode == 0, migrate.transcript)
             let after = try E2E.run(E2E.args("verify", folder), database: db)
             #expect(after.exitCode == 0, after.transcript)
+
+            try folder.write("0009_more.sql", "CREATE TABLE more_things (id int);\n")
+            let pending = try E2E.run(E2E.args("verify", folder, "--json"), database: db)
+            #expect(pending.exitCode == 3, pending.transcript)
+            #expect(try decode(StatusJSON.self, pending.stdout).migrations.last?.state == "pending")
+        }
+    }
+
+    /// `--to` is how a staged deploy applies part of the folder; the role sync after it must not turn that into a failure.
+    @Test("migrate --to a version before the role tables exist applies those migrations and exits 0")
+    func targetBeforeRoleTables() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            let run = try E2E.run(E2E.args("migrate", folder, "--to", "2"), database: db)
+            #expect(run.exitCode == 0, run.transcript)
+            let connection = try db.connect()
+            #expect(try connection.historyVersions() == [1, 2])
+            let rest = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(rest.exitCode == 0, rest.transcript)
+            #expect(try connection.historyVersions() == Array(1...8))
         }
     }
 
@@ -348,7 +384,7 @@ struct EndToEndTests {
             #expect(second.split(separator: "\n", omittingEmptySubsequences: false).first == "-- migrator:no-transaction")
 
             try (content + "CREATE INDEX a_id_idx ON a (id);\n").write(toFile: path, atomically: true, encoding: .utf8)
-            let migrate = try E2E.run(E2E.args("migrate", folder, "--json"), database: db)
+            let migrate = try E2E.run(E2E.migrate(folder, "--json"), database: db)
             #expect(migrate.exitCode == 0, migrate.transcript)
             let report = try decode(MigrateJSON.self, migrate.stdout)
             #expect(report.applied.map(\.version) == [1, 2, 3, 4])
@@ -362,7 +398,7 @@ struct EndToEndTests {
             let folder = try E2E.folder([
                 ("0001_notice.sql", "DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$;\nCREATE TABLE n (id int);\n"),
             ])
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 0, run.transcript)
             let line = run.stderr.split(separator: "\n").first { $0.contains("server notice") }
             #expect(line?.contains(#"db.message="hello 42""#) == true, run.transcript)
@@ -399,7 +435,7 @@ struct EndToEndTests {
                 ("0003_directive.sql", "-- header\n-- migrator:no-transactions\nSELECT 1;\n"),
             ])
             try folder.write("0002_latin1.sql", bytes: Array("-- ok\nSELECT 'caf".utf8) + [0xE9] + Array("';\n".utf8))
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 2, run.transcript)
             #expect(run.stderr.contains("0002_latin1.sql:2:12: error:"), run.transcript)
             #expect(run.stderr.contains("0003_directive.sql:2:1: error:"), run.transcript)
@@ -417,11 +453,10 @@ struct EndToEndTests {
                 ("README.md", "# migrations"),
                 ("0002_b.sql.orig", "this is not SQL either"),
             ])
-            let run = try E2E.run(E2E.args("migrate", folder, "--json"), database: db)
+            let run = try E2E.run(E2E.migrate(folder, "--json"), database: db)
             #expect(run.exitCode == 0, run.transcript)
             #expect(try decode(MigrateJSON.self, run.stdout).applied.map(\.version) == [1])
-            let verify = try E2E.run(E2E.args("verify", folder), database: db)
-            #expect(verify.exitCode == 0, verify.transcript)
+            try E2E.expectAllApplied(folder, database: db, versions: [1])
         }
     }
 
@@ -435,7 +470,7 @@ struct EndToEndTests {
                 ("0001_b.sql", "SELECT 1;\n"),
                 ("0002_fine.sql", "CREATE TABLE fine (id int);\n"),
             ])
-            let run = try E2E.run(E2E.args("migrate", folder), database: db)
+            let run = try E2E.run(E2E.migrate(folder), database: db)
             #expect(run.exitCode == 2, run.transcript)
             for name in ["abc.sql", "0_zero.sql", "1_a.sql", "0001_b.sql"] {
                 #expect(run.stderr.contains(name), "\(name) is not named\n\(run.stderr)")
@@ -447,36 +482,48 @@ struct EndToEndTests {
 
     @Test("--json reports applied migrations, and a no-op run costs the same round trips for 5 or 60 files")
     func constantRoundTrips() throws {
-        func noOpRoundTrips(files: Int) throws -> Int {
-            try TestDatabase.with("roundtrips\(files)") { db in
-                let folder = try MigrationFolder()
-                for index in 1...files {
-                    try folder.write(String(format: "%04d_t%d.sql", index, index), "CREATE TABLE t\(index) (id int);\n")
-                }
-                let first = try E2E.run(E2E.args("migrate", folder, "--json"), database: db)
+        func noOpRoundTrips(_ label: String, _ folder: MigrationFolder, files: Int, arguments: [String]) throws -> Int {
+            try TestDatabase.with(label) { db in
+                let first = try E2E.run(arguments + ["--json"], database: db)
                 #expect(first.exitCode == 0, first.transcript)
                 #expect(try decode(MigrateJSON.self, first.stdout).applied.count == files)
-                let again = try E2E.run(E2E.args("migrate", folder, "--json"), database: db)
+                let again = try E2E.run(arguments + ["--json"], database: db)
                 #expect(again.exitCode == 0, again.transcript)
                 let report = try decode(MigrateJSON.self, again.stdout)
                 #expect(report.applied.isEmpty)
                 return report.roundTrips
             }
         }
-        let small = try noOpRoundTrips(files: 5)
-        let large = try noOpRoundTrips(files: 60)
+        func own(_ files: Int) throws -> MigrationFolder {
+            let folder = try MigrationFolder()
+            for index in 1...files {
+                try folder.write(String(format: "%04d_t%d.sql", index, index), "CREATE TABLE t\(index) (id int);\n")
+            }
+            return folder
+        }
+        let five = try own(5)
+        let sixty = try own(60)
+        let small = try noOpRoundTrips("roundtrips5", five, files: 5, arguments: E2E.migrate(five))
+        let large = try noOpRoundTrips("roundtrips60", sixty, files: 60, arguments: E2E.migrate(sixty))
         #expect(small > 0)
         #expect(small == large)
+
+        let shipped = try MigrationFolder.shipped()
+        let shippedPlus = try MigrationFolder.shipped()
+        for index in 9...60 {
+            try shippedPlus.write(String(format: "%04d_t%d.sql", index, index), "CREATE TABLE t\(index) (id int);\n")
+        }
+        let withHook = try noOpRoundTrips("roundtripsshipped", shipped, files: 8, arguments: E2E.args("migrate", shipped))
+        let withHookLarge = try noOpRoundTrips("roundtripsshipped60", shippedPlus, files: 60, arguments: E2E.args("migrate", shippedPlus))
+        #expect(withHook == withHookLarge)
     }
 }
 
-/// The 1-based column, in unicode scalars, of `word` in `line`, as the server and the CLI count it.
 func scalarColumn(of word: String, in line: String) -> Int {
     let range = line.range(of: word)!
     return line.unicodeScalars[line.startIndex..<range.lowerBound].count + 1
 }
 
-/// The excerpt shows `line` after a `|` gutter, and the next line puts a `^` under the first scalar of `word`.
 func expectCaret(in run: Run, under word: String, on line: String, sourceLocation: SourceLocation = #_sourceLocation) {
     let lines = run.stderr.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     guard let index = lines.firstIndex(where: { $0.hasSuffix("| " + line) }), index + 1 < lines.count else {

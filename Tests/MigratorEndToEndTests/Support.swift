@@ -3,7 +3,6 @@ import MigratorTestSupport
 import Postgres
 import Testing
 
-/// A finished `migrator` run with how long it took.
 struct Run {
     var result: MigratorProcess.Result
     var seconds: Double
@@ -13,15 +12,15 @@ struct Run {
     var stderr: String { result.stderr }
     var output: String { result.output }
 
-    /// For `#expect` messages: everything the run printed.
+    /// The server's password is masked so that a failing test does not put it in the test log.
     var transcript: Comment {
-        Comment(rawValue: "exit \(exitCode) after \(String(format: "%.1f", seconds)) s\n--- stdout\n\(stdout)--- stderr\n\(stderr)")
+        Comment(rawValue: E2E.masked("exit \(exitCode) after \(String(format: "%.1f", seconds)) s\n--- stdout\n\(stdout)--- stderr\n\(stderr)"))
     }
 }
 
 enum E2E {
-    /// Runs `migrator` with `arguments`, killing it after `limit` seconds so that a hang fails the test instead of
-    /// the whole suite, and checks that nothing it printed holds the server's password or any of `secrets`.
+    /// Kills the run after `limit` seconds so that a hang fails one test instead of stalling the suite; every run is
+    /// checked for passwords because no output of migrator may ever carry one.
     @discardableResult
     static func run(
         _ arguments: [String], database: TestDatabase? = nil, environment: [String: String] = [:],
@@ -58,24 +57,62 @@ enum E2E {
         return run
     }
 
-    /// The server password and every extra secret, raw and percent-encoded, must not appear in what a run printed.
+    /// Percent-encoded too, because that is how a password sits in a URL that might be echoed. The output is not
+    /// part of the expectation, so a failure shows where the password was without printing it again.
     static func expectNoSecrets(in run: Run, extra: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) {
-        var secrets = extra
-        if let password = TestDatabase.password { secrets.append(password) }
+        let secrets = extra + (TestDatabase.password.map { [$0] } ?? [])
         for secret in secrets where !secret.isEmpty {
-            let forms = Set([secret, secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? secret])
-            for form in forms {
-                #expect(!run.output.contains(form), "a password appears in the output", sourceLocation: sourceLocation)
+            for form in forms(of: secret) {
+                for (stream, text) in [("stdout", run.stdout), ("stderr", run.stderr)] {
+                    let leaked = text.contains(form)
+                    #expect(
+                        !leaked,
+                        "a password appears in \(stream):\n\(masked(text.replacingOccurrences(of: form, with: "<PASSWORD>")))",
+                        sourceLocation: sourceLocation
+                    )
+                }
             }
         }
     }
 
-    /// `--migrations <folder>` plus `arguments`, as most runs need.
+    static func forms(of secret: String) -> Set<String> {
+        Set([secret, secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? secret])
+    }
+
+    static func masked(_ text: String) -> String {
+        guard let password = TestDatabase.password, !password.isEmpty else { return text }
+        return forms(of: password).reduce(text) { $0.replacingOccurrences(of: $1, with: "<SERVER PASSWORD>") }
+    }
+
     static func args(_ command: String, _ folder: MigrationFolder, _ arguments: String...) -> [String] {
         [command, "--migrations", folder.path] + arguments
     }
 
-    /// A folder holding `files` (name → content).
+    /// `migrate` on a folder of a test's own migrations. Those do not create the tables the post-migrate role sync
+    /// reads, so it is skipped; the tests on the shipped migrations run it.
+    static func migrate(_ folder: MigrationFolder, _ arguments: String...) -> [String] {
+        ["migrate", "--migrations", folder.path, "--skip-roles"] + arguments
+    }
+
+    static func shipped(plus files: [(String, String)]) throws -> MigrationFolder {
+        let folder = try MigrationFolder.shipped()
+        for (name, content) in files { try folder.write(name, content) }
+        return folder
+    }
+
+    /// `verify` also wants the role version current, which a folder without the role tables never has, so the
+    /// migrations' part of it is read from `status --json`.
+    static func expectAllApplied(
+        _ folder: MigrationFolder, database: TestDatabase, versions: [Int64], sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let run = try run(args("status", folder, "--json"), database: database, sourceLocation: sourceLocation)
+        #expect(run.exitCode == 0, run.transcript, sourceLocation: sourceLocation)
+        let report = try decode(StatusJSON.self, run.stdout)
+        #expect(report.migrations.map(\.version) == versions, sourceLocation: sourceLocation)
+        #expect(report.migrations.allSatisfy { $0.state == "applied" }, run.transcript, sourceLocation: sourceLocation)
+        #expect(report.problems.isEmpty, run.transcript, sourceLocation: sourceLocation)
+    }
+
     static func folder(_ files: [(String, String)]) throws -> MigrationFolder {
         let folder = try MigrationFolder()
         for (name, content) in files { try folder.write(name, content) }
@@ -96,13 +133,11 @@ extension Connection {
         try scalar("SELECT to_regclass($1) IS NOT NULL", [name]) == "t"
     }
 
-    /// Versions in the history, in order; empty when the table does not exist.
     func historyVersions() throws -> [Int64] {
         guard try tableExists("public.migrator_history") else { return [] }
         return try query("SELECT version FROM public.migrator_history ORDER BY version").rows.compactMap { $0["version"].flatMap { Int64($0) } }
     }
 
-    /// Polls until a session other than this one holds an advisory lock in this database.
     func waitForAdvisoryLockHolder(timeout: Double = 15) throws -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -120,7 +155,6 @@ extension Connection {
     }
 }
 
-/// The JSON documents the CLI prints, decoded as a script would read them.
 struct MigrateJSON: Decodable {
     struct Applied: Decodable {
         var version: Int64
@@ -149,7 +183,6 @@ struct StatusJSON: Decodable {
     var problems: [String]
 }
 
-/// What `--json` prints when a run fails.
 struct FailureJSON: Decodable {
     struct Body: Decodable {
         struct Server: Decodable {
@@ -172,7 +205,6 @@ func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
     try JSONDecoder().decode(type, from: Data(text.utf8))
 }
 
-/// The server's host and port, from the admin URL, to build URLs with other credentials.
 enum Server {
     static var components: URLComponents {
         get throws {
@@ -183,7 +215,6 @@ enum Server {
         }
     }
 
-    /// `postgresql://user:password@host:port/database` with the password percent-encoded as a user must write it.
     static func url(user: String, password: String, database: String, port: Int? = nil) throws -> String {
         let admin = try components
         let encoded = password.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? password

@@ -1,6 +1,10 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Postgres
+import SystemSupport
 
 /// The session advisory lock that serialises runners on one database.
 ///
@@ -68,7 +72,7 @@ enum AdvisoryLock {
             // Jitter spreads many waiting replicas apart; the cap keeps a freed lock from sitting idle for long.
             let remaining = (timeout - elapsed).seconds * 1000
             let sleepMs = min(Double.random(in: delayMs * 0.5...delayMs * 1.5), remaining)
-            Thread.sleep(forTimeInterval: max(0.001, sleepMs / 1000))
+            usleep(UInt32(max(1, sleepMs) * 1000))
             delayMs = min(delayMs * 1.5, 1000)
             do {
                 if try connection.query(tryLockSQL, [key]).first?.bool("locked") == true {
@@ -93,7 +97,7 @@ enum AdvisoryLock {
     }
 
     static func format(_ duration: Duration) -> String {
-        String(format: "%.1f s", duration.seconds)
+        TextFormat.fixed(duration.seconds, 1) + " s"
     }
 }
 

@@ -1,5 +1,6 @@
 import Crypto
-import Foundation
+import Postgres
+import SystemSupport
 
 /// What the folder and the history say together: the state of every migration, the problems that stop a run, and
 /// the migrations a run would apply, in order.
@@ -119,8 +120,9 @@ struct MigrationPlan {
         return plan
     }
 
-    /// Splits a file that is about to run. A transactional file is split too, to refuse transaction control in it
-    /// before anything runs: a `COMMIT` inside it would commit half a migration without its history row.
+    /// Splits a file that is about to run, and refuses transaction control in it before anything runs: in a
+    /// transactional file a `COMMIT` would commit half a migration without its history row; outside a transaction a
+    /// `BEGIN` would swallow the engine's own progress records.
     static func statements(of file: MigrationFile) throws(MigrationError) -> [SQLStatement] {
         let statements: [SQLStatement]
         do {
@@ -130,14 +132,18 @@ struct MigrationPlan {
             let message: String = "\(file.displayPath):\(error.line):\(error.column): error: \(error.description)\n"
             throw MigrationError(code: .invalidMigrationFile, message: message + excerpt)
         }
-        if file.transactional, let control = statements.first(where: SQLStatementSplitter.isTransactionControl) {
+        if let control = statements.first(where: SQLStatementSplitter.isTransactionControl) {
             let words: String = control.leadingWords(2).joined(separator: " ")
             let excerpt: String = SourceText(file.content).excerpt(line: control.line, column: control.column)
             let directive = MigrationFile.noTransactionDirective
-            let message: String = "\(file.displayPath):\(control.line):\(control.column): error: '\(words)' controls "
-                + "the transaction, but this migration already runs in one transaction with its history row\n"
-                + excerpt + "\nhint: remove it, or put '-- \(directive)' in the file's first comment lines to run "
-                + "each statement on its own"
+            let place = "\(file.displayPath):\(control.line):\(control.column): error: '\(words)' controls the transaction"
+            let message: String = file.transactional
+                ? place + ", but this migration already runs in one transaction with its history row\n" + excerpt
+                    + "\nhint: remove it, or put '-- \(directive)' in the file's first comment lines to run each "
+                    + "statement on its own"
+                : place + ", but this migration runs outside a transaction, each statement on its own, with its "
+                    + "progress recorded between them\n" + excerpt
+                    + "\nhint: put the statements that must be atomic in a migration of their own without the directive"
             throw MigrationError(code: .invalidMigrationFile, message: message)
         }
         return statements
@@ -176,6 +182,6 @@ struct MigrationPlan {
     }
 
     static func statementChecksum(_ statement: SQLStatement) -> String {
-        "sha256:" + SHA256.hash(data: Array(statement.text.utf8)).map { String(format: "%02x", $0) }.joined()
+        "sha256:" + TextFormat.hex(SHA256.hash(data: Array(statement.text.utf8)))
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Logging
 import Postgres
 
@@ -78,13 +78,16 @@ public struct Migrator: Sendable {
             }
         }
 
+        let appliedVersions = Set(plan.steps.map(\.file.version))
+        let pendingAfter = max(0, plan.statuses.count { ($0.state == .pending || $0.state == .failed) }
+            - (options.dryRun ? 0 : appliedVersions.count))
         var hookReports: [HookReport] = []
         for hook in hooks {
             var hookLogger = logger
             hookLogger[metadataKey: "hook"] = .string(hook.name)
             let context = HookContext(
                 connection: connection, logger: hookLogger, appliedVersions: applied.map(\.version),
-                dryRun: options.dryRun
+                pendingMigrations: pendingAfter, dryRun: options.dryRun
             )
             do {
                 hookReports.append(try hook.run(context))
@@ -99,11 +102,8 @@ public struct Migrator: Sendable {
             AdvisoryLock.release(connection, logger: logger)
             holdsLock = false
         }
-        let appliedVersions = Set(plan.steps.map(\.file.version))
-        let pendingAfter = plan.statuses.count { ($0.state == .pending || $0.state == .failed) }
-            - (options.dryRun ? 0 : appliedVersions.count)
         return MigrateReport(
-            dryRun: options.dryRun, applied: applied, hooks: hookReports, pendingAfter: max(0, pendingAfter),
+            dryRun: options.dryRun, applied: applied, hooks: hookReports, pendingAfter: pendingAfter,
             lockWaitMs: lockWait.milliseconds, durationMs: (clock.now - start).milliseconds,
             roundTrips: connection.roundTrips, database: connection.safeDescription
         )
@@ -279,13 +279,21 @@ public struct Migrator: Sendable {
         var done = Array(step.previous?.statementChecksums ?? [])
         for index in step.resumeFrom..<step.statements.count {
             let statement = step.statements[index]
-            do {
+            do throws(PostgresError) {
                 try HistoryStore.recordProgress(
                     connection, file: file, done: done, failedStatement: index + 1,
                     error: "interrupted: the run stopped before statement \(index + 1) finished",
                     durationMs: (clock.now - start).milliseconds
                 )
                 try connection.execute(script: statement.text)
+                guard connection.transactionStatus == .idle else {
+                    _ = try? connection.query("ROLLBACK")
+                    throw PostgresError(
+                        code: .clientError,
+                        message: "the statement left a transaction open; a migration outside a transaction runs each "
+                            + "statement on its own"
+                    )
+                }
                 done.append(MigrationPlan.statementChecksum(statement))
             } catch {
                 var failure = failure(error, file: file, statementOffset: statement.offset, statement: statement)

@@ -1,4 +1,7 @@
-import Foundation
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The migrations folder: every `.sql` file in it, checked and in version order.
 public struct MigrationDirectory: Sendable {
@@ -18,31 +21,18 @@ public struct MigrationDirectory: Sendable {
         public var name: String
         public var fileName: String
         public var displayPath: String
-        public var url: URL
+        /// The path opened to read the file.
+        public var path: String
 
         /// Reads and normalises the file.
         public func load() throws(MigrationError) -> MigrationFile {
-            let data: Data
-            do {
-                data = try Data(contentsOf: url)
-            } catch {
+            guard let bytes = FileSystem.readFile(path) else {
                 throw MigrationError(
                     code: .invalidMigrationFile,
-                    message: "\(displayPath): error: the file cannot be read (\(Self.reason(error))); check its permissions"
+                    message: "\(displayPath): error: the file cannot be read (\(FileSystem.lastError())); check its permissions"
                 )
             }
-            return try MigrationFile(
-                version: version, name: name, fileName: fileName, displayPath: displayPath, bytes: [UInt8](data)
-            )
-        }
-
-        static func reason(_ error: any Error) -> String {
-            let nsError = error as NSError
-            if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
-               underlying.domain == NSPOSIXErrorDomain, let code = POSIXErrorCode(rawValue: Int32(underlying.code)) {
-                return String(cString: strerror(code.rawValue))
-            }
-            return nsError.localizedDescription
+            return try MigrationFile(version: version, name: name, fileName: fileName, displayPath: displayPath, bytes: bytes)
         }
     }
 
@@ -52,29 +42,23 @@ public struct MigrationDirectory: Sendable {
     /// is collected, so one run shows all of them.
     /// - Throws: ``MigrationError`` `.invalidMigrationFile` naming each bad file and the expected form.
     public func entries() throws(MigrationError) -> [Entry] {
-        let folder = URL(fileURLWithPath: path, isDirectory: true)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard FileSystem.kind(path) == .directory else {
             throw MigrationError(
                 code: .invalidMigrationFile,
                 message: "\(path): error: the migrations folder does not exist; "
                     + "create it, or point --migrations (MIGRATOR_MIGRATIONS) at the right one"
             )
         }
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-        } catch {
+        guard let names = FileSystem.list(path) else {
             throw MigrationError(
                 code: .invalidMigrationFile,
-                message: "\(path): error: the migrations folder cannot be read (\(Entry.reason(error)))"
+                message: "\(path): error: the migrations folder cannot be read (\(FileSystem.lastError()))"
             )
         }
         var problems: [String] = []
         var byVersion: [Int64: Entry] = [:]
         for fileName in names.sorted() where !fileName.hasPrefix(".") && fileName.lowercased().hasSuffix(".sql") {
             let displayPath = Self.join(path, fileName)
-            let url = folder.appendingPathComponent(fileName)
             let parsed: (Int64, String)
             switch Self.parse(fileName: fileName) {
             case .success(let value): parsed = value
@@ -82,16 +66,17 @@ public struct MigrationDirectory: Sendable {
                 problems.append("\(displayPath): error: \(reason); expected \(Self.expectedForm)")
                 continue
             }
-            var entryIsDirectory: ObjCBool = false
-            if !FileManager.default.fileExists(atPath: url.path, isDirectory: &entryIsDirectory) {
+            switch FileSystem.kind(displayPath) {
+            case .missing:
                 problems.append("\(displayPath): error: the file cannot be read (a broken symbolic link?)")
                 continue
-            }
-            if entryIsDirectory.boolValue {
+            case .directory:
                 problems.append("\(displayPath): error: this is a folder, not a migration file; rename or move it")
                 continue
+            case .file:
+                break
             }
-            let entry = Entry(version: parsed.0, name: parsed.1, fileName: fileName, displayPath: displayPath, url: url)
+            let entry = Entry(version: parsed.0, name: parsed.1, fileName: fileName, displayPath: displayPath, path: displayPath)
             if let other = byVersion[parsed.0] {
                 problems.append(
                     "\(displayPath): error: version \(parsed.0) is also used by \(other.displayPath); "
@@ -139,3 +124,4 @@ extension MigrationDirectory.NameProblem {
         switch self { case .reason(let text): text }
     }
 }
+

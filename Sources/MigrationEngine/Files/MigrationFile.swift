@@ -1,5 +1,7 @@
 import Crypto
-import Foundation
+import FoundationEssentials
+import Postgres
+import SystemSupport
 
 /// One `NNNN_description.sql` file, read and normalised.
 public struct MigrationFile: Sendable {
@@ -42,11 +44,12 @@ public struct MigrationFile: Sendable {
             )
         }
         self.content = content
-        self.checksum = "sha256:" + SHA256.hash(data: normalised).map { String(format: "%02x", $0) }.joined()
+        self.checksum = "sha256:" + TextFormat.hex(SHA256.hash(data: normalised))
         self.transactional = try Self.readTransactional(content, displayPath: displayPath)
     }
 
     private static func crlfToLF(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+        guard bytes.contains(0x0D) else { return Array(bytes) }
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
         var index = bytes.startIndex
@@ -94,12 +97,17 @@ public struct MigrationFile: Sendable {
     private static func readTransactional(_ content: String, displayPath: String) throws(MigrationError) -> Bool {
         var transactional = true
         var lineNumber = 0
-        for line in content.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Only the leading comment lines matter: stop at the first line of SQL without splitting the whole file.
+        var rest = Substring(content)
+        while !rest.isEmpty {
+            let end = rest.firstIndex(of: "\n") ?? rest.endIndex
+            let line = rest[..<end]
+            rest = end < rest.endIndex ? rest[rest.index(after: end)...] : rest[end...]
             lineNumber += 1
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            let trimmed = line.trimmingWhitespace()
             if trimmed.isEmpty { continue }
             guard trimmed.hasPrefix("--") else { break }
-            let comment = trimmed.dropFirst(2).trimmingCharacters(in: .whitespaces)
+            let comment = trimmed.dropFirst(2).trimmingWhitespace()
             guard comment.lowercased().hasPrefix("migrator:") else { continue }
             if comment.lowercased() == noTransactionDirective {
                 transactional = false

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// One row of the engine's history table.
 public struct HistoryRecord: Sendable, Codable, Equatable {

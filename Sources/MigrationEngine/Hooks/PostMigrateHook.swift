@@ -40,6 +40,8 @@ public struct HookContext {
     public let logger: Logger
     /// Versions applied by this run, in order (empty when there was nothing to apply).
     public let appliedVersions: [Int64]
+    /// Migrations still pending after this run (`--to` stopped short of them): what a hook needs may not exist yet.
+    public let pendingMigrations: Int
     /// True for `migrate --dry-run`: the hook must not change anything.
     public let dryRun: Bool
 }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import SystemSupport
 
 extension RoleCatalogue {
     /// The largest `--roles` file read; a catalogue of thousands of roles is far smaller.
@@ -9,26 +10,24 @@ extension RoleCatalogue {
     /// (`source` is allowed and ignored). Unknown keys are refused, so a misspelt key never drops a role silently.
     /// - Throws: ``CatalogueError`` naming the file, and the role and codename at fault.
     public static func load(path: String) throws(CatalogueError) -> RoleCatalogue {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        guard let size = (attributes?[.size] as? NSNumber)?.intValue else {
-            throw CatalogueError(source: path, message: "the roles file cannot be read; check the path given to --roles (MIGRATOR_ROLES)")
+        guard FileSystem.kind(path) == .file, let bytes = FileSystem.readFile(path) else {
+            throw CatalogueError(
+                source: path,
+                message: "the roles file cannot be read (\(FileSystem.lastError())); check the path given to --roles (MIGRATOR_ROLES)"
+            )
         }
-        guard size <= maxFileSize else {
-            throw CatalogueError(source: path, message: "the roles file has \(size) bytes; at most \(maxFileSize) are read")
+        guard bytes.count <= maxFileSize else {
+            throw CatalogueError(source: path, message: "the roles file has \(bytes.count) bytes; at most \(maxFileSize) are read")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CatalogueError(source: path, message: "the roles file cannot be read; check its permissions")
-        }
-        return try parse(data, source: path)
+        return try parse(Data(bytes), source: path)
     }
 
     public static func parse(_ data: Data, source: String) throws(CatalogueError) -> RoleCatalogue {
         let object: Any
         do {
-            object = try JSONSerialization.jsonObject(with: data, options: [])
+            object = try JSONDecoder().decode(JSONValue.self, from: data).plain
         } catch {
-            let reason = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error.localizedDescription)"
-            throw CatalogueError(source: source, message: "the file is not valid JSON (\(reason))")
+            throw CatalogueError(source: source, message: "the file is not valid JSON (\(JSONValue.describe(error)))")
         }
         guard let top = object as? [String: Any] else {
             throw CatalogueError(source: source, message: "the top level must be an object with \"roles\" and \"project_permissions\"")
@@ -70,5 +69,55 @@ extension RoleCatalogue {
             roles.append((name, codenames.compactMap { $0 as? String }))
         }
         return try RoleCatalogue(permissions: permissions, roles: roles, source: source)
+    }
+}
+
+/// Any JSON value, decoded without JSONSerialization (which needs full Foundation).
+enum JSONValue: Decodable {
+    case object([String: JSONValue])
+    case array([JSONValue])
+    case string(String)
+    case number(Double)
+    case bool(Bool)
+    case null
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// As dictionaries, arrays, strings, numbers and NSNull-free optionals, for the shape checks.
+    var plain: Any {
+        switch self {
+        case .object(let value): value.mapValues(\.plain)
+        case .array(let value): value.map(\.plain)
+        case .string(let value): value
+        case .number(let value): value
+        case .bool(let value): value
+        case .null: Optional<Any>.none as Any
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        guard let decoding = error as? DecodingError else { return "\(error)" }
+        switch decoding {
+        case .dataCorrupted(let context):
+            let underlying = context.underlyingError.map { " \($0)" } ?? ""
+            return context.debugDescription + underlying
+        default:
+            return "\(decoding)"
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Crypto
-import Foundation
+import FoundationEssentials
+import SystemSupport
 
 extension RoleCatalogue {
     /// Names the serialisation, so a future change to it changes every version instead of colliding with one.
@@ -21,7 +22,7 @@ extension RoleCatalogue {
 
     /// SHA-256 of ``canonicalJSON``, as 64 lowercase hex digits.
     public var version: String {
-        SHA256.hash(data: Array(canonicalJSON.utf8)).map { String(format: "%02x", $0) }.joined()
+        TextFormat.hex(SHA256.hash(data: Array(canonicalJSON.utf8)))
     }
 
     static func quote(_ string: String) -> String {
@@ -33,7 +34,7 @@ extension RoleCatalogue {
             case "\n": text += "\\n"
             case "\r": text += "\\r"
             case "\t": text += "\\t"
-            case _ where scalar.value < 0x20: text += String(format: "\\u%04x", scalar.value)
+            case _ where scalar.value < 0x20: text += "\\u00" + TextFormat.hex([UInt8(scalar.value)])
             default: text.unicodeScalars.append(scalar)
             }
         }

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 
 /// The roles every project has, each with the project permissions (codenames) it grants, and the display names of
 /// those permissions. Always held sorted and checked, so two equal catalogues serialise to the same bytes.
@@ -76,7 +76,7 @@ public struct RoleCatalogue: Sendable, Equatable {
 
     /// Django's default display name for a codename without one.
     public static func djangoDisplayName(_ codename: String) -> String {
-        "Can " + codename.replacingOccurrences(of: "_", with: " ")
+        "Can " + codename.replacing("_", with: " ")
     }
 
     /// Sorting by UTF-8 bytes: the same order on every platform and in every locale.

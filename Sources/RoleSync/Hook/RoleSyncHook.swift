@@ -24,6 +24,14 @@ public struct RoleSyncHook: PostMigrateHook {
                 : "would sync the roles to version \(current.prefix(12)) (stored: \(stored?.version.prefix(12) ?? "none"))"
             return HookReport(name: name, summary: summary, details: ["version": current])
         }
+        if context.pendingMigrations > 0, try !Self.tablesExist(context.connection) {
+            // A staged deploy (`--to`) stopped before the migrations that create the role tables.
+            return HookReport(
+                name: name,
+                summary: "skipped: the role tables are created by migrations that are still pending",
+                details: ["version": catalogue.version, "mode": "skipped"]
+            )
+        }
         let report = try synchronizer.sync(context.connection, options: .init(force: force), logger: context.logger)
         let totals = report.totals
         return HookReport(name: name, summary: report.summary, details: [
@@ -33,6 +41,10 @@ public struct RoleSyncHook: PostMigrateHook {
             "objectPermissionsAdded": "\(totals.objectPermissionsAdded)", "objectPermissionsRemoved": "\(totals.objectPermissionsRemoved)",
             "roundTrips": "\(report.roundTrips)", "durationMs": "\(Int(report.durationMs))",
         ])
+    }
+
+    static func tablesExist(_ connection: Connection) throws -> Bool {
+        try connection.query("SELECT to_regclass('role_schema_version') IS NOT NULL AS present").first?.bool("present") == true
     }
 
     public func status(_ connection: Connection) throws -> HookStatus? {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import SystemSupport
 import Logging
 import Postgres
 
@@ -190,7 +191,7 @@ public struct RoleSynchronizer: Sendable {
         let elapsed = (clock.now - start).milliseconds
         phases.append(.init(name: phase, rows: rows, durationMs: elapsed))
         logger.info("role sync phase", metadata: [
-            "roles.phase": "\(phase)", "roles.phase_rows": "\(rows)", "roles.phase_ms": "\(String(format: "%.1f", elapsed))",
+            "roles.phase": "\(phase)", "roles.phase_rows": "\(rows)", "roles.phase_ms": "\(TextFormat.fixed(elapsed, 1))",
         ])
     }
 }

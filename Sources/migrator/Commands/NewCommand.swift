@@ -1,6 +1,7 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import MigrationEngine
+import SystemSupport
 
 struct NewCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,7 +27,9 @@ struct NewCommand: ParsableCommand {
                 result += "_"
             }
         }
-        return result.trimmingCharacters(in: CharacterSet(charactersIn: "_"))
+        while result.hasPrefix("_") { result.removeFirst() }
+        while result.hasSuffix("_") { result.removeLast() }
+        return result
     }
 
     func validate() throws {

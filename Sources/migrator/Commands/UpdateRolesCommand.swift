@@ -1,8 +1,9 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import MigrationEngine
 import Postgres
 import RoleSync
+import SystemSupport
 
 struct UpdateRolesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -88,7 +89,7 @@ enum RoleTable {
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
             Output.print(row.enumerated().map { index, cell in
-                index == 0 ? cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                index == 0 ? cell.padded(to: widths[index])
                     : String(repeating: " ", count: widths[index] - cell.count) + cell
             }.joined(separator: "  "))
         }

@@ -1,8 +1,12 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 import MigrationEngine
 import Postgres
+import SystemSupport
 
 struct WaitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,7 +48,7 @@ struct WaitCommand: ParsableCommand {
                 }
                 logger.info("database not reachable yet; retrying", metadata: ["db.error": "\(error.message)", "wait.attempt": "\(attempt)"])
                 let remaining = Double(DurationParser.milliseconds(limit - elapsed)) / 1000
-                Thread.sleep(forTimeInterval: min(delay, max(0.01, remaining)))
+                usleep(UInt32(min(delay, max(0.01, remaining)) * 1_000_000))
                 delay = min(delay * 2, 2)
             }
         }

@@ -1,11 +1,12 @@
-import Foundation
+import FoundationEssentials
+import SystemSupport
 
 /// Parses the durations the options take: `300` or `300s`, `1500ms`, `5m` / `5min`, `1h`, `0`.
 enum DurationParser {
     static func parse(_ text: String) -> Duration? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let trimmed = text.trimmingWhitespace().lowercased()
         let digits = trimmed.prefix { $0.isNumber || $0 == "." }
-        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        let unit = trimmed.dropFirst(digits.count).trimmingWhitespace()
         guard !digits.isEmpty, let value = Double(digits), value >= 0, value.isFinite else { return nil }
         let multiplier: Double
         switch unit {

@@ -1,6 +1,7 @@
-import Foundation
+import FoundationEssentials
 import Logging
 import Postgres
+import SystemSupport
 
 enum LogFormat: String {
     case text, json
@@ -37,15 +38,16 @@ struct MigratorLogHandler: LogHandler {
         case .json:
             var object: [String: String] = ["ts": timestamp, "level": event.level.rawValue, "msg": "\(event.message)"]
             for (key, value) in merged { object[key] = "\(value)" }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-            line = String(decoding: data, as: UTF8.self)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            line = String(decoding: (try? encoder.encode(object)) ?? Data("{}".utf8), as: UTF8.self)
         }
-        FileHandle.standardError.write(Data((redactor.redact(line) + "\n").utf8))
+        writeStandardError(redactor.redact(line) + "\n")
     }
 
     static func quoted(_ value: String) -> String {
         value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\n" })
-            ? "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") + "\""
+            ? "\"" + value.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n") + "\""
             : value
     }
 }

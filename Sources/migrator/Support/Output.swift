@@ -1,14 +1,15 @@
-import Foundation
+import FoundationEssentials
 import MigrationEngine
+import SystemSupport
 
 /// Prints results: human text by default, one JSON document with `--json`.
 enum Output {
     static func print(_ text: String) {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        writeStandardOutput(text + "\n")
     }
 
     static func printError(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        writeStandardError(text + "\n")
     }
 
     static func json<T: Encodable>(_ value: T) {
@@ -49,6 +50,6 @@ enum Output {
     }
 
     static func milliseconds(_ value: Double) -> String {
-        value < 10 ? String(format: "%.1f ms", value) : "\(Int(value.rounded())) ms"
+        value < 10 ? TextFormat.fixed(value, 1) + " ms" : "\(Int(value.rounded())) ms"
     }
 }
