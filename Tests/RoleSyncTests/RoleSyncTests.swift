@@ -276,7 +276,7 @@ struct RoleSyncTests {
                 roles: RoleCatalogue.reference.roles.map { ($0.name, $0.name == "BasicMember" ? $0.permissions + ["run_ml_job"] : $0.permissions) } + [("Auditor", ["view_project"])]
             )
             let error = #expect(throws: RoleSyncError.self) { try Self.sync(connection, plus) }
-            #expect(error?.phase == "add object permissions")
+            #expect(error?.phase == "object permissions")
             #expect(error?.description.contains("injected failure for project \(ids[1])") == true)
             #expect(connection.transactionStatus == .idle)
             #expect(try RoleSynchronizer.storedVersion(connection)?.version == oldVersion)

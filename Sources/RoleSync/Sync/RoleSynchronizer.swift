@@ -118,14 +118,13 @@ public struct RoleSynchronizer: Sendable {
         let projects: [Int64]? = options.projectIDs
         let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
         let everyGroup = diff == nil
-        let added = diff?.addedPairs ?? []
-        let removed = diff?.removedPairs ?? []
+        // Added and removed pairs alike: the universe an incremental sync compares.
+        let changed = (diff?.addedPairs ?? []) + (diff?.removedPairs ?? [])
 
-        try run("prepare", connection, logger, &phases) { try connection.query(SyncSQL.freshGroupsTable).affectedRows }
+        try run("prepare", connection, logger, &phases) { try connection.execute(script: SyncSQL.prepare).count }
         var contentType = 0
         try run("content type", connection, logger, &phases) {
-            let row = try connection.query(SyncSQL.contentType).first
-            contentType = row?.int("id") ?? 0
+            contentType = try connection.query(SyncSQL.contentType).first?.int("id") ?? 0
             return 0
         }
         try run("permissions", connection, logger, &phases) {
@@ -136,19 +135,20 @@ public struct RoleSynchronizer: Sendable {
             report.permissionsRenamed = row?.int("renamed") ?? 0
             return report.permissionsCreated + report.permissionsRenamed
         }
-        try countByRole("rename groups", connection, logger, &phases, &report, SyncSQL.renameGroups, [projects], \.groupsRenamed)
-        try countByRole("adopt groups", connection, logger, &phases, &report, SyncSQL.adoptGroups, [roles, projects], \.groupsAdopted)
-        try countByRole("create groups", connection, logger, &phases, &report, SyncSQL.createGroups, [roles, projects], \.groupsCreated)
-        let wantedParameters: [(any PostgresBindable)?] = [
-            contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, added.map(\.role), added.map(\.codename),
+        try countByRole("rename groups", connection, logger, &phases, &report, SyncSQL.renameGroups, [projects]) { $0.groupsRenamed += $1.int("n") ?? 0 }
+        try countByRole("adopt groups", connection, logger, &phases, &report, SyncSQL.adoptGroups, [roles, projects]) { $0.groupsAdopted += $1.int("n") ?? 0 }
+        try countByRole("create groups", connection, logger, &phases, &report, SyncSQL.createGroups, [roles, projects]) { $0.groupsCreated += $1.int("n") ?? 0 }
+        let parameters: [(any PostgresBindable)?] = [
+            contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, changed.map(\.role), changed.map(\.codename),
         ]
-        let unwantedParameters: [(any PostgresBindable)?] = [
-            contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, removed.map(\.role), removed.map(\.codename),
-        ]
-        try countByRole("add group permissions", connection, logger, &phases, &report, SyncSQL.addGroupPermissions, wantedParameters, \.groupPermissionsAdded)
-        try countByRole("remove group permissions", connection, logger, &phases, &report, SyncSQL.removeGroupPermissions, unwantedParameters, \.groupPermissionsRemoved)
-        try countByRole("add object permissions", connection, logger, &phases, &report, SyncSQL.addObjectPermissions, wantedParameters, \.objectPermissionsAdded)
-        try countByRole("remove object permissions", connection, logger, &phases, &report, SyncSQL.removeObjectPermissions, unwantedParameters, \.objectPermissionsRemoved)
+        try countByRole("group permissions", connection, logger, &phases, &report, SyncSQL.groupPermissions, parameters) {
+            $0.groupPermissionsAdded += $1.int("added") ?? 0
+            $0.groupPermissionsRemoved += $1.int("removed") ?? 0
+        }
+        try countByRole("object permissions", connection, logger, &phases, &report, SyncSQL.objectPermissions, parameters) {
+            $0.objectPermissionsAdded += $1.int("added") ?? 0
+            $0.objectPermissionsRemoved += $1.int("removed") ?? 0
+        }
         try run("count", connection, logger, &phases) {
             report.projects = try connection.query(SyncSQL.projectCount, [projects]).first?.int("n") ?? 0
             let retired = try connection.query(SyncSQL.retiredRoles, [roles])
@@ -157,17 +157,20 @@ public struct RoleSynchronizer: Sendable {
         }
     }
 
-    /// Runs a statement that answers `role, n` rows and adds the counts to the report.
+    /// Runs a statement that answers one row per role and adds its counts to the report.
     private func countByRole(
         _ phase: String, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
-        _ report: inout RoleSyncReport, _ sql: String, _ parameters: [(any PostgresBindable)?], _ field: WritableKeyPath<RoleSyncReport.RoleChanges, Int>
+        _ report: inout RoleSyncReport, _ sql: String, _ parameters: [(any PostgresBindable)?],
+        _ add: (inout RoleSyncReport.RoleChanges, Row) -> Void
     ) throws(RoleSyncError) {
         try run(phase, connection, logger, &phases) {
             var rows = 0
             for row in try connection.query(sql, parameters).rows {
-                let count = row.int("n") ?? 0
-                rows += count
-                report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()][keyPath: field] += count
+                var changes = report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()]
+                let before = changes.rowsWritten
+                add(&changes, row)
+                rows += changes.rowsWritten - before
+                report.roles[row["role"] ?? "?"] = changes
             }
             return rows
         }

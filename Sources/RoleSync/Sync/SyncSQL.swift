@@ -1,15 +1,21 @@
 /// The statements of a sync. Each is set-based: its cost grows with rows, never its number with projects.
 ///
-/// Every value, project names included, arrives as a parameter. A project filter of NULL means every project;
-/// `$everyGroup = false` limits the "complete set" parts to groups created or adopted in this transaction (the
-/// temporary table), which is what makes an incremental sync write only what changed.
+/// Every value, project names included, arrives as a parameter. A project filter of NULL means every project.
+///
+/// Plans are kept linear whatever the statistics say (a table analysed while empty invites nested loops that
+/// re-read what the same statement appends): sets are compared with hashed EXCEPT, NOT IN over a hashed subplan and
+/// hash full joins, and the transaction runs with `enable_nestloop` off, a `work_mem` that holds them, and no JIT.
 enum SyncSQL {
     static let latestVersion = """
         SELECT version, catalogue::text AS catalogue FROM role_schema_version ORDER BY id DESC LIMIT 1
         """
 
-    static let freshGroupsTable = """
-        CREATE TEMPORARY TABLE migrator_fresh_groups (group_id integer PRIMARY KEY) ON COMMIT DROP
+    /// Groups created or adopted in this transaction: they get the complete set of their role's permissions even
+    /// in an incremental sync.
+    static let prepare = """
+        CREATE TEMPORARY TABLE migrator_fresh_groups (group_id integer PRIMARY KEY) ON COMMIT DROP;
+        SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true),
+               set_config('enable_nestloop', 'off', true)
         """
 
     /// The content type of projects, created when a database has none yet.
@@ -48,24 +54,34 @@ enum SyncSQL {
             UPDATE auth_group g SET name = e.name
             FROM expected e
             WHERE g.id = e.group_id AND g.name <> e.name
-              AND NOT EXISTS (SELECT 1 FROM auth_group taken WHERE taken.name = e.name)
+              AND e.name NOT IN (SELECT name FROM auth_group)
             RETURNING e.role
         )
         SELECT role, count(*) AS n FROM renamed GROUP BY role
         """
 
+    /// (project, role) pairs in scope that have no group yet. A hashed EXCEPT reads the links completely before the
+    /// statements that use it append to them.
+    private static let unlinked = """
+        unlinked AS (
+            SELECT p.id AS project_id, r.role
+            FROM main_project p CROSS JOIN unnest($1::text[]) AS r(role)
+            WHERE ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
+            EXCEPT
+            SELECT project_id, role FROM project_role_group
+        )
+        """
+
     /// $1 roles, $2 project filter. A group that already has exactly the expected name and no link (a database the
     /// Django app filled) is linked instead of duplicated.
     static let adoptGroups = """
-        WITH adopted AS (
+        WITH \(unlinked), adopted AS (
             INSERT INTO project_role_group (project_id, role, group_id)
-            SELECT p.id, r.role, g.id
-            FROM main_project p
-            CROSS JOIN unnest($1::text[]) AS r(role)
-            JOIN auth_group g ON g.name = p.id::text || '_' || p.name || '_' || r.role
-            WHERE ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
-              AND NOT EXISTS (SELECT 1 FROM project_role_group l WHERE l.project_id = p.id AND l.role = r.role)
-              AND NOT EXISTS (SELECT 1 FROM project_role_group l WHERE l.group_id = g.id)
+            SELECT u.project_id, u.role, g.id
+            FROM unlinked u
+            JOIN main_project p ON p.id = u.project_id
+            JOIN auth_group g ON g.name = p.id::text || '_' || p.name || '_' || u.role
+            WHERE g.id NOT IN (SELECT group_id FROM project_role_group)
             ON CONFLICT DO NOTHING
             RETURNING role, group_id
         ), fresh AS (
@@ -76,14 +92,11 @@ enum SyncSQL {
 
     /// $1 roles, $2 project filter. Creates and links the groups projects lack.
     static let createGroups = """
-        WITH missing AS (
-            SELECT p.id AS project_id, r.role, p.id::text || '_' || p.name || '_' || r.role AS name
-            FROM main_project p
-            CROSS JOIN unnest($1::text[]) AS r(role)
-            WHERE ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
-              AND NOT EXISTS (SELECT 1 FROM project_role_group l WHERE l.project_id = p.id AND l.role = r.role)
+        WITH \(unlinked), missing AS (
+            SELECT u.project_id, u.role, p.id::text || '_' || p.name || '_' || u.role AS name
+            FROM unlinked u JOIN main_project p ON p.id = u.project_id
         ), created AS (
-            INSERT INTO auth_group (name) SELECT name FROM missing ORDER BY name
+            INSERT INTO auth_group (name) SELECT name FROM missing
             ON CONFLICT (name) DO NOTHING
             RETURNING id, name
         ), linked AS (
@@ -96,92 +109,92 @@ enum SyncSQL {
         SELECT role, count(*) AS n FROM linked GROUP BY role
         """
 
-    /// The (group, permission, project) triples wanted: every catalogue pair ($2 roles, $3 codenames) for groups in
-    /// scope (all when $5 is true, else only fresh ones), plus the pairs added since the stored catalogue ($6, $7) for
-    /// every group. $1 content type, $4 project filter.
+    /// The (group, permission) pairs the catalogue wants, within the sync's universe:
+    /// - $5 true (full): every pair of every group in scope;
+    /// - $5 false (incremental): every pair of the groups created or adopted in this transaction, and, for the other
+    ///   groups, the pairs among those that changed since the stored catalogue ($6, $7).
+    /// $1 content type, $2/$3 the catalogue's (role, codename) pairs, $4 project filter.
     private static let wanted = """
-        wanted AS (
-            SELECT l.role, l.group_id, l.project_id, ap.id AS permission_id
-            FROM project_role_group l
-            JOIN unnest($2::text[], $3::text[]) AS w(role, codename) ON w.role = l.role
+        catalogue AS (
+            SELECT w.role, ap.id AS permission_id
+            FROM unnest($2::text[], $3::text[]) AS w(role, codename)
             JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = w.codename
+        ), changed AS (
+            SELECT c.role, ap.id AS permission_id
+            FROM unnest($6::text[], $7::text[]) AS c(role, codename)
+            JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = c.codename
+        ), scoped AS (
+            SELECT l.group_id, l.project_id, l.role, l.group_id IN (SELECT group_id FROM migrator_fresh_groups) AS fresh
+            FROM project_role_group l
             WHERE ($4::bigint[] IS NULL OR l.project_id = ANY($4::bigint[]))
-              AND ($5::boolean OR l.group_id IN (SELECT group_id FROM migrator_fresh_groups))
+        ), wanted AS (
+            SELECT s.group_id, s.project_id, c.permission_id
+            FROM scoped s JOIN catalogue c ON c.role = s.role
+            WHERE $5::boolean OR s.fresh
             UNION ALL
-            SELECT l.role, l.group_id, l.project_id, ap.id
-            FROM project_role_group l
-            JOIN unnest($6::text[], $7::text[]) AS w(role, codename) ON w.role = l.role
-            JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = w.codename
-            WHERE ($4::bigint[] IS NULL OR l.project_id = ANY($4::bigint[]))
+            SELECT s.group_id, s.project_id, c.permission_id
+            FROM scoped s JOIN catalogue c ON c.role = s.role JOIN changed d ON d.role = c.role AND d.permission_id = c.permission_id
+            WHERE NOT $5::boolean AND NOT s.fresh
         )
         """
 
-    static let addGroupPermissions = """
-        WITH \(wanted), inserted AS (
-            INSERT INTO auth_group_permissions (group_id, permission_id)
-            SELECT w.group_id, w.permission_id FROM wanted w
-            WHERE NOT EXISTS (
-                SELECT 1 FROM auth_group_permissions x WHERE x.group_id = w.group_id AND x.permission_id = w.permission_id
-            )
-            ON CONFLICT (group_id, permission_id) DO NOTHING
+    /// Which existing rows fall in the same universe: for an incremental sync, the fresh groups' rows and the rows of
+    /// changed pairs (found through the permission index); for a full one, every row of our content type.
+    private static func existing(_ table: String, objectCondition: String) -> String {
+        """
+        existing AS (
+            SELECT x.id, x.group_id, x.permission_id
+            FROM \(table) x JOIN scoped s ON s.group_id = x.group_id
+            WHERE ($5::boolean OR s.fresh) \(objectCondition)
+              AND x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = $1::integer)
+            UNION ALL
+            SELECT x.id, x.group_id, x.permission_id
+            FROM changed d JOIN \(table) x ON x.permission_id = d.permission_id
+            JOIN scoped s ON s.group_id = x.group_id AND s.role = d.role
+            WHERE NOT $5::boolean AND NOT s.fresh \(objectCondition)
+        )
+        """
+    }
+
+    /// One hash full join finds both what to add and what to remove, so each table is read once.
+    private static func diff(_ table: String, insertColumns: String, insertValues: String, objectCondition: String) -> String {
+        """
+        WITH \(wanted), \(existing(table, objectCondition: objectCondition)), difference AS (
+            SELECT w.group_id AS want_group, w.permission_id AS want_permission, w.project_id, e.id AS existing_id,
+                   e.group_id AS existing_group
+            FROM wanted w FULL JOIN existing e ON e.group_id = w.group_id AND e.permission_id = w.permission_id
+            WHERE w.group_id IS NULL OR e.id IS NULL
+        ), inserted AS (
+            INSERT INTO \(table) (\(insertColumns))
+            SELECT \(insertValues) FROM difference WHERE existing_id IS NULL
+            ON CONFLICT DO NOTHING
             RETURNING group_id
+        ), removed AS (
+            DELETE FROM \(table) x USING difference d
+            WHERE d.want_group IS NULL AND x.id = d.existing_id
+            RETURNING x.group_id
+        ), counted AS (
+            SELECT group_id, 1 AS added, 0 AS removed FROM inserted
+            UNION ALL
+            SELECT group_id, 0, 1 FROM removed
         )
-        SELECT l.role, count(*) AS n FROM inserted i JOIN project_role_group l ON l.group_id = i.group_id GROUP BY l.role
+        SELECT l.role, sum(c.added)::bigint AS added, sum(c.removed)::bigint AS removed
+        FROM counted c JOIN project_role_group l ON l.group_id = c.group_id
+        GROUP BY l.role
         """
+    }
 
-    static let addObjectPermissions = """
-        WITH \(wanted), inserted AS (
-            INSERT INTO guardian_groupobjectpermission (object_pk, content_type_id, group_id, permission_id)
-            SELECT w.project_id::text, $1::integer, w.group_id, w.permission_id FROM wanted w
-            WHERE NOT EXISTS (
-                SELECT 1 FROM guardian_groupobjectpermission x
-                WHERE x.group_id = w.group_id AND x.permission_id = w.permission_id AND x.object_pk = w.project_id::text
-            )
-            ON CONFLICT (group_id, permission_id, object_pk) DO NOTHING
-            RETURNING group_id
-        )
-        SELECT l.role, count(*) AS n FROM inserted i JOIN project_role_group l ON l.group_id = i.group_id GROUP BY l.role
-        """
+    static let groupPermissions = diff(
+        "auth_group_permissions", insertColumns: "group_id, permission_id",
+        insertValues: "want_group, want_permission", objectCondition: ""
+    )
 
-    /// Rows of our groups, for permissions of our content type, that the catalogue ($2, $3) does not grant. In scope:
-    /// every group when $5 is true; else fresh groups and the pairs removed since the stored catalogue ($6, $7).
-    private static let unwantedCondition = """
-        ($4::bigint[] IS NULL OR l.project_id = ANY($4::bigint[]))
-          AND NOT EXISTS (
-              SELECT 1 FROM unnest($2::text[], $3::text[]) AS w(role, codename)
-              WHERE w.role = l.role AND w.codename = ap.codename
-          )
-          AND ($5::boolean
-               OR l.group_id IN (SELECT group_id FROM migrator_fresh_groups)
-               OR EXISTS (
-                   SELECT 1 FROM unnest($6::text[], $7::text[]) AS r(role, codename)
-                   WHERE r.role = l.role AND r.codename = ap.codename
-               ))
-        """
-
-    static let removeGroupPermissions = """
-        WITH removed AS (
-            DELETE FROM auth_group_permissions x
-            USING project_role_group l, auth_permission ap
-            WHERE x.group_id = l.group_id AND ap.id = x.permission_id AND ap.content_type_id = $1::integer
-              AND \(unwantedCondition)
-            RETURNING l.role
-        )
-        SELECT role, count(*) AS n FROM removed GROUP BY role
-        """
-
-    /// Only the group's permissions on its own project are ours; a grant on another object was made by someone else.
-    static let removeObjectPermissions = """
-        WITH removed AS (
-            DELETE FROM guardian_groupobjectpermission x
-            USING project_role_group l, auth_permission ap
-            WHERE x.group_id = l.group_id AND x.content_type_id = $1::integer AND x.object_pk = l.project_id::text
-              AND ap.id = x.permission_id AND ap.content_type_id = $1::integer
-              AND \(unwantedCondition)
-            RETURNING l.role
-        )
-        SELECT role, count(*) AS n FROM removed GROUP BY role
-        """
+    /// Only a group's permissions on its own project are ours; a grant on another object was made by someone else.
+    static let objectPermissions = diff(
+        "guardian_groupobjectpermission", insertColumns: "object_pk, content_type_id, group_id, permission_id",
+        insertValues: "project_id::text, $1::integer, want_group, want_permission",
+        objectCondition: "AND x.content_type_id = $1::integer AND x.object_pk = s.project_id::text"
+    )
 
     /// $1 roles. Roles no longer in the catalogue, with their remaining groups.
     static let retiredRoles = """
