@@ -141,11 +141,15 @@ public struct RoleSynchronizer: Sendable {
         let parameters: [(any PostgresBindable)?] = [
             contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, changed.map(\.role), changed.map(\.codename),
         ]
-        try countByRole("group permissions", connection, logger, &phases, &report, SyncSQL.groupPermissions, parameters) {
+        // A full sync compares by counting per group; an incremental one compares only the changed pairs.
+        let groupSQL = everyGroup ? SyncSQL.groupPermissionsFull : SyncSQL.groupPermissions
+        let objectSQL = everyGroup ? SyncSQL.objectPermissionsFull : SyncSQL.objectPermissions
+        let statementParameters = everyGroup ? Array(parameters.prefix(4)) : parameters
+        try countByRole("group permissions", connection, logger, &phases, &report, groupSQL, statementParameters) {
             $0.groupPermissionsAdded += $1.int("added") ?? 0
             $0.groupPermissionsRemoved += $1.int("removed") ?? 0
         }
-        try countByRole("object permissions", connection, logger, &phases, &report, SyncSQL.objectPermissions, parameters) {
+        try countByRole("object permissions", connection, logger, &phases, &report, objectSQL, statementParameters) {
             $0.objectPermissionsAdded += $1.int("added") ?? 0
             $0.objectPermissionsRemoved += $1.int("removed") ?? 0
         }

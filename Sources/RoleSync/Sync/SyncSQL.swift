@@ -128,25 +128,25 @@ enum SyncSQL {
             FROM unnest($6::text[], $7::text[]) AS c(role, codename)
             JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = c.codename
         ), scoped AS (
-            SELECT l.group_id, l.project_id, l.role, coalesce(f.created, false) AS created
+            SELECT l.group_id, l.project_id, l.project_id::text AS object_pk, l.role, coalesce(f.created, false) AS created
             FROM project_role_group l LEFT JOIN migrator_fresh_groups f ON f.group_id = l.group_id
             WHERE ($4::bigint[] IS NULL OR l.project_id = ANY($4::bigint[]))
         ), fresh AS (
-            SELECT l.group_id, l.project_id, l.role, f.created
+            SELECT l.group_id, l.project_id, l.role
             FROM migrator_fresh_groups f JOIN project_role_group l ON l.group_id = f.group_id
             WHERE ($4::bigint[] IS NULL OR l.project_id = ANY($4::bigint[]))
         ), settled AS (
             SELECT s.* FROM scoped s WHERE s.group_id NOT IN (SELECT group_id FROM migrator_fresh_groups)
         ), wanted AS (
-            SELECT s.role, s.group_id, s.project_id, c.permission_id, s.created
+            SELECT s.group_id, c.permission_id
             FROM scoped s JOIN catalogue c ON c.role = s.role
             WHERE $5::boolean
             UNION ALL
-            SELECT s.role, s.group_id, s.project_id, c.permission_id, s.created
+            SELECT s.group_id, c.permission_id
             FROM fresh s JOIN catalogue c ON c.role = s.role
             WHERE NOT $5::boolean
             UNION ALL
-            SELECT s.role, s.group_id, s.project_id, d.permission_id, false
+            SELECT s.group_id, d.permission_id
             FROM changed d JOIN catalogue c ON c.role = d.role AND c.permission_id = d.permission_id
             JOIN settled s ON s.role = d.role
             WHERE NOT $5::boolean
@@ -155,20 +155,23 @@ enum SyncSQL {
 
     /// Which existing rows fall in the same universe: for a full sync, every row of our content type; for an
     /// incremental one, the fresh groups' rows and the rows of changed pairs (found through the permission index).
-    private static func existing(_ table: String, objectCondition: String) -> String {
+    /// The full branch joins the link table itself rather than the `scoped` CTE: the planner cannot estimate a CTE
+    /// and would hash the large side.
+    private static func existing(_ table: String, objectCondition: String, permissionCondition: String) -> String {
         """
         existing AS (
-            SELECT s.role, x.id, x.group_id, x.permission_id
-            FROM \(table) x JOIN scoped s ON s.group_id = x.group_id
+            SELECT x.id, x.group_id, x.permission_id
+            FROM \(table) x JOIN project_role_group s ON s.group_id = x.group_id
             WHERE $5::boolean \(objectCondition)
-              AND x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = $1::integer)
+              AND ($4::bigint[] IS NULL OR s.project_id = ANY($4::bigint[]))
+              \(permissionCondition)
             UNION ALL
-            SELECT s.role, x.id, x.group_id, x.permission_id
+            SELECT x.id, x.group_id, x.permission_id
             FROM fresh s JOIN \(table) x ON x.group_id = s.group_id
             WHERE NOT $5::boolean \(objectCondition)
-              AND x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = $1::integer)
+              \(permissionCondition)
             UNION ALL
-            SELECT s.role, x.id, x.group_id, x.permission_id
+            SELECT x.id, x.group_id, x.permission_id
             FROM \(table) x JOIN settled s ON s.group_id = x.group_id
             JOIN changed d ON d.permission_id = x.permission_id AND d.role = s.role
             WHERE NOT $5::boolean \(objectCondition)
@@ -178,24 +181,30 @@ enum SyncSQL {
     }
 
     /// One hash full join finds both what to add and what to remove, so each table is read once. Rows are inserted
-    /// in index order: in the hash join's order every index insertion lands on a random page, which doubles the time. Rows of groups
-    /// created in this transaction cannot exist elsewhere, so they are inserted without ON CONFLICT (which costs half
+    /// in index order: in the hash join's order every index insertion lands on a random page, which doubles the time.
+    /// The joined rows carry only the keys; role and project are looked up for the (usually few) differences. Rows of
+    /// groups created in this transaction cannot exist elsewhere, so they are inserted without ON CONFLICT (which costs half
     /// again as much); the others keep it, so that an application writing the same row cannot fail the sync. The
     /// counts per role come from the difference itself rather than from RETURNING, which would hold every row.
-    private static func diff(_ table: String, insertColumns: String, insertValues: String, objectCondition: String) -> String {
+    private static func diff(
+        _ table: String, insertColumns: String, insertValues: String, objectCondition: String, permissionCondition: String
+    ) -> String {
         """
-        WITH \(wanted), \(existing(table, objectCondition: objectCondition)), difference AS (
-            SELECT coalesce(w.role, e.role) AS role, w.group_id AS want_group, w.permission_id AS want_permission,
-                   w.project_id, w.created, e.id AS existing_id
+        WITH \(wanted), \(existing(table, objectCondition: objectCondition, permissionCondition: permissionCondition)), difference AS (
+            SELECT w.group_id AS want_group, w.permission_id AS want_permission, e.id AS existing_id,
+                   coalesce(w.group_id, e.group_id) AS group_id
             FROM wanted w FULL JOIN existing e ON e.group_id = w.group_id AND e.permission_id = w.permission_id
             WHERE w.group_id IS NULL OR e.id IS NULL
+        ), resolved AS (
+            SELECT d.want_group, d.want_permission, d.existing_id, s.role, s.object_pk, s.created
+            FROM difference d JOIN scoped s ON s.group_id = d.group_id
         ), inserted_for_new_groups AS (
             INSERT INTO \(table) (\(insertColumns))
-            SELECT \(insertValues) FROM difference WHERE existing_id IS NULL AND created
+            SELECT \(insertValues) FROM resolved WHERE existing_id IS NULL AND created
             ORDER BY want_group, want_permission
         ), inserted AS (
             INSERT INTO \(table) (\(insertColumns))
-            SELECT \(insertValues) FROM difference WHERE existing_id IS NULL AND NOT created
+            SELECT \(insertValues) FROM resolved WHERE existing_id IS NULL AND NOT created
             ORDER BY want_group, want_permission
             ON CONFLICT DO NOTHING
         ), removed AS (
@@ -204,20 +213,97 @@ enum SyncSQL {
         )
         SELECT role, count(*) FILTER (WHERE existing_id IS NULL) AS added,
                count(*) FILTER (WHERE want_group IS NULL) AS removed
-        FROM difference GROUP BY role
+        FROM resolved GROUP BY role
         """
     }
 
+    /// A full sync's comparison, cheaper than the full join when most groups are already right: one pass over the
+    /// table classifies every row of our groups against the catalogue (a hash of 82 pairs) and counts the valid ones
+    /// per group; only groups with fewer valid rows than their role grants are compared row by row. $1 content type,
+    /// $2/$3 the catalogue's pairs, $4 project filter.
+    private static func fullDiff(
+        _ table: String, insertColumns: String, insertValues: String, objectCondition: String, permissionCondition: String
+    ) -> String {
+        """
+        WITH catalogue AS (
+            SELECT w.role, ap.id AS permission_id
+            FROM unnest($2::text[], $3::text[]) AS w(role, codename)
+            JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = w.codename
+        ), expected AS (
+            SELECT role, count(*) AS n FROM catalogue GROUP BY role
+        ), per_group AS (
+            SELECT x.group_id, count(c.permission_id) AS valid,
+                   array_agg(x.id) FILTER (WHERE c.permission_id IS NULL) AS extra
+            FROM \(table) x
+            JOIN project_role_group s ON s.group_id = x.group_id
+            LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id
+            WHERE ($4::bigint[] IS NULL OR s.project_id = ANY($4::bigint[])) \(objectCondition) \(permissionCondition)
+            GROUP BY x.group_id
+        ), incomplete AS (
+            SELECT s.group_id, s.project_id, s.role, coalesce(f.created, false) AS created
+            FROM project_role_group s
+            JOIN expected e ON e.role = s.role
+            LEFT JOIN per_group p ON p.group_id = s.group_id
+            LEFT JOIN migrator_fresh_groups f ON f.group_id = s.group_id
+            WHERE ($4::bigint[] IS NULL OR s.project_id = ANY($4::bigint[])) AND coalesce(p.valid, 0) < e.n
+        ), missing AS (
+            SELECT s.group_id AS want_group, c.permission_id AS want_permission, s.project_id::text AS object_pk,
+                   s.role, s.created
+            FROM incomplete s JOIN catalogue c ON c.role = s.role
+            WHERE NOT EXISTS (
+                SELECT 1 FROM \(table) x
+                WHERE x.group_id = s.group_id AND x.permission_id = c.permission_id \(objectCondition)
+            )
+        ), inserted_for_new_groups AS (
+            INSERT INTO \(table) (\(insertColumns))
+            SELECT \(insertValues) FROM missing WHERE created
+            ORDER BY want_group, want_permission
+        ), inserted AS (
+            INSERT INTO \(table) (\(insertColumns))
+            SELECT \(insertValues) FROM missing WHERE NOT created
+            ORDER BY want_group, want_permission
+            ON CONFLICT DO NOTHING
+        ), removed AS (
+            DELETE FROM \(table) x
+            WHERE x.id = ANY (ARRAY(SELECT unnest(extra) FROM per_group WHERE extra IS NOT NULL))
+        ), counted AS (
+            SELECT role, count(*) AS added, 0::bigint AS removed FROM missing GROUP BY role
+            UNION ALL
+            SELECT s.role, 0, sum(cardinality(p.extra))
+            FROM per_group p JOIN project_role_group s ON s.group_id = p.group_id
+            WHERE p.extra IS NOT NULL
+            GROUP BY s.role
+        )
+        SELECT role, sum(added)::bigint AS added, sum(removed)::bigint AS removed FROM counted GROUP BY role
+        """
+    }
+
+    static let groupPermissionsFull = fullDiff(
+        "auth_group_permissions", insertColumns: "group_id, permission_id",
+        insertValues: "want_group, want_permission", objectCondition: "",
+        permissionCondition: "AND x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = $1::integer)"
+    )
+
+    static let objectPermissionsFull = fullDiff(
+        "guardian_groupobjectpermission", insertColumns: "object_pk, content_type_id, group_id, permission_id",
+        insertValues: "object_pk, $1::integer, want_group, want_permission",
+        objectCondition: "AND x.content_type_id = $1::integer AND x.object_pk = s.project_id::text",
+        permissionCondition: ""
+    )
+
     static let groupPermissions = diff(
         "auth_group_permissions", insertColumns: "group_id, permission_id",
-        insertValues: "want_group, want_permission", objectCondition: ""
+        insertValues: "want_group, want_permission", objectCondition: "",
+        permissionCondition: "AND x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = $1::integer)"
     )
 
     /// Only a group's permissions on its own project are ours; a grant on another object was made by someone else.
     static let objectPermissions = diff(
         "guardian_groupobjectpermission", insertColumns: "object_pk, content_type_id, group_id, permission_id",
-        insertValues: "project_id::text, $1::integer, want_group, want_permission",
-        objectCondition: "AND x.content_type_id = $1::integer AND x.object_pk = s.project_id::text"
+        insertValues: "object_pk, $1::integer, want_group, want_permission",
+        objectCondition: "AND x.content_type_id = $1::integer AND x.object_pk = s.project_id::text",
+        // guardian stores the content type on the row (and assign_perm checks it matches the permission's).
+        permissionCondition: ""
     )
 
     /// $1 roles. Roles no longer in the catalogue, with their remaining groups.
