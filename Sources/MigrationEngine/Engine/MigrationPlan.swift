@@ -34,9 +34,20 @@ struct MigrationPlan {
         var byVersion: [Int64: MigrationStatus] = [:]
 
         for entry in entries {
+            let record = records[entry.version]
             let file: MigrationFile
             do {
-                file = try entry.load()
+                let bytes = try entry.readBytes()
+                // The common case of a no-op run: an applied file whose bytes still match needs no decoding.
+                if let record, record.state == .applied, MigrationFile.checksum(ofFileBytes: bytes) == record.checksum {
+                    byVersion[entry.version] = MigrationStatus(
+                        version: entry.version, name: entry.name, state: .applied, file: entry.displayPath,
+                        transactional: record.transactional, appliedAt: record.appliedAt, appliedBy: record.appliedBy,
+                        durationMs: record.durationMs, checksum: record.checksum, recordedChecksum: record.checksum
+                    )
+                    continue
+                }
+                file = try entry.load(bytes: bytes)
             } catch {
                 fileErrors.append(error.message)
                 continue
@@ -45,7 +56,6 @@ struct MigrationPlan {
                 version: entry.version, name: entry.name, state: .pending, file: entry.displayPath,
                 transactional: file.transactional, checksum: file.checksum
             )
-            let record = records[entry.version]
             if let record {
                 status.appliedAt = record.appliedAt
                 status.appliedBy = record.appliedBy

@@ -26,13 +26,21 @@ public struct MigrationDirectory: Sendable {
 
         /// Reads and normalises the file.
         public func load() throws(MigrationError) -> MigrationFile {
+            try load(bytes: readBytes())
+        }
+
+        func load(bytes: [UInt8]) throws(MigrationError) -> MigrationFile {
+            try MigrationFile(version: version, name: name, fileName: fileName, displayPath: displayPath, bytes: bytes)
+        }
+
+        func readBytes() throws(MigrationError) -> [UInt8] {
             guard let bytes = FileSystem.readFile(path) else {
                 throw MigrationError(
                     code: .invalidMigrationFile,
                     message: "\(displayPath): error: the file cannot be read (\(FileSystem.lastError())); check its permissions"
                 )
             }
-            return try MigrationFile(version: version, name: name, fileName: fileName, displayPath: displayPath, bytes: bytes)
+            return bytes
         }
     }
 

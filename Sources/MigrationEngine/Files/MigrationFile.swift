@@ -32,9 +32,7 @@ public struct MigrationFile: Sendable {
         self.name = name
         self.fileName = fileName
         self.displayPath = displayPath
-        var bytes = bytes[...]
-        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
-        let normalised = Self.crlfToLF(bytes)
+        let normalised = Self.normalise(bytes)
         guard let content = String(validating: normalised, as: UTF8.self) else {
             let (line, column) = Self.firstInvalidUTF8(normalised)
             throw MigrationError(
@@ -46,6 +44,18 @@ public struct MigrationFile: Sendable {
         self.content = content
         self.checksum = "sha256:" + TextFormat.hex(SHA256.hash(data: normalised))
         self.transactional = try Self.readTransactional(content, displayPath: displayPath)
+    }
+
+    /// The bytes with a BOM removed and CRLF turned into LF: what is checksummed.
+    static func normalise(_ bytes: [UInt8]) -> [UInt8] {
+        var slice = bytes[...]
+        if slice.starts(with: [0xEF, 0xBB, 0xBF]) { slice = slice.dropFirst(3) }
+        return crlfToLF(slice)
+    }
+
+    /// The checksum of raw file bytes, without decoding them: enough to confirm an applied file is unchanged.
+    static func checksum(ofFileBytes bytes: [UInt8]) -> String {
+        "sha256:" + TextFormat.hex(SHA256.hash(data: normalise(bytes)))
     }
 
     private static func crlfToLF(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
