@@ -402,7 +402,8 @@ extension MigrationError {
 }
 
 extension MigrationStatus {
-    static func label(_ version: Int64, _ name: String) -> String {
+    /// `0007_add_index`: the version padded to four digits, as files are usually named.
+    public static func label(_ version: Int64, _ name: String) -> String {
         let digits = String(version)
         return String(repeating: "0", count: max(0, 4 - digits.count)) + digits + "_" + name
     }

@@ -60,7 +60,7 @@ struct MigrateCommand: ParsableCommand {
         }
         let verb = dryRun ? "would apply" : "applied"
         for migration in report.applied {
-            var line = "\(verb) \(MigrationSummary.label(migration.version, migration.name))"
+            var line = "\(verb) \(MigrationStatus.label(migration.version, migration.name))"
             if !dryRun { line += " (\(Output.milliseconds(migration.durationMs)))" }
             if let resumed = migration.resumedAtStatement { line += ", resumed at statement \(resumed)" }
             if !migration.transactional { line += ", outside a transaction" }
@@ -119,12 +119,5 @@ struct RunOptions: ParsableArguments {
             statementTimeoutMs: statement.map(DurationParser.milliseconds),
             allowOutOfOrder: outOfOrder
         )
-    }
-}
-
-enum MigrationSummary {
-    static func label(_ version: Int64, _ name: String) -> String {
-        let digits = String(version)
-        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits + "_" + name
     }
 }

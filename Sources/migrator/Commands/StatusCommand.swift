@@ -17,17 +17,7 @@ struct StatusCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let logger = try global.makeLogger()
-        let migrator = Migrator(
-            connection: global.connectionConfig, options: MigratorOptions(migrationsPath: global.resolvedMigrations),
-            hooks: [RoleSyncHook(catalogue: try roles.catalogue(json: json))], logger: logger
-        )
-        let report: StatusReport
-        do {
-            report = try migrator.status()
-        } catch {
-            throw Output.fail(error, json: json).exitCode
-        }
+        let report = try roles.readStatus(global, json: json)
         if json {
             Output.json(report)
         } else {
@@ -44,7 +34,7 @@ enum StatusTable {
             if migration.outOfOrder == true { state += " (out of order)" }
             if migration.state == .failed, let statement = migration.failedStatement { state += " at statement \(statement)" }
             rows.append([
-                String(MigrationSummary.label(migration.version, "").dropLast()), migration.name, state,
+                String(MigrationStatus.label(migration.version, "").dropLast()), migration.name, state,
                 migration.appliedAt ?? "-", migration.durationMs.map(Output.milliseconds) ?? "-",
             ])
         }

@@ -15,23 +15,13 @@ struct VerifyCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let logger = try global.makeLogger()
-        let migrator = Migrator(
-            connection: global.connectionConfig, options: MigratorOptions(migrationsPath: global.resolvedMigrations),
-            hooks: [RoleSyncHook(catalogue: try roles.catalogue(json: json))], logger: logger
-        )
-        let report: StatusReport
-        do {
-            report = try migrator.status()
-        } catch {
-            throw Output.fail(error, json: json).exitCode
-        }
+        let report = try roles.readStatus(global, json: json)
         if json { Output.json(report) }
         guard report.isClean else {
             if !json {
                 for migration in report.migrations where migration.state != .applied {
                     let where_ = migration.file ?? "(file gone)"
-                    Output.printError("\(where_): \(migration.state.rawValue): \(MigrationSummary.label(migration.version, migration.name))")
+                    Output.printError("\(where_): \(migration.state.rawValue): \(MigrationStatus.label(migration.version, migration.name))")
                 }
                 for problem in report.problems { Output.printError(problem) }
                 for hook in report.hooks where !hook.upToDate { Output.printError("\(hook.name): \(hook.summary)") }

@@ -23,6 +23,22 @@ struct RolesOptions: ParsableArguments {
     }
 }
 
+extension RolesOptions {
+    /// Every migration's state and the role version, for `status` and `verify`; a failure exits as documented.
+    func readStatus(_ global: GlobalOptions, json: Bool) throws -> StatusReport {
+        let logger = try global.makeLogger()
+        let migrator = Migrator(
+            connection: global.connectionConfig, options: MigratorOptions(migrationsPath: global.resolvedMigrations),
+            hooks: [RoleSyncHook(catalogue: try catalogue(json: json))], logger: logger
+        )
+        do {
+            return try migrator.status()
+        } catch {
+            throw Output.fail(error, json: json).exitCode
+        }
+    }
+}
+
 /// Reads a yes/no environment variable; nil when unset.
 func environmentFlag(_ name: String) throws -> Bool? {
     guard let text = GlobalOptions.environment[name]?.lowercased(), !text.isEmpty else { return nil }
