@@ -43,6 +43,7 @@ public struct TestDatabase: Sendable {
     }
 
     public static func create(_ label: String) throws -> TestDatabase {
+        _ = QuietLogging.installed
         let admin = try adminConnection()
         let slug = label.lowercased().unicodeScalars.filter { ("a"..."z").contains($0) || ("0"..."9").contains($0) }
         let name = "mt_" + String(String.UnicodeScalarView(slug.prefix(30))) + "_" + UUID().uuidString.prefix(8).lowercased()
@@ -76,4 +77,14 @@ public struct TestDatabase: Sendable {
 public struct TestSetupError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Tests that log through `Logger(label:)` stay quiet unless MIGRATOR_TEST_LOGS=1; tests that check log output build
+/// their own handler and are not affected.
+enum QuietLogging {
+    static let installed: Bool = {
+        if ProcessInfo.processInfo.environment["MIGRATOR_TEST_LOGS"] == "1" { return false }
+        LoggingSystem.bootstrap { _ in SwiftLogNoOpLogHandler() }
+        return true
+    }()
 }
