@@ -17,7 +17,7 @@ struct MigratorCommand: AsyncParsableCommand {
 
             Exit codes: 0 success or nothing to do; 1 a migration or hook failed; 2 the migration files are \
             invalid or disagree with the history; 3 verify found problems; 4 cannot connect; 5 gave up waiting \
-            for the lock; 6 the server is read-only; 64 usage error.
+            for the lock; 6 the server is read-only; 64 usage error; 127 the --then-exec command could not be started.
             """,
         subcommands: [
             MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,

@@ -1,6 +1,10 @@
 import ArgumentParser
 import MigrationEngine
 import RoleSync
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct MigrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,7 +31,23 @@ struct MigrateCommand: ParsableCommand {
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
 
+    @Flag(
+        name: .customLong("then-exec"),
+        help: "After a successful migrate, replace this process with the command after `--` (a container entrypoint: the app gets the signals and its exit code is the container's)."
+    )
+    var thenExec = false
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The command to exec with --then-exec.", valueName: "command"))
+    var command: [String] = []
+
     func validate() throws {
+        if thenExec && command.isEmpty {
+            throw ValidationError("--then-exec needs a command after `--`, e.g. migrator migrate --then-exec -- ./app serve")
+        }
+        if !thenExec && !command.isEmpty {
+            throw ValidationError("a command after `--` is only run with --then-exec")
+        }
+        if thenExec && dryRun { throw ValidationError("--then-exec and --dry-run contradict each other; pass one") }
         if let target, target <= 0 { throw ValidationError("--to must be a positive version number; got \(target)") }
         _ = try runOptions.options(migrations: global.resolvedMigrations)
         if try resolvedSkipRoles && resolvedForceRoles {
@@ -54,6 +74,7 @@ struct MigrateCommand: ParsableCommand {
         } catch {
             throw Output.fail(error, json: json).exitCode
         }
+        defer { if thenExec { Self.exec(command) } }
         if json {
             Output.json(report)
             return
@@ -119,5 +140,18 @@ struct RunOptions: ParsableArguments {
             statementTimeoutMs: statement.map(DurationParser.milliseconds),
             allowOutOfOrder: outOfOrder
         )
+    }
+}
+
+extension MigrateCommand {
+    /// Replaces the process with `command` (searched in PATH). Only returns on failure, which exits 127 as a shell
+    /// does for a command it cannot run.
+    static func exec(_ command: [String]) -> Never {
+        var arguments: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
+        arguments.append(nil)
+        execvp(command[0], &arguments)
+        let reason = String(cString: strerror(errno))
+        writeStandardError("error: --then-exec could not run '\(command[0])': \(reason)\n")
+        Glibc.exit(127)
     }
 }

@@ -1,0 +1,48 @@
+import Foundation
+import MigratorTestSupport
+import Postgres
+import Testing
+
+/// `migrate --then-exec -- COMMAND`: the container entrypoint form.
+@Suite("entrypoint: migrate --then-exec")
+struct EntrypointTests {
+    @Test("after a successful migrate the command replaces the process: same pid, its output, its exit code")
+    func execsAfterSuccess() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            let started = try E2E.start(E2E.args("migrate", folder, "--then-exec", "--", "sh", "-c", "echo app pid $$; exit 7"), database: db)
+            let pid = started.process.0.processIdentifier
+            let run = E2E.finish(started)
+            #expect(run.exitCode == 7, run.transcript)
+            #expect(run.stdout.contains("8 migrations applied"), run.transcript)
+            #expect(run.stdout.contains("app pid \(pid)"), run.transcript)
+            let connection = try db.connect()
+            #expect(try connection.historyVersions().count == 8)
+            // The lock was released before the exec: another runner gets it at once.
+            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [Int64(0x6D69_6772_6174_6F72)]).first?.bool("ok") == true)
+        }
+    }
+
+    @Test("a failed migration does not start the app")
+    func noExecAfterFailure() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_bad.sql", "CREATE INDEX ON sites (name);\n")])
+            let marker = folder.path + "/app-started"
+            let run = try E2E.run(E2E.args("migrate", folder, "--skip-roles", "--then-exec", "--", "touch", marker), database: db)
+            #expect(run.exitCode == 1, run.transcript)
+            #expect(!FileManager.default.fileExists(atPath: marker))
+        }
+    }
+
+    @Test("a command that cannot run exits 127; a missing command is a usage error")
+    func execFailures() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            let missing = try E2E.run(E2E.args("migrate", folder, "--then-exec", "--", "/nonexistent/app"), database: db)
+            #expect(missing.exitCode == 127, missing.transcript)
+            #expect(missing.stderr.contains("could not run '/nonexistent/app'"), missing.transcript)
+            #expect(try E2E.run(E2E.args("migrate", folder, "--then-exec"), database: db).exitCode == 64)
+            #expect(try E2E.run(E2E.args("migrate", folder, "--", "true"), database: db).exitCode == 64)
+        }
+    }
+}
