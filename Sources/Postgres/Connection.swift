@@ -11,7 +11,7 @@ import SystemSupport
 /// Every call blocks until the server answers. Callers that live in a concurrent program keep it off the
 /// cooperative pool; the command-line runs are sequential and call it directly.
 public final class Connection {
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     private let noticeSink: NoticeSink
     /// Removes the password and connection string from anything this connection reports.
     public let redactor: Redactor

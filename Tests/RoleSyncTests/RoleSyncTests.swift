@@ -337,6 +337,26 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("the shipped trigger notifies on a project's insert, rename and delete, not on other updates")
+    func projectNotifications() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let listener = try database.connect()
+            try listener.listen("migrator_projects")
+            let id = try Self.addProjects(connection, ["watched"])[0]
+            try connection.query("UPDATE main_project SET description = 'no rename' WHERE id = $1", [id])
+            try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [id])
+            try connection.query("DELETE FROM main_project WHERE id = $1", [id])
+            var payloads: [String] = []
+            let deadline = ContinuousClock.now + .seconds(5)
+            while payloads.count < 3, ContinuousClock.now < deadline {
+                payloads += try listener.waitForNotifications(timeout: .milliseconds(300)).map(\.payload)
+            }
+            payloads += try listener.waitForNotifications(timeout: .milliseconds(200)).map(\.payload)
+            #expect(payloads == [String(id), String(id), String(id)])
+        }
+    }
+
     @Test("going back to a version seen before records it again")
     func revisitVersion() throws {
         try TestDatabase.with { database in
