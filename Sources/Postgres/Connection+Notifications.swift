@@ -1,5 +1,4 @@
 import CLibPQ
-import SystemSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,10 +64,6 @@ extension Connection {
     }
 
     private func lostConnection() -> PostgresError {
-        let message = String(cString: PQerrorMessage(handle)).trimmingWhitespace()
-        return PostgresError(
-            code: .connectionLost,
-            message: redactor.redact(message.isEmpty ? "the connection to the server was lost" : message)
-        )
+        connectionError(defaultCode: .connectionLost)
     }
 }

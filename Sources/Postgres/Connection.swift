@@ -216,7 +216,7 @@ public final class Connection {
         return error
     }
 
-    private func connectionError(defaultCode: PostgresError.Code) -> PostgresError {
+    func connectionError(defaultCode: PostgresError.Code) -> PostgresError {
         let message = Self.clean(String(cString: PQerrorMessage(handle)))
         let code: PostgresError.Code = PQstatus(handle) == CONNECTION_OK ? defaultCode : .connectionLost
         return PostgresError(
