@@ -357,6 +357,29 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("a changed display name is corrected in place, and a missing content type is created")
+    func displayNamesAndContentType() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            try connection.query("DELETE FROM django_content_type WHERE app_label = 'main' AND model = 'project'")
+            try Self.addProjects(connection, ["a"])
+            let first = try Self.sync(connection)
+            #expect(first.permissionsCreated == 50)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM django_content_type WHERE app_label = 'main' AND model = 'project'") == 1)
+            let ids = try connection.query("SELECT id, codename FROM auth_permission ORDER BY id").rows.map { "\($0["id"]!):\($0["codename"]!)" }
+
+            let renamed = try RoleCatalogue(
+                permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.codename == "create_job" ? "Can start a job" : $0.name) },
+                roles: RoleCatalogue.reference.roles.map { ($0.name, $0.permissions) }
+            )
+            let report = try Self.sync(connection, renamed)
+            #expect(report.permissionsRenamed == 1 && report.permissionsCreated == 0)
+            #expect(report.totals.rowsWritten == 0)
+            #expect(try connection.query("SELECT name FROM auth_permission WHERE codename = 'create_job'").first?["name"] == "Can start a job")
+            #expect(try connection.query("SELECT id, codename FROM auth_permission ORDER BY id").rows.map { "\($0["id"]!):\($0["codename"]!)" } == ids)
+        }
+    }
+
     @Test("going back to a version seen before records it again")
     func revisitVersion() throws {
         try TestDatabase.with { database in
