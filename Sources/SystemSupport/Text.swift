@@ -74,3 +74,13 @@ private func writeAll(_ descriptor: Int32, _ text: String) {
         offset += written
     }
 }
+
+extension Duration {
+    /// The duration in seconds, for reports and sleeps.
+    public var seconds: Double {
+        let parts = components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+
+    public var milliseconds: Double { seconds * 1000 }
+}

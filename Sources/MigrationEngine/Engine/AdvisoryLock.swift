@@ -100,12 +100,3 @@ enum AdvisoryLock {
         TextFormat.fixed(duration.seconds, 1) + " s"
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
-    }
-
-    var milliseconds: Double { seconds * 1000 }
-}

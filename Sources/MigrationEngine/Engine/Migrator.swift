@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Logging
 import Postgres
+import SystemSupport
 
 /// Applies the migrations in a folder to one database, then runs the post-migrate hooks, under the advisory lock.
 public struct Migrator: Sendable {

@@ -216,10 +216,3 @@ public struct RoleSyncError: Error, Sendable, CustomStringConvertible {
         return text + "\nnote: the sync was rolled back; the stored role version and every row are as they were"
     }
 }
-
-extension Duration {
-    var milliseconds: Double {
-        let parts = components
-        return (Double(parts.seconds) + Double(parts.attoseconds) / 1e18) * 1000
-    }
-}

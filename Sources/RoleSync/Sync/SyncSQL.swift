@@ -112,6 +112,15 @@ enum SyncSQL {
         SELECT role, count(*) AS n FROM linked GROUP BY role
         """
 
+    /// The catalogue's (role, permission id) pairs: $1 content type, $2/$3 the (role, codename) pairs.
+    private static let catalogue = """
+        catalogue AS (
+            SELECT w.role, ap.id AS permission_id
+            FROM unnest($2::text[], $3::text[]) AS w(role, codename)
+            JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = w.codename
+        )
+        """
+
     /// The (group, permission) pairs the catalogue wants, within the sync's universe:
     /// - $5 true (full): every pair of every group in scope;
     /// - $5 false (incremental): every pair of the groups created or adopted in this transaction, and, for the other
@@ -119,11 +128,7 @@ enum SyncSQL {
     /// $1 content type, $2/$3 the catalogue's (role, codename) pairs, $4 project filter. Each branch is guarded by
     /// the constant $5, so the planner drops the branches of the other mode before running anything.
     private static let wanted = """
-        catalogue AS (
-            SELECT w.role, ap.id AS permission_id
-            FROM unnest($2::text[], $3::text[]) AS w(role, codename)
-            JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = w.codename
-        ), changed AS (
+        \(catalogue), changed AS (
             SELECT c.role, ap.id AS permission_id
             FROM unnest($6::text[], $7::text[]) AS c(role, codename)
             JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = c.codename
@@ -225,11 +230,7 @@ enum SyncSQL {
         _ table: String, insertColumns: String, insertValues: String, objectCondition: String, permissionCondition: String
     ) -> String {
         """
-        WITH catalogue AS (
-            SELECT w.role, ap.id AS permission_id
-            FROM unnest($2::text[], $3::text[]) AS w(role, codename)
-            JOIN auth_permission ap ON ap.content_type_id = $1::integer AND ap.codename = w.codename
-        ), expected AS (
+        WITH \(catalogue), expected AS (
             SELECT role, count(*) AS n FROM catalogue GROUP BY role
         ), per_group AS (
             SELECT x.group_id, count(c.permission_id) AS valid,

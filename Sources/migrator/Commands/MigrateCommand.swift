@@ -132,7 +132,7 @@ struct RunOptions: ParsableArguments {
         let lock = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
         let ddl = try resolve(ddlLockTimeout, env: "MIGRATOR_DDL_LOCK_TIMEOUT", option: "--ddl-lock-timeout", default: Duration.seconds(10), parse: DurationParser.parse)
         let statement: Duration? = try resolve(statementTimeout, env: "MIGRATOR_STATEMENT_TIMEOUT", option: "--statement-timeout", default: nil, parse: DurationParser.parse)
-        let outOfOrder = try allowOutOfOrder || resolve(nil, env: "MIGRATOR_ALLOW_OUT_OF_ORDER", option: "--allow-out-of-order", default: false, parse: { ["1", "true", "yes", "on"].contains($0.lowercased()) ? true : (["0", "false", "no", "off", ""].contains($0.lowercased()) ? false : nil) })
+        let outOfOrder = try allowOutOfOrder || environmentFlag("MIGRATOR_ALLOW_OUT_OF_ORDER") == true
         return MigratorOptions(
             migrationsPath: migrations,
             lockTimeout: lock,

@@ -19,8 +19,8 @@ enum DurationParser {
         return .milliseconds(Int64((value * multiplier * 1000).rounded()))
     }
 
+    /// Whole milliseconds, for the session settings.
     static func milliseconds(_ duration: Duration) -> Int {
-        let parts = duration.components
-        return Int(parts.seconds) * 1000 + Int(parts.attoseconds / 1_000_000_000_000_000)
+        Int(duration.milliseconds.rounded())
     }
 }
