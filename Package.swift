@@ -19,6 +19,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        // Tests only: a real YAML parser to read docker-compose.yml (README, "Dependencies").
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // libpq, from Debian's libpq-dev. Only the Postgres target imports it.
@@ -62,6 +69,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `migrator serve`: the listener, the reconciler, readiness, metrics and the HTTP endpoints.
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "Postgres",
+                "SystemSupport",
+                "MigrationEngine",
+                "RoleSync",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "migrator",
             dependencies: [
@@ -69,6 +95,7 @@ let package = Package(
                 "SystemSupport",
                 "MigrationEngine",
                 "RoleSync",
+                "Daemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -109,7 +136,10 @@ let package = Package(
         ),
         .testTarget(
             name: "MigratorEndToEndTests",
-            dependencies: ["migrator", "Postgres", "MigratorTestSupport"],
+            dependencies: [
+                "migrator", "Postgres", "MigratorTestSupport",
+                .product(name: "Yams", package: "Yams"),
+            ],
             swiftSettings: swiftSettings
         ),
     ],

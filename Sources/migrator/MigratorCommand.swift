@@ -21,7 +21,7 @@ struct MigratorCommand: AsyncParsableCommand {
             """,
         subcommands: [
             MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,
-            UpdateRolesCommand.self,
+            UpdateRolesCommand.self, ServeCommand.self, ProbeCommand.self,
         ]
     )
 

@@ -146,12 +146,45 @@ public struct Migrator: Sendable {
         return try body(connection)
     }
 
+    /// Opens a long-lived session for a caller that works repeatedly under the lock (the daemon): set up like a
+    /// runner's session (timeouts, keepalives, read-only check) but without taking the lock.
+    public func openSession() throws(MigrationError) -> Connection {
+        let connection = try connect()
+        _ = try setUpSession(connection, forWriting: true, tryLock: false)
+        return connection
+    }
+
+    /// Runs `body` holding the migration lock on an existing session, waiting at most `timeout` for it.
+    /// - Throws: ``MigrationError`` `.lockTimeout` when another runner kept it longer, or what `body` throws.
+    public func withLock<T>(on connection: Connection, timeout: Duration, _ body: (Connection) throws -> T) throws -> T {
+        let gotIt = try connection.query(AdvisoryLock.tryLockSQL, [AdvisoryLock.key]).first?.bool("locked") == true
+        _ = try AdvisoryLock.acquire(
+            connection, alreadyTried: gotIt, timeout: timeout, reportEvery: options.lockReportInterval, logger: logger
+        )
+        defer { AdvisoryLock.release(connection, logger: logger) }
+        return try body(connection)
+    }
+
+    /// Every migration's state, read on an existing session (no hooks): what the daemon checks on each reconcile.
+    public func status(on connection: Connection) throws(MigrationError) -> StatusReport {
+        let entries = try directory.entries()
+        let history = try readHistory(connection, create: false)
+        let plan = try MigrationPlan.make(
+            entries: entries, history: history, migrationsPath: options.migrationsPath,
+            target: nil, allowOutOfOrder: options.allowOutOfOrder
+        )
+        return StatusReport(
+            migrations: plan.statuses, problems: plan.problems, hooks: [], roundTrips: connection.roundTrips,
+            database: connection.safeDescription
+        )
+    }
+
     // MARK: - Steps
 
     /// Sets the session's timeouts, checks that the server takes writes, and makes a first try for the lock, all in
     /// one round trip. The server-side keepalives let the server notice a runner whose machine vanished and free its
     /// lock within about 25 s (libpq's own keepalives cover the other direction). Returns whether that first try got the lock.
-    private func setUpSession(_ connection: Connection, forWriting: Bool) throws(MigrationError) -> Bool {
+    private func setUpSession(_ connection: Connection, forWriting: Bool, tryLock: Bool = true) throws(MigrationError) -> Bool {
         let statementTimeout = options.statementTimeoutMs.map { "\($0)ms" } ?? "0"
         let row: Row?
         do {
@@ -168,7 +201,7 @@ public struct Migrator: Sendable {
                        CASE WHEN $3::boolean AND NOT pg_is_in_recovery()
                             THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked
                 """,
-                ["\(options.ddlLockTimeoutMs)ms", statementTimeout, forWriting, AdvisoryLock.key]
+                ["\(options.ddlLockTimeoutMs)ms", statementTimeout, forWriting && tryLock, AdvisoryLock.key]
             ).first
         } catch {
             throw MigrationError(code: .databaseError, message: "error: could not set up the session: \(error)")

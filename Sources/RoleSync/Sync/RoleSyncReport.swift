@@ -9,6 +9,8 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
         case full
         /// The complete set difference for the given projects only; the version is not recorded.
         case projects
+        /// Nothing was done: the stored version is not this catalogue's (``RoleSynchronizer/Options/onlyIfCurrent``).
+        case superseded
     }
 
     public struct RoleChanges: Sendable, Codable, Equatable {
@@ -71,6 +73,9 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
     public var summary: String {
         let short = version.prefix(12)
         if mode == .unchanged { return "role catalogue unchanged (version \(short)); nothing to do" }
+        if mode == .superseded {
+            return "nothing synced: the stored role version \((previousVersion ?? "none").prefix(12)) is not this catalogue's (\(short))"
+        }
         let t = totals
         var text = dryRun ? "would sync" : "synced"
         text += " \(projects) projects to role version \(short) (\(mode.rawValue)): "

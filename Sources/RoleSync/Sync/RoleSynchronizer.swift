@@ -22,11 +22,15 @@ public struct RoleSynchronizer: Sendable {
         public var dryRun = false
         /// Limit the sync to these projects; the version is then not recorded.
         public var projectIDs: [Int64]?
+        /// Do nothing (mode `.superseded`) unless the stored version is this catalogue's: a daemon whose catalogue
+        /// is older or newer than the one the last deploy recorded must not rewrite that deploy's rows.
+        public var onlyIfCurrent = false
 
-        public init(force: Bool = false, dryRun: Bool = false, projectIDs: [Int64]? = nil) {
+        public init(force: Bool = false, dryRun: Bool = false, projectIDs: [Int64]? = nil, onlyIfCurrent: Bool = false) {
             self.force = force
             self.dryRun = dryRun
             self.projectIDs = projectIDs
+            self.onlyIfCurrent = onlyIfCurrent
         }
     }
 
@@ -47,6 +51,36 @@ public struct RoleSynchronizer: Sendable {
         }
     }
 
+    /// What a reconcile found: the projects whose role rows differ from the catalogue.
+    public struct Drift: Sendable, Equatable {
+        /// Projects lacking a group, with a group under an old name, or whose groups lack a permission of their
+        /// role or carry one it does not grant (for the group or on the project).
+        public var projectIDs: [Int64]
+        /// Some of the catalogue's permissions do not exist: only a full sync can create them.
+        public var permissionsMissing: Bool
+    }
+
+    /// Finds the projects whose role rows differ from the catalogue, in one read-only statement whatever their
+    /// number. Meant for a session prepared with ``prepareSession(_:)``.
+    public func drift(_ connection: Connection) throws(RoleSyncError) -> Drift {
+        let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
+        do {
+            let row = try connection.query(SyncSQL.drift, [
+                catalogue.roles.map(\.name), pairs.map(\.0), pairs.map(\.1), Set(pairs.map(\.1)).count,
+            ]).first
+            let ids = (row?["projects"]).map(SyncSQL.parseBigintArray) ?? []
+            return Drift(projectIDs: ids, permissionsMissing: row?.bool("permissions_missing") ?? false)
+        } catch {
+            throw RoleSyncError(phase: "look for projects whose roles differ", error: error)
+        }
+    }
+
+    /// Session settings that keep the sync's and the drift query's plans linear (see ``SyncSQL``), for a session
+    /// that runs them repeatedly. A sync sets them for its own transaction anyway.
+    public static func prepareSession(_ connection: Connection) throws(PostgresError) {
+        try connection.query(SyncSQL.sessionSettings)
+    }
+
     /// Syncs when the stored version differs (or when forced, or for a set of projects); otherwise reads one row and
     /// returns `.unchanged`.
     public func sync(_ connection: Connection, options: Options = Options(), logger: Logger) throws(RoleSyncError) -> RoleSyncReport {
@@ -59,6 +93,12 @@ public struct RoleSynchronizer: Sendable {
             mode: .full, dryRun: options.dryRun, version: version, previousVersion: stored?.version,
             recordedVersion: false, projects: 0
         )
+        if options.onlyIfCurrent, stored?.version != version {
+            report.mode = .superseded
+            report.roundTrips = connection.roundTrips - startTrips
+            report.durationMs = (clock.now - start).milliseconds
+            return report
+        }
         if options.projectIDs == nil, !options.force, stored?.version == version {
             report.mode = .unchanged
             report.roundTrips = connection.roundTrips - startTrips

@@ -319,5 +319,66 @@ enum SyncSQL {
         VALUES ($1, $2::jsonb, (SELECT count(*) FROM main_project), $3, $4, $5, $6, $7, $8)
         """
 
+    static let sessionSettings = """
+        SELECT set_config('work_mem', '256MB', false), set_config('jit', 'off', false),
+               set_config('enable_nestloop', 'off', false), set_config('enable_mergejoin', 'off', false)
+        """
+
+    /// $1 roles, $2/$3 the catalogue's (role, codename) pairs, $4 the number of distinct codenames. The projects
+    /// whose rows a per-project sync would change, found with the full sync's per-group counting: one pass over
+    /// each permission table, hashed. Groups of roles no longer in the catalogue count as drifted while they still
+    /// hold permissions (a sync removes them).
+    static let drift = """
+        WITH ct AS (
+            SELECT id FROM django_content_type WHERE app_label = 'main' AND model = 'project'
+        ), catalogue AS (
+            SELECT w.role, ap.id AS permission_id
+            FROM unnest($2::text[], $3::text[]) AS w(role, codename)
+            JOIN auth_permission ap ON ap.content_type_id = (SELECT id FROM ct) AND ap.codename = w.codename
+        ), expected AS (
+            SELECT role, count(*) AS n FROM catalogue GROUP BY role
+        ), unlinked AS (
+            SELECT p.id AS project_id, r.role FROM main_project p CROSS JOIN unnest($1::text[]) AS r(role)
+            EXCEPT
+            SELECT project_id, role FROM project_role_group
+        ), misnamed AS (
+            SELECT l.project_id
+            FROM project_role_group l JOIN main_project p ON p.id = l.project_id JOIN auth_group g ON g.id = l.group_id
+            WHERE g.name <> p.id::text || '_' || p.name || '_' || l.role
+        ), group_rows AS (
+            SELECT x.group_id, count(c.permission_id) AS valid, count(*) - count(c.permission_id) AS extra
+            FROM auth_group_permissions x
+            JOIN project_role_group s ON s.group_id = x.group_id
+            LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id
+            WHERE x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = (SELECT id FROM ct))
+            GROUP BY x.group_id
+        ), object_rows AS (
+            SELECT x.group_id, count(c.permission_id) AS valid, count(*) - count(c.permission_id) AS extra
+            FROM guardian_groupobjectpermission x
+            JOIN project_role_group s ON s.group_id = x.group_id
+            LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id
+            WHERE x.content_type_id = (SELECT id FROM ct) AND x.object_pk = s.project_id::text
+            GROUP BY x.group_id
+        ), short AS (
+            SELECT s.project_id
+            FROM project_role_group s
+            LEFT JOIN expected e ON e.role = s.role
+            LEFT JOIN group_rows gr ON gr.group_id = s.group_id
+            LEFT JOIN object_rows orow ON orow.group_id = s.group_id
+            WHERE coalesce(gr.valid, 0) < coalesce(e.n, 0) OR coalesce(gr.extra, 0) > 0
+               OR coalesce(orow.valid, 0) < coalesce(e.n, 0) OR coalesce(orow.extra, 0) > 0
+        )
+        SELECT array(
+                   SELECT project_id FROM unlinked UNION SELECT project_id FROM misnamed
+                   UNION SELECT project_id FROM short ORDER BY 1
+               )::text AS projects,
+               (SELECT count(DISTINCT permission_id) FROM catalogue) < $4::integer AS permissions_missing
+        """
+
+    /// Parses a bigint[] in PostgreSQL's text form, `{1,2,3}`.
+    static func parseBigintArray(_ text: String) -> [Int64] {
+        text.dropFirst().dropLast().split(separator: ",").compactMap { Int64($0) }
+    }
+
     static let projectCount = "SELECT count(*) AS n FROM main_project WHERE ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))"
 }

@@ -1,0 +1,70 @@
+import Hummingbird
+import Logging
+import Metrics
+import MigrationEngine
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import UnixSignals
+
+/// `migrator serve`: the HTTP endpoints and the worker in one ServiceLifecycle group. SIGTERM or SIGINT stops the
+/// worker between transactions, then the HTTP server.
+public enum Daemon {
+    /// Runs until a signal stops it (returns) or the start-up fails (throws the ``MigrationError`` that ended it).
+    public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let state = DaemonState()
+        let worker = ProjectSyncWorker(configuration: configuration, state: state, metrics: DaemonMetrics(), logger: logger)
+
+        var httpLogger = logger
+        // Hummingbird logs each request at debug; keep those out unless asked for.
+        if httpLogger.logLevel > .debug { httpLogger.logLevel = .warning }
+        let address = configuration.httpAddress
+        let app = Application(
+            router: HTTPEndpoints.router(state: state, registry: registry),
+            configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port)),
+            onServerRunning: { channel in
+                logger.info("http listening", metadata: [
+                    "http.host": "\(address.host)", "http.port": "\(channel.localAddress?.port ?? address.port)",
+                    "http.endpoints": "/healthz /readyz /metrics",
+                ])
+            },
+            logger: httpLogger
+        )
+        // Shut down in reverse order: the worker first (it finishes its transaction), then the HTTP server.
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [
+                .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(
+                    service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup,
+                    failureTerminationBehavior: .gracefullyShutdownGroup
+                ),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: httpLogger
+        ))
+        try await group.run()
+        logger.info("stopped")
+    }
+}
+
+/// The worker as a ServiceLifecycle service: a graceful shutdown or a cancellation asks it to stop, and it returns
+/// once its transaction is over.
+struct WorkerService: Service {
+    let worker: ProjectSyncWorker
+
+    func run() async throws {
+        let state = worker.state
+        try await withGracefulShutdownHandler {
+            try await withTaskCancellationHandler {
+                try await worker.runDetached()
+            } onCancel: {
+                state.requestStop()
+            }
+        } onGracefulShutdown: {
+            worker.logger.info("shutdown requested; finishing the transaction in progress")
+            state.requestStop()
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import MigrationEngine
+import Postgres
+import RoleSync
+
+/// Everything `migrator serve` was told.
+public struct DaemonConfiguration: Sendable {
+    public var connection: ConnectionConfig
+    /// The migrations folder and the runner's timeouts; `lockTimeout` bounds the start-up migrate's wait.
+    public var migrator: MigratorOptions
+    public var catalogue: RoleCatalogue
+    /// Migrate and run the hooks on start.
+    public var migrate = true
+    /// Reconcile the role sync even when the role version is unchanged, on the start-up migrate.
+    public var forceRoles = false
+    /// How long to wait for the database on start (only connection errors are retried).
+    public var waitTimeout: Duration = .seconds(60)
+    /// How often the reconciler compares every project's roles with the catalogue.
+    public var reconcileInterval: Duration = .seconds(60)
+    /// Notifications that arrive within this gap of the previous one join its batch…
+    public var batchGap: Duration = .milliseconds(20)
+    /// …until the batch is this old, so that a steady stream still gets synced promptly.
+    public var batchMaxDelay: Duration = .milliseconds(200)
+    /// How long a batch waits for the lock held by another runner before the daemon tries again later.
+    public var batchLockWait: Duration = .seconds(2)
+    /// Where the HTTP endpoints listen.
+    public var httpAddress: HTTPAddress = HTTPAddress(host: "0.0.0.0", port: 8080)
+
+    public init(connection: ConnectionConfig, migrator: MigratorOptions, catalogue: RoleCatalogue) {
+        self.connection = connection
+        self.migrator = migrator
+        self.catalogue = catalogue
+    }
+}
+
+/// `host:port`, `[v6]:port` or `:port` (every interface).
+public struct HTTPAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Nil when the text is not an address with a port between 0 and 65535 (0: any free port).
+    public init?(parsing text: String) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard let port = Int(portText), (0...65535).contains(port) else { return nil }
+        self.host = host.isEmpty ? "0.0.0.0" : String(host)
+        self.port = port
+    }
+
+    /// Where a client on this machine reaches a server bound to this address.
+    public var loopbackHost: String {
+        switch host {
+        case "0.0.0.0", "": "127.0.0.1"
+        case "::": "::1"
+        default: host
+        }
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}

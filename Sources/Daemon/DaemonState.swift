@@ -1,0 +1,57 @@
+import Synchronization
+
+/// What the worker knows and the HTTP endpoints report. The worker writes it; `/readyz` and `/metrics` read it.
+public final class DaemonState: Sendable {
+    public enum Phase: String, Sendable {
+        case starting, waitingForDatabase = "waiting for the database", migrating, running, stopping
+    }
+
+    struct Snapshot: Sendable {
+        var phase: Phase = .starting
+        var databaseReachable = false
+        /// Nil until the first status read.
+        var pendingMigrations: Int?
+        var historyProblems: [String] = []
+        /// Nil while the stored role version matches; otherwise why the daemon does not sync.
+        var roleVersionProblem: String?
+        var lastError: String?
+    }
+
+    private let snapshot = Mutex(Snapshot())
+    /// Set by a SIGTERM/SIGINT: the worker finishes its transaction and stops.
+    private let stopRequested = Atomic<Bool>(false)
+
+    public init() {}
+
+    func update(_ change: (inout Snapshot) -> Void) {
+        snapshot.withLock { change(&$0) }
+    }
+
+    var current: Snapshot { snapshot.withLock { $0 } }
+
+    public var phase: Phase { current.phase }
+
+    public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+    public var isStopping: Bool { stopRequested.load(ordering: .relaxed) }
+
+    /// Ready means: the database answers, nothing is pending, the history agrees with the folder, and the stored
+    /// role version is this daemon's. Otherwise the first reason that applies.
+    public var readiness: (ready: Bool, reason: String) {
+        let state = current
+        switch state.phase {
+        case .starting: return (false, "starting")
+        case .waitingForDatabase: return (false, "waiting for the database" + (state.lastError.map { ": \($0)" } ?? ""))
+        case .migrating: return (false, "applying migrations")
+        case .stopping: return (false, "shutting down")
+        case .running: break
+        }
+        if !state.databaseReachable {
+            return (false, "database unreachable" + (state.lastError.map { ": \($0)" } ?? ""))
+        }
+        if let problem = state.historyProblems.first { return (false, "migration history disagrees with the folder: \(problem)") }
+        guard let pending = state.pendingMigrations else { return (false, "migration status not read yet") }
+        if pending > 0 { return (false, "\(pending) migration\(pending == 1 ? "" : "s") pending") }
+        if let problem = state.roleVersionProblem { return (false, problem) }
+        return (true, "ready")
+    }
+}

@@ -1,0 +1,376 @@
+import Dispatch
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import CoreMetrics
+import Logging
+import MigrationEngine
+import Postgres
+import RoleSync
+import SystemSupport
+
+/// The daemon's database side: waits for the database, migrates, then keeps projects' roles in step from
+/// notifications and periodic reconciles, reconnecting when the connection breaks.
+///
+/// libpq blocks, so the worker runs on its own thread; everything but `state` is confined to that thread. It stops
+/// between transactions when `state.isStopping` becomes true, so a sync in progress always commits or rolls back
+/// and the lock is released before the process exits.
+final class ProjectSyncWorker: @unchecked Sendable {
+    static let channel = "migrator_projects"
+
+    let configuration: DaemonConfiguration
+    let state: DaemonState
+    let metrics: DaemonMetrics
+    let logger: Logger
+    /// The sync's per-phase lines are for a sync run by hand; the daemon logs one line per sync unless debugging.
+    private let syncLogger: Logger
+
+    private var connection: Connection?
+    /// Whether a session was ever open: a new one after that is a reconnect.
+    private var hadSession = false
+    private var countedTrips = 0
+    /// Projects notified and not yet synced.
+    private var pending = Set<Int64>()
+    private var nextBatchAttempt: ContinuousClock.Instant?
+    private var nextReconcile: ContinuousClock.Instant
+    private var lockBusyReported = false
+    private var lastReadiness = ""
+    private let clock = ContinuousClock()
+
+    init(configuration: DaemonConfiguration, state: DaemonState, metrics: DaemonMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.state = state
+        self.metrics = metrics
+        self.logger = logger
+        var quiet = logger
+        if quiet.logLevel > .debug { quiet.logLevel = .warning }
+        syncLogger = quiet
+        nextReconcile = clock.now
+    }
+
+    private var migrator: Migrator {
+        Migrator(
+            connection: configuration.connection, options: configuration.migrator,
+            hooks: [RoleSyncHook(catalogue: configuration.catalogue, force: configuration.forceRoles)], logger: logger
+        )
+    }
+
+    /// The batches' lock waits are reported once by the worker, not on every attempt.
+    private var quietMigrator: Migrator {
+        Migrator(connection: configuration.connection, options: configuration.migrator, logger: syncLogger)
+    }
+
+    private var synchronizer: RoleSynchronizer { RoleSynchronizer(catalogue: configuration.catalogue) }
+
+    /// Runs the worker on its own thread until it stops; throws what ends the daemon with an error (the database
+    /// never became reachable, a migration failed).
+    func runDetached() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            DispatchQueue(label: "migrator.worker").async {
+                do throws(MigrationError) {
+                    try self.run()
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    func run() throws(MigrationError) {
+        defer { state.update { $0.phase = .stopping }; connection = nil; publishReadiness() }
+        guard try waitForDatabase() else { return }
+        if configuration.migrate, !state.isStopping {
+            state.update { $0.phase = .migrating }
+            publishReadiness()
+            let report = try migrator.migrate()
+            metrics.databaseQueries.increment(by: report.roundTrips)
+            logger.info("migrate finished", metadata: [
+                "migrate.applied": "\(report.applied.count)", "migrate.duration_ms": "\(Int(report.durationMs))",
+                "migrate.hooks": "\(report.hooks.map { "\($0.name): \($0.summary)" }.joined(separator: "; "))",
+            ])
+        }
+        state.update { $0.phase = .running }
+        logger.info("watching projects", metadata: [
+            "daemon.channel": "\(Self.channel)",
+            "daemon.reconcile_interval_s": "\(TextFormat.fixed(configuration.reconcileInterval.seconds, 1))",
+        ])
+        var backoff = Duration.milliseconds(250)
+        while !state.isStopping {
+            do {
+                try step()
+                backoff = .milliseconds(250)
+            } catch {
+                countTrips()
+                if let connection, connection.isConnected {
+                    // A statement failed but the session is fine: report it; the next reconcile retries.
+                    logger.error("role sync failed; the next reconcile retries", metadata: ["error": "\(error)"])
+                    metrics.syncCompleted(trigger: "notify", result: "error")
+                    pending.removeAll()
+                    continue
+                }
+                connection = nil
+                state.update {
+                    $0.databaseReachable = false
+                    $0.lastError = Self.shortMessage(error)
+                }
+                publishReadiness()
+                logger.warning("lost the database connection; reconnecting", metadata: [
+                    "error": "\(Self.shortMessage(error))", "retry_in_ms": "\(Int(backoff.milliseconds))",
+                ])
+                sleep(backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+        logger.info("stopping: no transaction in progress, lock released")
+    }
+
+    /// One turn of the loop: connect if needed, reconcile when due, sync what is pending, wait for notifications.
+    private func step() throws {
+        let connection = try session()
+        defer { countTrips() }
+        if clock.now >= nextReconcile {
+            try reconcile(connection)
+            nextReconcile = clock.now + configuration.reconcileInterval
+        }
+        if !pending.isEmpty, nextBatchAttempt.map({ clock.now >= $0 }) ?? true {
+            try syncPending(connection)
+        }
+        var wait = min(Duration.milliseconds(250), max(.zero, nextReconcile - clock.now))
+        if !pending.isEmpty, let retry = nextBatchAttempt { wait = min(wait, max(.zero, retry - clock.now)) }
+        let received = try connection.waitForNotifications(timeout: wait)
+        guard !received.isEmpty else { return }
+        // Gather what arrives close together into one batch.
+        let batchStart = clock.now
+        collect(received)
+        while clock.now - batchStart < configuration.batchMaxDelay {
+            let remaining = configuration.batchMaxDelay - (clock.now - batchStart)
+            let more = try connection.waitForNotifications(timeout: min(configuration.batchGap, remaining))
+            if more.isEmpty { break }
+            collect(more)
+        }
+        if !state.isStopping { try syncPending(connection) }
+    }
+
+    private func collect(_ notifications: [PostgresNotification]) {
+        metrics.notificationsReceived.increment(by: notifications.count)
+        for notification in notifications {
+            if let id = Int64(notification.payload.trimmingWhitespace()) {
+                pending.insert(id)
+            } else {
+                logger.warning("ignored a notification without a project id; reconciling instead", metadata: [
+                    "daemon.channel": "\(notification.channel)", "daemon.payload": "\(notification.payload.prefix(80))",
+                ])
+                nextReconcile = clock.now
+            }
+        }
+        nextBatchAttempt = nil
+    }
+
+    /// The open session, or a new one: set up, listening, and due for a reconcile (a notification may have been
+    /// missed while there was none).
+    private func session() throws -> Connection {
+        if let connection { return connection }
+        let fresh = try migrator.openSession()
+        try RoleSynchronizer.prepareSession(fresh)
+        try fresh.listen(Self.channel)
+        if hadSession {
+            metrics.reconnects.increment()
+            logger.info("reconnected to the database; listening again", metadata: ["db": "\(fresh.safeDescription)"])
+        }
+        connection = fresh
+        hadSession = true
+        countedTrips = 0
+        countTrips()
+        state.update {
+            $0.databaseReachable = true
+            $0.lastError = nil
+        }
+        nextReconcile = clock.now
+        return fresh
+    }
+
+    // MARK: - Reconcile
+
+    /// Re-reads the migration status and the stored role version, then syncs the projects whose rows differ.
+    private func reconcile(_ connection: Connection) throws {
+        metrics.reconciles.increment()
+        let status = try migrator.status(on: connection)
+        let pendingMigrations = status.count(.pending) + status.count(.failed)
+        metrics.migrationsApplied.record(status.count(.applied))
+        metrics.migrationsPending.record(pendingMigrations)
+        state.update {
+            $0.pendingMigrations = pendingMigrations
+            $0.historyProblems = status.problems
+        }
+        guard pendingMigrations == 0, status.problems.isEmpty else {
+            publishReadiness()
+            return
+        }
+        let stored = try RoleSynchronizer.storedVersion(connection)
+        let ours = configuration.catalogue.version
+        guard stored?.version == ours else {
+            setRoleVersionProblem(stored: stored?.version)
+            return
+        }
+        setRoleVersionProblem(nil)
+        let drift = try synchronizer.drift(connection)
+        if drift.permissionsMissing {
+            logger.warning("some of the catalogue's permissions are missing; running a full sync")
+            try sync(nil, trigger: "reconcile", connection)
+        } else if !drift.projectIDs.isEmpty {
+            metrics.driftedProjects.increment(by: drift.projectIDs.count)
+            logger.info("reconcile found projects whose roles differ", metadata: [
+                "daemon.projects": "\(drift.projectIDs.count)",
+                "daemon.sample": "\(drift.projectIDs.prefix(10).map(String.init).joined(separator: ","))",
+            ])
+            try sync(drift.projectIDs, trigger: "reconcile", connection)
+        }
+        publishReadiness()
+    }
+
+    private func setRoleVersionProblem(stored: String?) {
+        let ours = configuration.catalogue.version
+        let problem = stored.map {
+            "the stored role version \($0.prefix(12)) is not this daemon's \(ours.prefix(12)) (another deploy migrated "
+                + "with a different catalogue); not syncing"
+        } ?? "no role version is recorded; run `migrator migrate` (or update-roles) with this catalogue; not syncing"
+        setRoleVersionProblem(problem)
+    }
+
+    private func setRoleVersionProblem(_ problem: String?) {
+        let previous = state.current.roleVersionProblem
+        state.update { $0.roleVersionProblem = problem }
+        if let problem, problem != previous { logger.warning("role sync paused", metadata: ["reason": "\(problem)"]) }
+        if problem == nil, previous != nil { logger.info("role version is current again; syncing resumes") }
+        publishReadiness()
+    }
+
+    // MARK: - Sync
+
+    private func syncPending(_ connection: Connection) throws {
+        guard state.current.roleVersionProblem == nil, state.current.pendingMigrations == 0 else {
+            // Not ours to sync now; the reconcile that clears the problem finds these projects.
+            pending.removeAll()
+            return
+        }
+        let ids = pending.sorted()
+        do {
+            try sync(ids, trigger: "notify", connection)
+            pending.subtract(ids)
+            nextBatchAttempt = nil
+            lockBusyReported = false
+        } catch let error as MigrationError where error.code == .lockTimeout {
+            if !lockBusyReported {
+                logger.info("another runner holds the migration lock; the batch waits", metadata: ["daemon.projects": "\(ids.count)"])
+                lockBusyReported = true
+            }
+            nextBatchAttempt = clock.now + .milliseconds(500)
+        }
+    }
+
+    /// One transaction under the lock for these projects (nil: every project, recording the version).
+    private func sync(_ ids: [Int64]?, trigger: String, _ connection: Connection) throws {
+        let start = clock.now
+        let options = RoleSynchronizer.Options(force: ids == nil, projectIDs: ids, onlyIfCurrent: true)
+        let report = try quietMigrator.withLock(on: connection, timeout: configuration.batchLockWait) { session in
+            try synchronizer.sync(session, options: options, logger: syncLogger)
+        }
+        let elapsed = clock.now - start
+        metrics.syncDuration(trigger: trigger).recordNanoseconds(Int64(elapsed.seconds * 1e9))
+        if report.mode == .superseded {
+            metrics.syncCompleted(trigger: trigger, result: "superseded")
+            setRoleVersionProblem(stored: report.previousVersion)
+            return
+        }
+        metrics.syncCompleted(trigger: trigger, result: "ok")
+        metrics.projectsSynced.increment(by: ids?.count ?? report.projects)
+        metrics.rowsWritten.increment(by: report.totals.rowsWritten)
+        metrics.lastSuccessfulSync.record(Date().timeIntervalSince1970)
+        logger.info("synced projects", metadata: [
+            "daemon.trigger": "\(trigger)", "daemon.projects": "\(ids?.count ?? report.projects)",
+            "roles.rows_written": "\(report.totals.rowsWritten)",
+            "roles.duration_ms": "\(TextFormat.fixed(elapsed.milliseconds, 1))",
+        ])
+    }
+
+    // MARK: - Start-up
+
+    /// Waits until the database accepts connections, retrying only connection errors, with backoff, until the
+    /// deadline. Returns false when asked to stop meanwhile.
+    private func waitForDatabase() throws(MigrationError) -> Bool {
+        state.update { $0.phase = .waitingForDatabase }
+        publishReadiness()
+        let start = clock.now
+        var delay = Duration.milliseconds(250)
+        var attempt = 0
+        while !state.isStopping {
+            attempt += 1
+            do {
+                let probe = try Connection(config: configuration.connection, logger: logger)
+                state.update {
+                    $0.databaseReachable = true
+                    $0.lastError = nil
+                }
+                logger.info("database reachable", metadata: ["db": "\(probe.safeDescription)", "wait.attempts": "\(attempt)"])
+                return true
+            } catch {
+                state.update { $0.lastError = error.message }
+                guard error.isTransient else {
+                    throw MigrationError(code: .connectionFailed, message: "error: cannot connect to the database, and waiting will not help: \(error.message)")
+                }
+                let elapsed = clock.now - start
+                guard elapsed < configuration.waitTimeout else {
+                    throw MigrationError(
+                        code: .connectionFailed,
+                        message: "error: the database did not accept connections within \(Int(configuration.waitTimeout.seconds)) s: \(error.message)"
+                    )
+                }
+                logger.info("database not reachable yet; retrying", metadata: ["db.error": "\(error.message)", "wait.attempt": "\(attempt)"])
+                sleep(min(delay, configuration.waitTimeout - elapsed))
+                delay = min(delay * 2, .seconds(2))
+            }
+        }
+        return false
+    }
+
+    // MARK: - Helpers
+
+    /// Sleeps in short steps so that a stop request is honoured promptly.
+    private func sleep(_ duration: Duration) {
+        let end = clock.now + duration
+        while !state.isStopping, clock.now < end {
+            let step = min(Duration.milliseconds(50), end - clock.now)
+            usleep(UInt32(max(1, step.milliseconds * 1000)))
+        }
+    }
+
+    private func countTrips() {
+        guard let connection else { return }
+        let trips = connection.roundTrips
+        if trips > countedTrips { metrics.databaseQueries.increment(by: trips - countedTrips) }
+        countedTrips = trips
+    }
+
+    private func publishReadiness() {
+        let (ready, reason) = state.readiness
+        metrics.ready.record(ready ? 1 : 0)
+        guard reason != lastReadiness else { return }
+        lastReadiness = reason
+        if ready {
+            logger.info("ready")
+        } else {
+            logger.info("not ready", metadata: ["reason": "\(reason)"])
+        }
+    }
+
+    static func shortMessage(_ error: any Error) -> String {
+        switch error {
+        case let error as PostgresError: error.message
+        case let error as MigrationError: error.message
+        case let error as RoleSyncError: error.error.message
+        default: "\(error)"
+        }
+    }
+}

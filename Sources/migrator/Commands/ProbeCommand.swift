@@ -1,0 +1,49 @@
+import ArgumentParser
+import Daemon
+import SystemSupport
+
+struct ProbeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe",
+        abstract: "GET a path of a running `migrator serve` (default /readyz): exit 0 on a 2xx answer, 1 otherwise. For container healthchecks."
+    )
+
+    @Option(
+        name: .customLong("http-address"),
+        help: ArgumentHelp("The daemon's host:port; 0.0.0.0 is reached as 127.0.0.1 (env: MIGRATOR_HTTP_ADDRESS; default 0.0.0.0:8080).", valueName: "address")
+    )
+    var httpAddress: String?
+
+    @Option(help: ArgumentHelp("Give up after this long (default 5s).", valueName: "duration"))
+    var timeout: String?
+
+    @Argument(help: ArgumentHelp("The path to GET.", valueName: "path"))
+    var path = "/readyz"
+
+    func validate() throws {
+        _ = try HTTPAddressOption.resolve(httpAddress)
+        guard path.hasPrefix("/"), !path.contains(where: { $0 == " " || $0 == "\r" || $0 == "\n" }) else {
+            throw ValidationError("the path must start with / and contain no spaces; got '\(path)'")
+        }
+        guard timeout.map({ DurationParser.parse($0) != nil }) ?? true else {
+            throw ValidationError("--timeout has an invalid value '\(timeout ?? "")'")
+        }
+    }
+
+    func run() throws {
+        let address = try HTTPAddressOption.resolve(httpAddress)
+        let limit = timeout.flatMap(DurationParser.parse).map { Double(DurationParser.milliseconds($0)) / 1000 } ?? 5
+        do {
+            let answer = try HTTPProbe.get(host: address.loopbackHost, port: address.port, path: path, timeout: limit)
+            let line = "\(answer.status) \(answer.body.trimmingWhitespace())"
+            guard (200..<300).contains(answer.status) else {
+                Output.printError(line)
+                throw ExitStatus.migrationFailed.exitCode
+            }
+            Output.print(line)
+        } catch let failure as HTTPProbe.Failure {
+            Output.printError("error: \(failure.description)")
+            throw ExitStatus.migrationFailed.exitCode
+        }
+    }
+}

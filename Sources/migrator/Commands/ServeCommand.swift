@@ -1,0 +1,101 @@
+import ArgumentParser
+import Daemon
+import MigrationEngine
+import RoleSync
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run as a daemon: wait for the database, migrate, then keep every project's roles in step.",
+        discussion: """
+            New, renamed and deleted projects are synced from the NOTIFYs of the shipped trigger, in batches; a \
+            reconcile on start, after a reconnect and every --reconcile-interval catches anything missed. HTTP: \
+            /healthz, /readyz (503 with the reason when not ready), /metrics (Prometheus text). SIGTERM or SIGINT: \
+            the transaction in progress finishes, the lock is released, exit 0. A failed start-up exits with the \
+            migrate exit codes.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var roles: RolesOptions
+
+    @Flag(name: .customLong("no-migrate"), help: "Do not migrate on start; only watch and sync (env: MIGRATOR_NO_MIGRATE=1).")
+    var noMigrate = false
+
+    @Flag(name: .customLong("force-roles"), help: "On the start-up migrate, reconcile every project's roles even when the role version is unchanged (env: MIGRATOR_FORCE_ROLES=1).")
+    var forceRoles = false
+
+    @Option(
+        name: .customLong("reconcile-interval"),
+        help: ArgumentHelp("How often every project is compared with the catalogue, e.g. 60s, 5m (env: MIGRATOR_RECONCILE_INTERVAL; default 60s).", valueName: "duration")
+    )
+    var reconcileInterval: String?
+
+    @Option(
+        name: .customLong("wait-timeout"),
+        help: ArgumentHelp("How long to wait for the database on start; only connection errors are retried (env: MIGRATOR_WAIT_TIMEOUT; default 60s).", valueName: "duration")
+    )
+    var waitTimeout: String?
+
+    @Option(
+        name: .customLong("http-address"),
+        help: ArgumentHelp("host:port for /healthz, /readyz and /metrics; port 0 picks a free one (env: MIGRATOR_HTTP_ADDRESS; default 0.0.0.0:8080).", valueName: "address")
+    )
+    var httpAddress: String?
+
+    func validate() throws {
+        _ = try daemonSettings()
+        _ = try runOptions.options(migrations: global.resolvedMigrations)
+        _ = try resolvedNoMigrate
+        if try resolvedNoMigrate && resolvedForceRoles {
+            throw ValidationError("--force-roles applies to the start-up migrate, which --no-migrate turns off; pass one")
+        }
+    }
+
+    var resolvedNoMigrate: Bool { get throws { try noMigrate || environmentFlag("MIGRATOR_NO_MIGRATE") == true } }
+    var resolvedForceRoles: Bool { get throws { try forceRoles || environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
+
+    private func daemonSettings() throws -> (reconcile: Duration, wait: Duration, address: HTTPAddress) {
+        let reconcile = try resolve(reconcileInterval, env: "MIGRATOR_RECONCILE_INTERVAL", option: "--reconcile-interval", default: Duration.seconds(60), parse: DurationParser.parse)
+        guard reconcile >= .milliseconds(100) else {
+            throw ValidationError("--reconcile-interval (MIGRATOR_RECONCILE_INTERVAL) must be at least 100ms")
+        }
+        let wait = try resolve(waitTimeout, env: "MIGRATOR_WAIT_TIMEOUT", option: "--wait-timeout", default: Duration.seconds(60), parse: DurationParser.parse)
+        let address = try HTTPAddressOption.resolve(httpAddress)
+        return (reconcile, wait, address)
+    }
+
+    func run() async throws {
+        let logger = try global.makeLogger()
+        let settings = try daemonSettings()
+        var configuration = DaemonConfiguration(
+            connection: global.connectionConfig,
+            migrator: try runOptions.options(migrations: global.resolvedMigrations),
+            catalogue: try roles.catalogue(json: false)
+        )
+        configuration.migrate = try !resolvedNoMigrate
+        configuration.forceRoles = try resolvedForceRoles
+        configuration.reconcileInterval = settings.reconcile
+        configuration.waitTimeout = settings.wait
+        configuration.httpAddress = settings.address
+        do {
+            try await Daemon.run(configuration, logger: logger)
+        } catch let error as MigrationError {
+            throw Output.fail(error, json: false).exitCode
+        } catch {
+            Output.printError("error: the daemon stopped: \(error)")
+            throw ExitStatus.migrationFailed.exitCode
+        }
+    }
+}
+
+/// `--http-address`, shared by `serve` and `probe`.
+enum HTTPAddressOption {
+    static func resolve(_ value: String?) throws -> HTTPAddress {
+        try migrator.resolve(
+            value, env: "MIGRATOR_HTTP_ADDRESS", option: "--http-address",
+            default: HTTPAddress(host: "0.0.0.0", port: 8080), parse: HTTPAddress.init(parsing:)
+        )
+    }
+}
