@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "MigratorEndToEndTests",
             dependencies: [
-                "migrator", "Postgres", "MigratorTestSupport",
+                "migrator", "Postgres", "MigratorTestSupport", "SystemSupport",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings

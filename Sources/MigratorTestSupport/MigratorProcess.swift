@@ -7,6 +7,12 @@ public struct MigratorProcess {
         public var stdout: String
         public var stderr: String
         public var output: String { stdout + stderr }
+
+        public init(exitCode: Int32, stdout: String, stderr: String) {
+            self.exitCode = exitCode
+            self.stdout = stdout
+            self.stderr = stderr
+        }
     }
 
     /// The binary next to the test bundle (SwiftPM builds every product before the tests), or `MIGRATOR_BINARY`.
