@@ -15,6 +15,8 @@ public final class DaemonState: Sendable {
         /// Nil while the stored role version matches; otherwise why the daemon does not sync.
         var roleVersionProblem: String?
         var lastError: String?
+        /// Why the last reconcile failed, while the session itself is fine (a statement failed).
+        var reconcileProblem: String?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -52,6 +54,7 @@ public final class DaemonState: Sendable {
         guard let pending = state.pendingMigrations else { return (false, "migration status not read yet") }
         if pending > 0 { return (false, "\(pending) migration\(pending == 1 ? "" : "s") pending") }
         if let problem = state.roleVersionProblem { return (false, problem) }
+        if let problem = state.reconcileProblem { return (false, problem) }
         return (true, "ready")
     }
 }

@@ -131,8 +131,24 @@ final class ProjectSyncWorker: @unchecked Sendable {
         let connection = try session()
         defer { countTrips() }
         if clock.now >= nextReconcile {
-            try reconcile(connection)
+            // Scheduled before it runs, so that a failing reconcile is retried at the interval, not in a loop.
             nextReconcile = clock.now + configuration.reconcileInterval
+            do {
+                try reconcile(connection)
+                if state.current.reconcileProblem != nil {
+                    state.update { $0.reconcileProblem = nil }
+                    publishReadiness()
+                }
+            } catch {
+                if connection.isConnected {
+                    state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
+                    publishReadiness()
+                    metrics.syncCompleted(trigger: "reconcile", result: "error")
+                    logger.error("reconcile failed; retrying at the next interval", metadata: ["error": "\(error)"])
+                    return
+                }
+                throw error
+            }
         }
         if !pending.isEmpty, nextBatchAttempt.map({ clock.now >= $0 }) ?? true {
             try syncPending(connection)
@@ -250,7 +266,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
     // MARK: - Sync
 
     private func syncPending(_ connection: Connection) throws {
-        guard state.current.roleVersionProblem == nil, state.current.pendingMigrations == 0 else {
+        let current = state.current
+        guard current.roleVersionProblem == nil, current.pendingMigrations == 0, current.historyProblems.isEmpty else {
             // Not ours to sync now; the reconcile that clears the problem finds these projects.
             pending.removeAll()
             return
