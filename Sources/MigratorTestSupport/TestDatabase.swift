@@ -10,6 +10,8 @@ public struct TestDatabase: Sendable {
     public let name: String
     /// A URL for this database, with the server's credentials.
     public let url: String
+    /// The server's admin URL when it is not MIGRATOR_TEST_DATABASE_URL's (a test's own server).
+    let admin: String?
 
     public static var adminURL: String {
         get throws {
@@ -30,8 +32,8 @@ public struct TestDatabase: Sendable {
     }
 
     /// Creates a database named after the test, runs `body`, and drops the database whatever happens.
-    public static func with<T>(_ label: String = #function, _ body: (TestDatabase) throws -> T) throws -> T {
-        let database = try create(label)
+    public static func with<T>(_ label: String = #function, admin: String? = nil, _ body: (TestDatabase) throws -> T) throws -> T {
+        let database = try create(label, admin: admin)
         defer { database.drop() }
         return try body(database)
     }
@@ -42,22 +44,22 @@ public struct TestDatabase: Sendable {
         return try await body(database)
     }
 
-    public static func create(_ label: String) throws -> TestDatabase {
+    public static func create(_ label: String, admin adminOverride: String? = nil) throws -> TestDatabase {
         _ = QuietLogging.installed
-        let admin = try adminConnection()
+        let admin = try adminConnection(adminOverride)
         let slug = label.lowercased().unicodeScalars.filter { ("a"..."z").contains($0) || ("0"..."9").contains($0) }
         let name = "mt_" + String(String.UnicodeScalarView(slug.prefix(30))) + "_" + UUID().uuidString.prefix(8).lowercased()
         // A database name cannot be a parameter; this one is made of [a-z0-9_] only.
         try admin.query("CREATE DATABASE \(name)")
-        guard var components = URLComponents(string: try adminURL) else {
+        guard var components = URLComponents(string: try adminOverride ?? adminURL) else {
             throw TestSetupError("MIGRATOR_TEST_DATABASE_URL is not a URL")
         }
         components.path = "/" + name
-        return TestDatabase(name: name, url: components.string ?? "")
+        return TestDatabase(name: name, url: components.string ?? "", admin: adminOverride)
     }
 
     public func drop() {
-        guard let admin = try? Self.adminConnection() else { return }
+        guard let admin = try? Self.adminConnection(self.admin) else { return }
         _ = try? admin.query("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
     }
 
@@ -65,9 +67,9 @@ public struct TestDatabase: Sendable {
         try Connection(config: ConnectionConfig(connectionString: url), logger: logger)
     }
 
-    static func adminConnection() throws -> Connection {
+    static func adminConnection(_ override: String? = nil) throws -> Connection {
         do {
-            return try Connection(config: ConnectionConfig(connectionString: try adminURL), logger: Logger(label: "test-admin"))
+            return try Connection(config: ConnectionConfig(connectionString: try override ?? adminURL), logger: Logger(label: "test-admin"))
         } catch let error as PostgresError {
             throw TestSetupError("cannot connect to the test server in MIGRATOR_TEST_DATABASE_URL (\(error.message)); start one with scripts/test")
         }

@@ -183,7 +183,10 @@ public struct Migrator: Sendable {
 
     /// Sets the session's timeouts, checks that the server takes writes, and makes a first try for the lock, all in
     /// one round trip. The server-side keepalives let the server notice a runner whose machine vanished and free its
-    /// lock within about 25 s (libpq's own keepalives cover the other direction). Returns whether that first try got the lock.
+    /// lock within about 25 s (libpq's own keepalives cover the other direction). `client_connection_check_interval`
+    /// (PostgreSQL 14 and later; skipped on older servers) makes the server check the socket every second while a
+    /// statement runs: without it, a runner killed during a long statement keeps its lock, and its transaction
+    /// open, until that statement ends. Returns whether that first try got the lock.
     private func setUpSession(_ connection: Connection, forWriting: Bool, tryLock: Bool = true) throws(MigrationError) -> Bool {
         let statementTimeout = options.statementTimeoutMs.map { "\($0)ms" } ?? "0"
         let row: Row?
@@ -196,6 +199,8 @@ public struct Migrator: Sendable {
                        set_config('tcp_keepalives_idle', '10', false) AS keepalives_idle,
                        set_config('tcp_keepalives_interval', '5', false) AS keepalives_interval,
                        set_config('tcp_keepalives_count', '3', false) AS keepalives_count,
+                       (SELECT set_config(name, '1s', false) FROM pg_settings
+                        WHERE name = 'client_connection_check_interval') AS connection_check,
                        pg_is_in_recovery() AS in_recovery,
                        current_setting('transaction_read_only') AS read_only,
                        CASE WHEN $3::boolean AND NOT pg_is_in_recovery()

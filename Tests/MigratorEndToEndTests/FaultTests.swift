@@ -1,0 +1,247 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import MigratorTestSupport
+import Postgres
+import Testing
+
+/// Faults in the worst moments: runners killed or cut off mid-transaction, the server restarted under the daemon,
+/// many kinds of runner at once. Each test starts real processes against a real server.
+@Suite("faults")
+struct FaultTests {
+    /// A statement that sleeps only in sessions whose application_name is `slow`, so that the run to be killed
+    /// sleeps and the rerun does not.
+    static let sleepIfSlow = "SELECT pg_sleep(CASE WHEN current_setting('application_name') = 'slow' THEN 30 ELSE 0 END);"
+
+    static func slowURL(_ db: TestDatabase) -> String {
+        db.url + (db.url.contains("?") ? "&" : "?") + "application_name=slow"
+    }
+
+    /// Waits until a `slow` session is inside pg_sleep; returns its pid.
+    static func sleepingBackend(_ connection: Connection, timeout: Double = 20) throws -> Int32? {
+        var pid: Int32?
+        DaemonProcess.wait(timeout: timeout) {
+            pid = (try? connection.scalar(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'slow' AND wait_event = 'PgSleep' LIMIT 1"
+            )).flatMap { $0.flatMap { Int32($0) } }
+            return pid != nil
+        }
+        return pid
+    }
+
+    static let advisoryLocks = """
+        SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        """
+
+    @Test("kill -9 during a long transactional migration: the lock is free within seconds, nothing remains, a rerun applies it")
+    func killDuringMigration() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.shipped(plus: [("0009_slow.sql", "CREATE TABLE slow_t (id int);\nINSERT INTO slow_t VALUES (1);\n\(Self.sleepIfSlow)\n")])
+            let connection = try db.connect()
+            let runner = try E2E.start(E2E.args("migrate", folder), environment: ["DATABASE_URL": Self.slowURL(db)])
+            #expect(try Self.sleepingBackend(connection) != nil, "the migration never reached its sleep")
+            kill(runner.process.0.processIdentifier, SIGKILL)
+            _ = E2E.finish(runner, limit: 10)
+            let freed = try DaemonProcess.timeUntil(timeout: 10) { try connection.count(Self.advisoryLocks) == 0 }
+            #expect(freed != nil && freed! < 5, "the lock was still held \(freed ?? 10) s after the kill")
+            #expect(try !connection.tableExists("public.slow_t"))
+            #expect(try connection.historyVersions() == Array(1...8))
+
+            let rerun = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(rerun.exitCode == 0, rerun.transcript)
+            #expect(try connection.historyVersions() == Array(1...9))
+            #expect(try connection.count("SELECT count(*) FROM slow_t") == 1)
+        }
+    }
+
+    /// A database with `projects` projects synced with the reference catalogue, and a trigger that makes a sync
+    /// that creates groups sleep in `slow` sessions.
+    static func syncedDatabase(_ db: TestDatabase, projects: Int) throws -> (MigrationFolder, Connection, String) {
+        let folder = try MigrationFolder.shipped()
+        let connection = try db.connect()
+        #expect(try E2E.run(E2E.args("migrate", folder, "--skip-roles"), database: db).exitCode == 0)
+        try connection.query("INSERT INTO main_project (name) SELECT 'p' || i FROM generate_series(1, \(projects)) AS i")
+        #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+        try connection.execute(script: """
+            CREATE FUNCTION slow_group_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF current_setting('application_name') = 'slow' THEN PERFORM pg_sleep(30); END IF;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER slow_group_insert AFTER INSERT ON auth_group FOR EACH STATEMENT EXECUTE FUNCTION slow_group_insert();
+            """)
+        let roles = try folder.write("viewer.json", #"""
+            {"roles": [{"name": "Viewer", "permissions": ["view_project"]},
+                       {"name": "BasicMember", "permissions": ["view_project"]}]}
+            """#)
+        return (folder, connection, roles)
+    }
+
+    static func snapshot(_ connection: Connection) throws -> [String?] {
+        try [
+            connection.scalar("SELECT version FROM role_schema_version ORDER BY id DESC LIMIT 1"),
+            connection.scalar("SELECT count(*) FROM role_schema_version"),
+            connection.scalar("SELECT md5(string_agg(id::text || name, ',' ORDER BY id)) FROM auth_group"),
+            connection.scalar("SELECT md5(string_agg(group_id || ':' || permission_id, ',' ORDER BY id)) FROM auth_group_permissions"),
+            connection.scalar("SELECT md5(string_agg(group_id || ':' || permission_id || ':' || object_pk, ',' ORDER BY id)) FROM guardian_groupobjectpermission"),
+        ]
+    }
+
+    @Test("kill -9 in the middle of a role sync: the old version and rows remain, the lock is freed, a rerun completes")
+    func killDuringSync() throws {
+        try TestDatabase.with { db in
+            let (folder, connection, roles) = try Self.syncedDatabase(db, projects: 40)
+            let before = try Self.snapshot(connection)
+            let runner = try E2E.start(E2E.args("update-roles", folder, "--roles", roles), environment: ["DATABASE_URL": Self.slowURL(db)])
+            #expect(try Self.sleepingBackend(connection) != nil, "the sync never reached the sleeping trigger")
+            kill(runner.process.0.processIdentifier, SIGKILL)
+            _ = E2E.finish(runner, limit: 10)
+            #expect(try DaemonProcess.wait(timeout: 5) { try connection.count(Self.advisoryLocks) == 0 })
+            #expect(try Self.snapshot(connection) == before)
+
+            let rerun = try E2E.run(E2E.args("update-roles", folder, "--roles", roles), database: db)
+            #expect(rerun.exitCode == 0, rerun.transcript)
+            #expect(try connection.count("SELECT count(*) FROM project_role_group WHERE role = 'Viewer'") == 40)
+            #expect(try Self.snapshot(connection)[0] != before[0])
+        }
+    }
+
+    @Test("pg_terminate_backend during a migration and during a sync: a clear error, a non-zero exit, nothing half-applied")
+    func terminatedRunner() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.shipped(plus: [("0009_slow.sql", "CREATE TABLE slow_t (id int);\n\(Self.sleepIfSlow)\n")])
+            let connection = try db.connect()
+            let runner = try E2E.start(E2E.args("migrate", folder), environment: ["DATABASE_URL": Self.slowURL(db)])
+            let pid = try #require(try Self.sleepingBackend(connection))
+            try connection.query("SELECT pg_terminate_backend($1)", [pid])
+            let run = E2E.finish(runner, limit: 20)
+            #expect(run.exitCode == 1, run.transcript)
+            #expect(run.stderr.contains("0009_slow.sql") && run.stderr.contains("terminating connection due to administrator command"), run.transcript)
+            #expect(try !connection.tableExists("public.slow_t"))
+            #expect(try connection.historyVersions() == Array(1...8))
+            #expect(try connection.count(Self.advisoryLocks) == 0)
+        }
+        try TestDatabase.with { db in
+            let (folder, connection, roles) = try Self.syncedDatabase(db, projects: 10)
+            let before = try Self.snapshot(connection)
+            let runner = try E2E.start(E2E.args("update-roles", folder, "--roles", roles), environment: ["DATABASE_URL": Self.slowURL(db)])
+            let pid = try #require(try Self.sleepingBackend(connection))
+            try connection.query("SELECT pg_terminate_backend($1)", [pid])
+            let run = E2E.finish(runner, limit: 20)
+            #expect(run.exitCode == 1, run.transcript)
+            #expect(run.stderr.contains("role sync failed while it tried to create groups"), run.transcript)
+            // libpq reports the server's FATAL message or, when the socket closed first, the closed connection.
+            #expect(run.stderr.contains("terminating connection due to administrator command") || run.stderr.contains("server closed the connection unexpectedly"), run.transcript)
+            #expect(try Self.snapshot(connection) == before)
+        }
+    }
+
+    @Test("8 runners at once, mixing migrate, update-roles and serve: each exits as documented, nothing twice, no deadlock")
+    func mixedRunners() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            var oneShots: [E2E.Started] = []
+            var daemons: [DaemonProcess] = []
+            for index in 0..<5 {
+                oneShots.append(try E2E.start(index < 3 ? E2E.args("migrate", folder) : E2E.args("update-roles", folder), database: db))
+                if index < 3 { daemons.append(try DaemonProcess(folder, database: db, ["--reconcile-interval", "1s"])) }
+            }
+            let runs = oneShots.map { E2E.finish($0) }
+            for (index, run) in runs.enumerated() {
+                // update-roles may start before the tables exist, and then says so.
+                #expect(run.exitCode == 0 || (index >= 3 && run.exitCode == 1 && run.stderr.contains("role tables are missing")), run.transcript)
+            }
+            for daemon in daemons { #expect(daemon.waitUntilReady(), daemon.transcript) }
+            let connection = try db.connect()
+            try connection.query("INSERT INTO main_project (name) SELECT 'p' || i FROM generate_series(1, 30) AS i")
+            for i in 1...10 { _ = try db.insertProject(connection, "single \(i)") }
+            #expect(try DaemonProcess.wait(timeout: 10) {
+                try connection.count("SELECT count(*) FROM main_project p WHERE (SELECT count(*) FROM project_role_group WHERE project_id = p.id) <> 5") == 0
+            })
+            for daemon in daemons { #expect(daemon.stop().code == 0, daemon.transcript) }
+            #expect(try connection.historyVersions() == Array(1...8))
+            #expect(try connection.count("SELECT count(*) FROM auth_group") == 40 * 5)
+            #expect(try connection.count("SELECT count(*) FROM (SELECT name FROM auth_group GROUP BY name HAVING count(*) > 1) d") == 0)
+            #expect(try connection.count("SELECT count(*) FROM auth_group_permissions") == 40 * 82)
+            #expect(try connection.count("SELECT count(*) FROM guardian_groupobjectpermission") == 40 * 82)
+            #expect(try connection.count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()") == 0)
+            #expect(try E2E.run(E2E.args("verify", folder), database: db).exitCode == 0)
+        }
+    }
+
+    @Test("the server restarted under serve: it comes back, listens again, and reconciles what it missed")
+    func serverRestart() throws {
+        let server = try OwnServer()
+        defer { server.stop() }
+        try TestDatabase.with(admin: server.url) { db in
+            let folder = try MigrationFolder.shipped()
+            let daemon = try DaemonProcess(folder, database: db, ["--reconcile-interval", "1h"])
+            #expect(daemon.waitUntilReady(), daemon.transcript)
+            let connection = try db.connect()
+            // A project the daemon is not told about: only a reconcile finds it.
+            try connection.query("ALTER TABLE main_project DISABLE TRIGGER main_project_notify_insert")
+            let missed = try db.insertProject(connection, "missed")
+            try connection.query("ALTER TABLE main_project ENABLE TRIGGER main_project_notify_insert")
+            usleep(300_000)
+            #expect(try connection.roleRows(missed) == [0, 0, 0])
+
+            try server.restart()
+            #expect(DaemonProcess.wait(timeout: 20) { ((try? daemon.metrics())?["migrator_reconnects_total"] ?? 0) >= 1 }, daemon.transcript)
+            #expect(daemon.waitUntilReady(), daemon.transcript)
+            let after = try db.connect()
+            #expect(try DaemonProcess.wait(timeout: 10) { try after.roleRows(missed) == DaemonTests.complete }, daemon.transcript)
+            let notified = try db.insertProject(after, "after the restart")
+            #expect(try DaemonProcess.wait(timeout: 5) { try after.roleRows(notified) == DaemonTests.complete }, daemon.transcript)
+            #expect(daemon.stop().code == 0, daemon.transcript)
+            let password = URLComponents(string: server.url)?.password ?? "?"
+            #expect(!daemon.stderr.contains(password) && !daemon.stdout.contains(password))
+        }
+    }
+}
+
+/// A throwaway PostgreSQL server of the test's own (scripts/throwaway-postgres.sh), for faults that need to stop or
+/// restart the server. It needs PostgreSQL's server binaries, as `scripts/test` does without MIGRATOR_TEST_DATABASE_URL.
+final class OwnServer: @unchecked Sendable {
+    let url: String
+    let directory: String
+    let bindir: String
+
+    init() throws {
+        let out = try Self.shell("throwaway_pg_start >&2 && printf '%s\\n%s\\n%s\\n' \"$THROWAWAY_PG_URL\" \"$THROWAWAY_PG_DIR\" \"$THROWAWAY_PG_BINDIR\"")
+        let lines = out.split(separator: "\n").map(String.init)
+        guard lines.count == 3 else { throw TestSetupError("could not start a server of the test's own (scripts/throwaway-postgres.sh): \(out)") }
+        (url, directory, bindir) = (lines[0], lines[1], lines[2])
+    }
+
+    func restart() throws {
+        _ = try Self.shell("throwaway_pg_as_owner \"\(bindir)/pg_ctl\" -D \"\(directory)/data\" -m fast -w restart >&2")
+    }
+
+    func stop() {
+        _ = try? Self.shell("THROWAWAY_PG_DIR='\(directory)' THROWAWAY_PG_BINDIR='\(bindir)' throwaway_pg_stop")
+    }
+
+    /// Runs `command` with the script's functions. Its output goes through files, not pipes: the server it starts
+    /// would inherit a pipe and keep it open, and reading to the end would never finish.
+    @discardableResult
+    static func shell(_ command: String) throws -> String {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("own-server-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let outPath = folder.appendingPathComponent("out").path
+        let errPath = folder.appendingPathComponent("err").path
+        let script = RepositoryPaths.root.appendingPathComponent("scripts/throwaway-postgres.sh").path
+        let runner = folder.appendingPathComponent("run.sh").path
+        try "exec >'\(outPath)' 2>'\(errPath)' </dev/null\n. '\(script)'\n\(command)\n".write(toFile: runner, atomically: true, encoding: .utf8)
+        // system() waits for bash alone; Foundation's Process also waits on descriptors the server inherits.
+        let status = Glibc.system("/bin/bash '\(runner)'")
+        let output = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            let errors = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+            throw TestSetupError("\(command) failed: \(E2E.masked(errors))")
+        }
+        return output
+    }
+}
