@@ -23,7 +23,12 @@ struct ProbeCommand: ParsableCommand {
     func validate() throws {
         _ = try HTTPAddressOption.resolve(httpAddress)
         guard path.hasPrefix("/"), !path.contains(where: { $0 == " " || $0 == "\r" || $0 == "\n" }) else {
-            throw ValidationError("the path must start with / and contain no spaces; got '\(path)'")
+            var message = "the path must start with / and contain no spaces; got '\(path)'"
+            // A misspelt option leaves its value to be read as the path; name the option, which is the real mistake.
+            let known: Set<String> = ["--http-address", "--timeout", "--help", "-h"]
+            let unknown = CommandLine.arguments.dropFirst(2).filter { $0.hasPrefix("-") && !known.contains(String($0.split(separator: "=")[0])) }
+            if let first = unknown.first { message += " (is '\(first)' misspelt? the options are --http-address and --timeout)" }
+            throw ValidationError(message)
         }
         guard timeout.map({ DurationParser.parse($0) != nil }) ?? true else {
             throw ValidationError("--timeout has an invalid value '\(timeout ?? "")'")
