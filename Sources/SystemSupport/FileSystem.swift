@@ -4,13 +4,18 @@ import Glibc
 
 /// The few file-system calls migrator needs, straight to the C library.
 public enum FileSystem {
-    public enum Kind: Sendable { case file, directory, missing }
+    /// `other`: a FIFO, socket or device, which a reader could block on forever or read without end.
+    public enum Kind: Sendable { case file, directory, other, missing }
 
     /// What a path is, following symbolic links.
     public static func kind(_ path: String) -> Kind {
         var info = stat()
         guard stat(path, &info) == 0 else { return .missing }
-        return (info.st_mode & S_IFMT) == S_IFDIR ? .directory : .file
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR: return .directory
+        case S_IFREG: return .file
+        default: return .other
+        }
     }
 
     /// The names in a folder, without `.` and `..`.
@@ -28,14 +33,24 @@ public enum FileSystem {
     }
 
     /// The whole file, or nil with errno set.
-    public static func readFile(_ path: String) -> [UInt8]? {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    /// - Parameter maxBytes: a file larger than this is not read (errno EFBIG), so a huge file costs no memory.
+    public static func readFile(_ path: String, maxBytes: Int = .max) -> [UInt8]? {
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it changes nothing for a regular file.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         var info = stat()
         guard fstat(descriptor, &info) == 0 else { return nil }
         if (info.st_mode & S_IFMT) == S_IFDIR {
             errno = EISDIR
+            return nil
+        }
+        if (info.st_mode & S_IFMT) != S_IFREG {
+            errno = EINVAL
+            return nil
+        }
+        if Int(info.st_size) > maxBytes {
+            errno = EFBIG
             return nil
         }
         var bytes = [UInt8](repeating: 0, count: max(Int(info.st_size), 0))
@@ -55,6 +70,9 @@ public enum FileSystem {
         bytes.removeSubrange(filled...)
         return bytes
     }
+
+    /// Whether the last readFile failed because the file was larger than its maxBytes.
+    public static var lastErrorWasTooLarge: Bool { errno == EFBIG }
 
     public static func lastError() -> String {
         String(cString: strerror(errno))

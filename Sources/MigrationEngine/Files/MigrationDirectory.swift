@@ -81,6 +81,9 @@ public struct MigrationDirectory: Sendable {
             case .directory:
                 problems.append("\(displayPath): error: this is a folder, not a migration file; rename or move it")
                 continue
+            case .other:
+                problems.append("\(displayPath): error: this is not a regular file (a FIFO, socket or device); a migration must be a file")
+                continue
             case .file:
                 break
             }

@@ -10,14 +10,20 @@ extension RoleCatalogue {
     /// (`source` is allowed and ignored). Unknown keys are refused, so a misspelt key never drops a role silently.
     /// - Throws: ``CatalogueError`` naming the file, and the role and codename at fault.
     public static func load(path: String) throws(CatalogueError) -> RoleCatalogue {
-        guard FileSystem.kind(path) == .file, let bytes = FileSystem.readFile(path) else {
+        switch FileSystem.kind(path) {
+        case .file: break
+        case .directory: throw CatalogueError(source: path, message: "this is a folder, not a roles file; check --roles (MIGRATOR_ROLES)")
+        case .other: throw CatalogueError(source: path, message: "this is not a regular file (a FIFO, socket or device); --roles (MIGRATOR_ROLES) takes a JSON file")
+        case .missing: throw CatalogueError(source: path, message: "the roles file cannot be read (\(FileSystem.lastError())); check the path given to --roles (MIGRATOR_ROLES)")
+        }
+        guard let bytes = FileSystem.readFile(path, maxBytes: maxFileSize) else {
+            if FileSystem.lastErrorWasTooLarge {
+                throw CatalogueError(source: path, message: "the roles file is larger than \(maxFileSize) bytes; at most \(maxFileSize) are read")
+            }
             throw CatalogueError(
                 source: path,
                 message: "the roles file cannot be read (\(FileSystem.lastError())); check the path given to --roles (MIGRATOR_ROLES)"
             )
-        }
-        guard bytes.count <= maxFileSize else {
-            throw CatalogueError(source: path, message: "the roles file has \(bytes.count) bytes; at most \(maxFileSize) are read")
         }
         return try parse(Data(bytes), source: path)
     }

@@ -1,0 +1,183 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import MigratorTestSupport
+import Postgres
+import Testing
+
+/// Hostile input through the binary: each case gets a clear error or a correct result, never a crash, a hang or a
+/// half-applied state. (Bad names, BOM/CRLF, invalid UTF-8, changed/missing/out-of-order files, project names,
+/// connection strings and read-only sessions have their own tests in EndToEndTests, RoleSyncTests and
+/// ConnectionFailureTests.)
+@Suite("hostile input")
+struct HostileInputTests {
+    @Test("a FIFO, a folder and a broken link named like migrations are refused at once, each named; a link to a file works")
+    func specialFiles() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_fine.sql", "CREATE TABLE fine (id int);\n")])
+            let target = try MigrationFolder()
+            let linked = try target.write("linked.sql", "CREATE TABLE linked (id int);\n")
+            #expect(mkfifo(folder.path + "/0002_pipe.sql", 0o644) == 0)
+            try FileManager.default.createDirectory(atPath: folder.path + "/0003_folder.sql", withIntermediateDirectories: false)
+            try FileManager.default.createSymbolicLink(atPath: folder.path + "/0004_gone.sql", withDestinationPath: target.path + "/nowhere.sql")
+            try FileManager.default.createSymbolicLink(atPath: folder.path + "/0005_link.sql", withDestinationPath: linked)
+
+            let run = try E2E.run(E2E.migrate(folder), database: db, limit: 20)
+            #expect(run.exitCode == 2, run.transcript)
+            #expect(run.stderr.contains("0002_pipe.sql: error: this is not a regular file"), run.transcript)
+            #expect(run.stderr.contains("0003_folder.sql: error: this is a folder"), run.transcript)
+            #expect(run.stderr.contains("0004_gone.sql: error: the file cannot be read (a broken symbolic link?)"), run.transcript)
+            #expect(!run.stderr.contains("0005_link.sql"), run.transcript)
+            let connection = try db.connect()
+            #expect(try connection.historyVersions().isEmpty)
+
+            for name in ["0002_pipe.sql", "0003_folder.sql", "0004_gone.sql"] { try folder.remove(name) }
+            let fixed = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(fixed.exitCode == 0, fixed.transcript)
+            #expect(try connection.historyVersions() == [1, 5])
+            #expect(try connection.tableExists("public.linked"))
+        }
+    }
+
+    @Test("an unreadable migration file is refused with the reason; nothing is applied")
+    func unreadableFile() throws {
+        try TestDatabase.with { db in
+        let folder = try E2E.folder([("0001_secret.sql", "SELECT 1;\n")])
+        chmod(folder.path, 0o755)
+        chmod(folder.path + "/0001_secret.sql", 0o000)
+        var arguments = try [MigratorProcess.binary] + E2E.migrate(folder)
+        // root reads any file; run as nobody then, so that the permission applies.
+        if getuid() == 0 { arguments = ["--reuid=65534", "--regid=65534", "--clear-groups"] + arguments }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: getuid() == 0 ? "/usr/bin/setpriv" : arguments.removeFirst())
+        process.arguments = arguments
+        process.environment = ["DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2, "\(E2E.masked(stderr))")
+        #expect(stderr.contains("0001_secret.sql: error: the file cannot be read (Permission denied)"), "\(E2E.masked(stderr))")
+        #expect(try db.connect().historyVersions().isEmpty)
+        }
+    }
+
+    @Test("empty and comment-only files apply as no-ops, in and outside a transaction")
+    func emptyFiles() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([
+                ("0001_empty.sql", ""),
+                ("0002_comments.sql", "-- nothing yet\n/* still nothing */\n"),
+                ("0003_outside.sql", "-- migrator:no-transaction\n-- nothing here either\n"),
+                ("0004_real.sql", "CREATE TABLE real_one (id int);\n"),
+            ])
+            let run = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(run.exitCode == 0, run.transcript)
+            #expect(try db.connect().historyVersions() == [1, 2, 3, 4])
+            #expect(try E2E.run(E2E.migrate(folder), database: db).stdout.contains("nothing to migrate"))
+        }
+    }
+
+    @Test("a 50 MB migration applies, and its checksum holds on the next run")
+    func hugeFile() throws {
+        try TestDatabase.with { db in
+            let pad = String(repeating: "x", count: 500_000)
+            var sql = "CREATE TABLE big (id int, pad text);\n"
+            for index in 1...100 { sql += "INSERT INTO big VALUES (\(index), '\(pad)');\n" }
+            #expect(sql.utf8.count > 50_000_000)
+            let folder = try E2E.folder([("0001_big.sql", sql)])
+            let run = try E2E.run(E2E.migrate(folder), database: db, limit: 120)
+            #expect(run.exitCode == 0, run.transcript)
+            let connection = try db.connect()
+            #expect(try connection.count("SELECT count(*) FROM big WHERE length(pad) = 500000") == 100)
+            let again = try E2E.run(E2E.migrate(folder), database: db, limit: 60)
+            #expect(again.exitCode == 0 && again.stdout.contains("nothing to migrate"), again.transcript)
+        }
+    }
+
+    @Test("an unterminated quote or comment in a file outside a transaction is reported where it starts; nothing runs", arguments: [
+        ("SELECT 1;\nSELECT 'abc;\nSELECT 2;\n", "0001_bad.sql:3:8: error: unterminated quoted string starting here"),
+        ("SELECT 1;\n/* never closed\nSELECT 2;\n", "0001_bad.sql:3:1: error: unterminated /* comment starting here"),
+    ])
+    func unterminated(body: String, message: String) throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_bad.sql", "-- migrator:no-transaction\n" + body)])
+            let run = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(run.exitCode == 2, run.transcript)
+            #expect(run.stderr.contains(message), run.transcript)
+            #expect(try db.connect().historyVersions().isEmpty)
+        }
+    }
+
+    @Test("BEGIN inside a transactional migration is refused before anything runs")
+    func beginInside() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_begin.sql", "CREATE TABLE before_begin (id int);\nBEGIN;\nCREATE TABLE after_begin (id int);\n")])
+            let run = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(run.exitCode == 2, run.transcript)
+            #expect(run.stderr.contains("0001_begin.sql:2:1: error:"), run.transcript)
+            let connection = try db.connect()
+            #expect(try !connection.tableExists("public.before_begin"))
+            #expect(try connection.historyVersions().isEmpty)
+        }
+    }
+
+    @Test("--roles files that are not JSON, huge, a folder or a FIFO exit 2 at once, naming the file")
+    func hostileRolesFiles() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            let notJSON = try folder.write("roles-not-json.txt", "roles: [Lead]\n")
+            let huge = try folder.write("roles-huge.json", "{\"roles\": [], \"pad\": \"" + String(repeating: "p", count: 5 << 20) + "\"}")
+            try FileManager.default.createDirectory(atPath: folder.path + "/roles-folder.json", withIntermediateDirectories: false)
+            #expect(mkfifo(folder.path + "/roles-fifo.json", 0o644) == 0)
+            let cases = [
+                (notJSON, "roles-not-json.txt: error: the file is not valid JSON"),
+                (huge, "roles-huge.json: error: the roles file is larger than 4194304 bytes"),
+                (folder.path + "/roles-folder.json", "roles-folder.json: error: this is a folder"),
+                (folder.path + "/roles-fifo.json", "roles-fifo.json: error: this is not a regular file"),
+            ]
+            for (path, message) in cases {
+                let run = try E2E.run(E2E.args("migrate", folder, "--roles", path), database: db, limit: 20)
+                #expect(run.exitCode == 2, run.transcript)
+                #expect(run.stderr.contains(message), run.transcript)
+            }
+            #expect(try db.connect().historyVersions().isEmpty)
+        }
+    }
+
+    @Test("no DATABASE_URL and no server: exit 4 naming where libpq looked, in migrate and serve")
+    func noServer() throws {
+        let empty = try MigrationFolder()
+        let shipped = try MigrationFolder.shipped()
+        let environment = ["PGHOST": empty.path, "PGPORT": "5432", "PGUSER": "nobody", "PGDATABASE": "none"]
+        let migrate = try E2E.run(["migrate", "--migrations", shipped.path], environment: environment, limit: 20)
+        #expect(migrate.exitCode == 4, migrate.transcript)
+        #expect(migrate.stderr.contains("\(empty.path)/.s.PGSQL.5432"), migrate.transcript)
+        let serve = try E2E.run(["serve", "--migrations", shipped.path, "--http-address", "127.0.0.1:0", "--wait-timeout", "1s"], environment: environment, limit: 20)
+        #expect(serve.exitCode == 4, serve.transcript)
+        #expect(serve.stderr.contains("did not accept connections within 1 s"), serve.transcript)
+    }
+
+    @Test("a role whose statement_timeout is 100 ms migrates a 0.5 s migration and syncs roles")
+    func lowStatementTimeoutRole() throws {
+        try TestDatabase.with { db in
+            let role = "low_timeout_" + UUID().uuidString.prefix(8).lowercased()
+            let password = "pw-" + UUID().uuidString
+            let connection = try db.connect()
+            try connection.query("CREATE ROLE \(role) LOGIN PASSWORD '\(password)'")
+            defer { _ = try? connection.query("DROP OWNED BY \(role)"); _ = try? connection.query("DROP ROLE \(role)") }
+            try connection.query("ALTER ROLE \(role) SET statement_timeout = '100ms'")
+            try connection.query("GRANT ALL ON DATABASE \(db.name) TO \(role)")
+            try connection.query("GRANT ALL ON SCHEMA public TO \(role)")
+            let url = try Server.url(user: role, password: password, database: db.name)
+            let folder = try E2E.shipped(plus: [("0009_slow.sql", "SELECT pg_sleep(0.5);\n")])
+            let run = try E2E.run(E2E.args("migrate", folder), environment: ["DATABASE_URL": url], secrets: [password])
+            #expect(run.exitCode == 0, run.transcript)
+            #expect(run.stdout.contains("9 migrations applied"), run.transcript)
+            #expect(try connection.count("SELECT count(*) FROM role_schema_version") == 1)
+        }
+    }
+}
