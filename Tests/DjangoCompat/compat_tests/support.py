@@ -95,7 +95,30 @@ def describe_difference(actual, expected):
 
 
 class CompatTestCase(unittest.TestCase):
+    """Each test class gets a database of its own, named after `database_label`, made and filled once by
+    `populate` and dropped after the class, also when `populate` fails."""
+
     maxDiff = None
+    database_label = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.db = create_database(cls.database_label)
+        try:
+            cls.populate()
+        except BaseException:
+            drop_database(cls.db)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        drop_database(cls.db)
+        super().tearDownClass()
+
+    @classmethod
+    def populate(cls):
+        raise NotImplementedError(f"{cls.__name__} must say how its database is filled")
 
     def assertSetEqualExplained(self, actual, expected, what):
         actual, expected = set(actual), set(expected)

@@ -44,17 +44,10 @@ def reference_group_name(project, role):
 
 
 class ForwardTests(CompatTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = support.create_database("forward")
-        try:
-            cls._populate()
-        except BaseException:
-            support.drop_database(cls.db)
-            raise
+    database_label = "forward"
 
     @classmethod
-    def _populate(cls):
+    def populate(cls):
         support.run_migrator(cls.db, "--skip-roles")
         cls.tables_before_django = support.tables(cls.db)
         support.use_database(cls.db)
@@ -78,10 +71,6 @@ class ForwardTests(CompatTestCase):
             }
             for username, memberships in MEMBERSHIPS.items()
         }
-
-    @classmethod
-    def tearDownClass(cls):
-        support.drop_database(cls.db)
 
     def role_group(self, pk, role):
         """The group project_role_group links (the name is checked on its own)."""

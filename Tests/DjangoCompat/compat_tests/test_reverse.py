@@ -50,21 +50,10 @@ def display_name(codename):
 
 
 class ReverseTests(CompatTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = support.create_database("reverse")
-        try:
-            cls._populate()
-        except BaseException:
-            support.drop_database(cls.db)
-            raise
+    database_label = "reverse"
 
     @classmethod
-    def tearDownClass(cls):
-        support.drop_database(cls.db)
-
-    @classmethod
-    def _populate(cls):
+    def populate(cls):
         db = cls.db
         support.run_migrator(db, "--skip-roles")
         cls.tables_before_django = support.tables(db)

@@ -42,19 +42,12 @@ def table_columns(dbname, table):
 
 
 class SchemaTests(CompatTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = support.create_database("schema")
-        try:
-            support.run_migrator(cls.db)
-            support.use_database(cls.db)
-        except BaseException:
-            support.drop_database(cls.db)
-            raise
+    database_label = "schema"
 
     @classmethod
-    def tearDownClass(cls):
-        support.drop_database(cls.db)
+    def populate(cls):
+        support.run_migrator(cls.db)
+        support.use_database(cls.db)
 
     def test_every_model_matches_its_migrated_table(self):
         """Every table Django reads (models and many-to-many link tables) exists with exactly the columns, types,
