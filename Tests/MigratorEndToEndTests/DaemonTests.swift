@@ -115,6 +115,34 @@ struct DaemonTests {
         }
     }
 
+    @Test("SIGTERM in the middle of a sync: the sync commits whole, then the daemon exits 0 and frees the lock")
+    func stopDuringSync() throws {
+        try TestDatabase.with { db in
+            let daemon = try DaemonProcess(try MigrationFolder.shipped(), database: db)
+            #expect(daemon.waitUntilReady(), daemon.transcript)
+            let connection = try db.connect()
+            // Only the daemon creates groups here: each of its group inserts sleeps 2 s inside the sync transaction.
+            try connection.execute(script: """
+                CREATE FUNCTION slow_group_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+                CREATE TRIGGER slow_group_insert AFTER INSERT ON auth_group FOR EACH STATEMENT EXECUTE FUNCTION slow_group_insert();
+                """)
+            let id = try db.insertProject(connection, "stopped mid-sync")
+            let sleeping = DaemonProcess.wait(timeout: 5) {
+                (try? connection.count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrator' AND wait_event = 'PgSleep'")) == 1
+            }
+            #expect(sleeping, "the daemon's sync never reached the sleeping trigger\n\(daemon.transcript.rawValue)")
+            #expect(try connection.roleRows(id) == [0, 0, 0], "the sync was still running")
+
+            let stopped = daemon.stop(SIGTERM)
+            #expect(stopped.code == 0, daemon.transcript)
+            #expect(stopped.seconds < 5, "took \(stopped.seconds) s")
+            #expect(daemon.stderr.contains("finishing the transaction in progress"), daemon.transcript)
+            #expect(try connection.roleRows(id) == Self.complete, "the sync in progress was not finished")
+            #expect(try connection.count(FaultTests.advisoryLocks) == 0)
+        }
+    }
+
     @Test("/readyz answers 503 while the migrations run and 200 after; /healthz answers 200 throughout")
     func readinessDuringMigrations() throws {
         try TestDatabase.with { db in
