@@ -51,14 +51,22 @@ final class ProjectSyncWorker: @unchecked Sendable {
 
     private var migrator: Migrator {
         Migrator(
-            connection: configuration.connection, options: configuration.migrator,
+            connection: configuration.connection, options: migratorOptions,
             hooks: [RoleSyncHook(catalogue: configuration.catalogue, force: configuration.forceRoles)], logger: logger
         )
     }
 
     /// The batches' lock waits are reported once by the worker, not on every attempt.
     private var quietMigrator: Migrator {
-        Migrator(connection: configuration.connection, options: configuration.migrator, logger: syncLogger)
+        Migrator(connection: configuration.connection, options: migratorOptions, logger: syncLogger)
+    }
+
+    /// A stop request also ends a wait for another runner's lock, and a start-up migrate between two migrations.
+    private var migratorOptions: MigratorOptions {
+        var options = configuration.migrator
+        let state = state
+        options.stopRequested = { state.isStopping }
+        return options
     }
 
     private var synchronizer: RoleSynchronizer { RoleSynchronizer(catalogue: configuration.catalogue) }
@@ -84,7 +92,15 @@ final class ProjectSyncWorker: @unchecked Sendable {
         if configuration.migrate, !state.isStopping {
             state.update { $0.phase = .migrating }
             publishReadiness()
-            let report = try migrator.migrate()
+            let report: MigrateReport
+            do {
+                report = try migrator.migrate()
+            } catch where error.code == .stopped {
+                logger.info("stopped during the start-up migrate; nothing was cut short", metadata: [
+                    "reason": "\(error.message)",
+                ])
+                return
+            }
             metrics.databaseQueries.increment(by: report.roundTrips)
             logger.info("migrate finished", metadata: [
                 "migrate.applied": "\(report.applied.count)", "migrate.duration_ms": "\(Int(report.durationMs))",
@@ -139,6 +155,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
                     state.update { $0.reconcileProblem = nil }
                     publishReadiness()
                 }
+            } catch let error as MigrationError where error.code == .stopped {
+                return  // SIGTERM while waiting for another runner's lock: nothing was started.
             } catch {
                 if connection.isConnected {
                     state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
@@ -284,6 +302,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
                 lockBusyReported = true
             }
             nextBatchAttempt = clock.now + .milliseconds(500)
+        } catch let error as MigrationError where error.code == .stopped {
+            return  // SIGTERM while waiting for another runner's lock: the batch was not started.
         }
     }
 

@@ -4,6 +4,7 @@ import Logging
 @testable import MigrationEngine
 import MigratorTestSupport
 import Postgres
+import Synchronization
 import Testing
 
 /// The engine against a real server, each test in its own database.
@@ -313,6 +314,56 @@ struct MigratorTests {
             }
             #expect(error?.code == .hookFailed)
             #expect(error?.description.contains("post-migrate hook 'recorder' failed: the catalogue is broken") == true)
+        }
+    }
+
+    /// Says "stop" from its `after`-th question on.
+    final class StopAfter: Sendable {
+        let after: Int
+        let asked = Mutex(0)
+        init(_ after: Int) { self.after = after }
+        var closure: @Sendable () -> Bool { { self.asked.withLock { $0 += 1; return $0 > self.after } } }
+    }
+
+    @Test("a stop request ends the run between migrations, before the hooks, or while it waits for the lock, cutting nothing short")
+    func stopRequested() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            try folder.write("0002_b.sql", "CREATE TABLE b (id int);")
+            try folder.write("0003_c.sql", "CREATE TABLE c (id int);")
+            let connection = try database.connect()
+
+            // Asked before each migration: the first runs whole, the second never starts.
+            let between = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder) { $0.stopRequested = StopAfter(1).closure }.migrate()
+            }
+            #expect(between?.code == .stopped)
+            #expect(between?.appliedBeforeFailure == ["0001_a"])
+            #expect(between?.description.contains("before 0002_b") == true, "\(between?.description ?? "")")
+            #expect(try Self.history(connection).map { $0["version"] } == ["1"])
+            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [AdvisoryLock.key]).first?.bool("ok") == true)
+            try connection.query("SELECT pg_advisory_unlock($1::bigint)", [AdvisoryLock.key])
+
+            // Asked before the hook once the migrations are done: they stay, the hook does not run.
+            let beforeHook = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder, hooks: [RecordingHook(fail: false)]) { $0.stopRequested = StopAfter(2).closure }.migrate()
+            }
+            #expect(beforeHook?.code == .stopped)
+            #expect(beforeHook?.description.contains("before the post-migrate hook 'recorder'") == true, "\(beforeHook?.description ?? "")")
+            #expect(try Self.history(connection).map { $0["version"] } == ["1", "2", "3"])
+
+            // Waiting for another runner's lock: it gives up at once instead of at the deadline.
+            try folder.write("0004_d.sql", "CREATE TABLE d (id int);")
+            try connection.query("SELECT pg_advisory_lock($1::bigint)", [AdvisoryLock.key])
+            let started = ContinuousClock.now
+            let waiting = #expect(throws: MigrationError.self) {
+                try Self.migrator(database, folder) { $0.stopRequested = StopAfter(3).closure }.migrate()
+            }
+            #expect(ContinuousClock.now - started < .seconds(10), "it waited for the 20 s lock deadline")
+            #expect(waiting?.code == .stopped)
+            #expect(waiting?.description.contains("while waiting for the migration lock") == true, "\(waiting?.description ?? "")")
+            #expect(try Self.history(connection).count == 3)
         }
     }
 

@@ -69,14 +69,14 @@ struct ConcurrencyTests {
         try TestDatabase.with { db in
             let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
             let holder = try db.connect()
-            try holder.query("SELECT pg_advisory_lock($1::bigint)", [Int64(0x6D69_6772_6174_6F72)])
+            try holder.query("SELECT pg_advisory_lock($1::bigint)", [E2E.lockKey])
             let run = try E2E.run(E2E.migrate(folder, "--lock-timeout", "1s"), database: db, limit: 20)
             #expect(run.exitCode == 5, run.transcript)
             #expect(run.stderr.contains("pid \(holder.backendPID)"), run.transcript)
             #expect(try holder.historyVersions() == [])
             #expect(try !holder.tableExists("a"))
 
-            try holder.query("SELECT pg_advisory_unlock($1::bigint)", [Int64(0x6D69_6772_6174_6F72)])
+            try holder.query("SELECT pg_advisory_unlock($1::bigint)", [E2E.lockKey])
             let after = try E2E.run(E2E.migrate(folder, "--lock-timeout", "1s"), database: db)
             #expect(after.exitCode == 0, after.transcript)
         }

@@ -143,6 +143,52 @@ struct DaemonTests {
         }
     }
 
+    @Test("SIGTERM while serve waits at start-up for another runner's lock: exit 0 within seconds, nothing applied")
+    func stopWhileWaitingForTheLock() throws {
+        try TestDatabase.with { db in
+            let holder = try db.connect()
+            try holder.query("SELECT pg_advisory_lock($1::bigint)", [E2E.lockKey])
+            let daemon = try DaemonProcess(try MigrationFolder.shipped(), database: db)
+            #expect(DaemonProcess.wait(timeout: 10) { daemon.stderr.contains("waiting for the migration lock") }, daemon.transcript)
+            #expect((try? daemon.get("/readyz"))?.status == 503)
+
+            let stopped = daemon.stop(SIGTERM)
+            #expect(stopped.code == 0, daemon.transcript)
+            #expect(stopped.seconds < 3, "took \(stopped.seconds) s: it waited for the lock instead of stopping")
+            #expect(daemon.stderr.contains("stopped on request while waiting for the migration lock"), daemon.transcript)
+            #expect(try holder.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0)
+        }
+    }
+
+    @Test("SIGTERM during the start-up migrate: the migration in progress commits, the next stay pending, exit 0")
+    func stopDuringStartUpMigrate() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.shipped(plus: [
+                ("0009_slow.sql", "CREATE TABLE slow_t (id int);\nSELECT pg_sleep(2);\n"),
+                ("0010_after.sql", "CREATE TABLE after_t (id int);\n"),
+            ])
+            let daemon = try DaemonProcess(folder, database: db)
+            let connection = try db.connect()
+            let sleeping = DaemonProcess.wait(timeout: 20) {
+                (try? connection.count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrator' AND wait_event = 'PgSleep'")) == 1
+            }
+            #expect(sleeping, "the daemon never reached 0009_slow.sql\n\(daemon.transcript.rawValue)")
+
+            let stopped = daemon.stop(SIGTERM)
+            #expect(stopped.code == 0, daemon.transcript)
+            #expect(stopped.seconds < 5, "took \(stopped.seconds) s")
+            #expect(daemon.stderr.contains("stopped on request before 0010_after"), daemon.transcript)
+            #expect(try connection.historyVersions() == Array(1...9))
+            #expect(try connection.tableExists("public.slow_t"))
+            #expect(try !connection.tableExists("public.after_t"))
+            #expect(try connection.count(FaultTests.advisoryLocks) == 0)
+
+            let rerun = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(rerun.exitCode == 0, rerun.transcript)
+            #expect(try connection.historyVersions() == Array(1...10))
+        }
+    }
+
     @Test("/readyz answers 503 while the migrations run and 200 after; /healthz answers 200 throughout")
     func readinessDuringMigrations() throws {
         try TestDatabase.with { db in

@@ -19,7 +19,7 @@ struct EntrypointTests {
             let connection = try db.connect()
             #expect(try connection.historyVersions().count == 8)
             // The lock was released before the exec: another runner gets it at once.
-            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [Int64(0x6D69_6772_6174_6F72)]).first?.bool("ok") == true)
+            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [E2E.lockKey]).first?.bool("ok") == true)
         }
     }
 

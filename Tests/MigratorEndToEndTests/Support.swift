@@ -19,6 +19,9 @@ struct Run {
 }
 
 enum E2E {
+    /// The key of migrator's advisory lock ("migrator" in ASCII), for tests that hold it themselves.
+    static let lockKey: Int64 = 0x6D69_6772_6174_6F72
+
     /// Kills the run after `limit` seconds so that a hang fails one test instead of stalling the suite; every run is
     /// checked for passwords because no output of migrator may ever carry one.
     @discardableResult

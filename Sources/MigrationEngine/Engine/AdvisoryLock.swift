@@ -44,7 +44,7 @@ enum AdvisoryLock {
     /// - Parameter alreadyTried: the result of a first attempt made in the session set-up query.
     static func acquire(
         _ connection: Connection, alreadyTried firstAttempt: Bool, timeout: Duration, reportEvery: Duration,
-        logger: Logger
+        logger: Logger, stopRequested: @Sendable () -> Bool = { false }
     ) throws(MigrationError) -> Duration {
         let clock = ContinuousClock()
         let start = clock.now
@@ -54,6 +54,11 @@ enum AdvisoryLock {
         var reported = false
         while true {
             let elapsed = clock.now - start
+            if stopRequested() {
+                throw MigrationError(
+                    code: .stopped, message: "stopped on request while waiting for the migration lock (\(format(elapsed)))"
+                )
+            }
             if elapsed >= timeout {
                 let holder = holder(connection) ?? "another session (it could not be identified)"
                 throw MigrationError(

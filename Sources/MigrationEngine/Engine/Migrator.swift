@@ -43,10 +43,7 @@ public struct Migrator: Sendable {
         let firstAttempt = try setUpSession(connection, forWriting: !options.dryRun)
         var lockWait = Duration.zero
         if !options.dryRun {
-            lockWait = try AdvisoryLock.acquire(
-                connection, alreadyTried: firstAttempt, timeout: options.lockTimeout,
-                reportEvery: options.lockReportInterval, logger: logger
-            )
+            lockWait = try acquireLock(connection, alreadyTried: firstAttempt, timeout: options.lockTimeout)
             logger.debug("holding the migration lock", metadata: ["lock.waited_ms": "\(Int(lockWait.milliseconds))"])
         }
         var holdsLock = !options.dryRun
@@ -71,6 +68,9 @@ public struct Migrator: Sendable {
                 applied.append(report(step, durationMs: 0))
                 continue
             }
+            if options.stopRequested() {
+                throw stopped(before: MigrationStatus.label(step.file.version, step.file.name), applied: applied)
+            }
             do {
                 applied.append(try apply(step, on: connection))
             } catch var error {
@@ -84,6 +84,9 @@ public struct Migrator: Sendable {
             - (options.dryRun ? 0 : appliedVersions.count))
         var hookReports: [HookReport] = []
         for hook in hooks {
+            if options.stopRequested(), !options.dryRun {
+                throw stopped(before: "the post-migrate hook '\(hook.name)'", applied: applied)
+            }
             var hookLogger = logger
             hookLogger[metadataKey: "hook"] = .string(hook.name)
             let context = HookContext(
@@ -108,6 +111,25 @@ public struct Migrator: Sendable {
             lockWaitMs: lockWait.milliseconds, durationMs: (clock.now - start).milliseconds,
             roundTrips: connection.roundTrips, database: connection.safeDescription
         )
+    }
+
+    private func acquireLock(
+        _ connection: Connection, alreadyTried: Bool, timeout: Duration
+    ) throws(MigrationError) -> Duration {
+        try AdvisoryLock.acquire(
+            connection, alreadyTried: alreadyTried, timeout: timeout, reportEvery: options.lockReportInterval,
+            logger: logger, stopRequested: options.stopRequested
+        )
+    }
+
+    private func stopped(before next: String, applied: [MigrateReport.Applied]) -> MigrationError {
+        var error = MigrationError(
+            code: .stopped,
+            message: "stopped on request before \(next); \(applied.count) migration(s) applied by this run stay "
+                + "applied, the rest runs next time"
+        )
+        error.appliedBeforeFailure = applied.map { MigrationStatus.label($0.version, $0.name) }
+        return error
     }
 
     /// Every migration's state, read without taking the lock (it only reads).
@@ -138,10 +160,7 @@ public struct Migrator: Sendable {
     public func withLock<T>(_ body: (Connection) throws -> T) throws -> T {
         let connection = try connect()
         let firstAttempt = try setUpSession(connection, forWriting: true)
-        _ = try AdvisoryLock.acquire(
-            connection, alreadyTried: firstAttempt, timeout: options.lockTimeout,
-            reportEvery: options.lockReportInterval, logger: logger
-        )
+        _ = try acquireLock(connection, alreadyTried: firstAttempt, timeout: options.lockTimeout)
         defer { AdvisoryLock.release(connection, logger: logger) }
         return try body(connection)
     }
@@ -158,9 +177,7 @@ public struct Migrator: Sendable {
     /// - Throws: ``MigrationError`` `.lockTimeout` when another runner kept it longer, or what `body` throws.
     public func withLock<T>(on connection: Connection, timeout: Duration, _ body: (Connection) throws -> T) throws -> T {
         let gotIt = try connection.query(AdvisoryLock.tryLockSQL, [AdvisoryLock.key]).first?.bool("locked") == true
-        _ = try AdvisoryLock.acquire(
-            connection, alreadyTried: gotIt, timeout: timeout, reportEvery: options.lockReportInterval, logger: logger
-        )
+        _ = try acquireLock(connection, alreadyTried: gotIt, timeout: timeout)
         defer { AdvisoryLock.release(connection, logger: logger) }
         return try body(connection)
     }

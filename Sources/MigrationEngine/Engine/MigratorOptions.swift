@@ -17,6 +17,9 @@ public struct MigratorOptions: Sendable {
     public var allowOutOfOrder: Bool
     /// How often to say who holds the lock while waiting.
     public var lockReportInterval: Duration
+    /// Asked while waiting for the lock and before each migration and hook: once it returns true the run ends with
+    /// ``MigrationError/Code/stopped``, cutting nothing short (the daemon sets it to its SIGTERM flag).
+    public var stopRequested: @Sendable () -> Bool = { false }
 
     public init(
         migrationsPath: String = "./Migrations",

@@ -21,6 +21,9 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         case readOnly
         /// Any other database error while reading or writing the history.
         case databaseError
+        /// ``MigratorOptions/stopRequested`` asked the run to end: it stopped while waiting for the lock or between
+        /// two migrations (or before the hooks), never inside one. What it had applied stays; the rest is pending.
+        case stopped
     }
 
     public var code: Code

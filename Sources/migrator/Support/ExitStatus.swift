@@ -14,7 +14,9 @@ enum ExitStatus: Int32 {
 
     init(_ code: MigrationError.Code) {
         switch code {
-        case .migrationFailed, .hookFailed, .databaseError: self = .migrationFailed
+        // `.stopped` comes only from a run whose options ask to stop (the daemon, which exits 0 itself); a command
+        // that got it anyway did not finish, so it does not report success.
+        case .migrationFailed, .hookFailed, .databaseError, .stopped: self = .migrationFailed
         case .invalidMigrationFile, .historyMismatch, .invalidInput: self = .invalidMigrations
         case .connectionFailed: self = .connectionFailed
         case .lockTimeout: self = .lockTimeout
