@@ -11,6 +11,8 @@ struct DaemonMetrics: Sendable {
     let reconnects = Counter(label: "migrator_reconnects_total")
     let reconciles = Counter(label: "migrator_reconciles_total")
     let driftedProjects = Counter(label: "migrator_reconcile_drifted_projects_total")
+    /// Role groups whose name another group has (left as they are), as the last reconcile counted them.
+    let blockedGroups = Gauge(label: "migrator_role_groups_name_taken")
     let databaseQueries = Counter(label: "migrator_database_queries_total")
     let lastSuccessfulSync = Gauge(label: "migrator_last_successful_sync_timestamp_seconds")
     let ready = Gauge(label: "migrator_ready")

@@ -35,6 +35,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
     private var nextBatchAttempt: ContinuousClock.Instant?
     private var nextReconcile: ContinuousClock.Instant
     private var lockBusyReported = false
+    /// The last reconcile's count of groups whose name another group has: warned about when it changes.
+    private var blockedGroups = 0
     private var lastReadiness = ""
     private let clock = ContinuousClock()
 
@@ -250,6 +252,15 @@ final class ProjectSyncWorker: @unchecked Sendable {
         }
         setRoleVersionProblem(nil)
         let drift = try synchronizer.drift(connection)
+        metrics.blockedGroups.record(drift.blockedGroups)
+        if drift.blockedGroups != blockedGroups {
+            if drift.blockedGroups > 0 {
+                logger.warning("role groups whose name another group has are left as they are; `migrator update-roles` lists them", metadata: [
+                    "daemon.groups": "\(drift.blockedGroups)",
+                ])
+            }
+            blockedGroups = drift.blockedGroups
+        }
         if drift.permissionsMissing {
             logger.warning("some of the catalogue's permissions are missing; running a full sync")
             try sync(nil, trigger: "reconcile", connection)

@@ -76,6 +76,39 @@ struct DaemonTests {
         }
     }
 
+    @Test("a rename onto a group name another group has: warned about once, counted in a gauge, not synced again by every reconcile")
+    func nameTakenByAnotherGroup() throws {
+        try TestDatabase.with { db in
+            let daemon = try DaemonProcess(try MigrationFolder.shipped(), database: db, ["--reconcile-interval", "300ms"])
+            #expect(daemon.waitUntilReady(), daemon.transcript)
+            let connection = try db.connect()
+            let id = try db.insertProject(connection, "alpha")
+            #expect(try DaemonProcess.wait(timeout: 5) { try connection.roleRows(id) == Self.complete }, daemon.transcript)
+            try connection.query("INSERT INTO auth_group (name) VALUES ($1)", ["\(id)_omega_Researcher"])
+            try connection.query("UPDATE main_project SET name = 'omega' WHERE id = $1", [id])
+
+            #expect(DaemonProcess.wait(timeout: 5) { daemon.stderr.contains("a role group's name is taken by another group") }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 5) { ((try? daemon.metrics())?["migrator_role_groups_name_taken"]) == 1 }, daemon.transcript)
+            #expect(try connection.count("SELECT count(*) FROM auth_group g JOIN project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 AND g.name LIKE $2", [id, "\(id)_omega_%"]) == 4)
+            let before = try daemon.metrics()
+            usleep(1_500_000)  // five reconciles
+            let after = try daemon.metrics()
+            #expect((after["migrator_reconciles_total"] ?? 0) >= (before["migrator_reconciles_total"] ?? 0) + 3)
+            #expect(after[#"migrator_role_syncs_total{trigger="reconcile",result="ok"}"#] == before[#"migrator_role_syncs_total{trigger="reconcile",result="ok"}"#])
+            #expect(after["migrator_reconcile_drifted_projects_total"] == before["migrator_reconcile_drifted_projects_total"])
+            #expect(daemon.stderr.components(separatedBy: "role groups whose name another group has").count - 1 == 1, daemon.transcript)
+            #expect((try? daemon.get("/readyz"))?.status == 200)
+
+            // Once the name is free, the next reconcile renames the group and the gauge drops to 0.
+            try connection.query("DELETE FROM auth_group WHERE name = $1", ["\(id)_omega_Researcher"])
+            #expect(try DaemonProcess.wait(timeout: 5) {
+                try connection.count("SELECT count(*) FROM auth_group g JOIN project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 AND g.name LIKE $2", [id, "\(id)_omega_%"]) == 5
+            }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 5) { ((try? daemon.metrics())?["migrator_role_groups_name_taken"]) == 0 }, daemon.transcript)
+            #expect(daemon.stop().code == 0, daemon.transcript)
+        }
+    }
+
     @Test("pg_terminate_backend on the daemon's connection: it reconnects, listens again and keeps syncing")
     func survivesTerminatedConnection() throws {
         try TestDatabase.with { db in

@@ -201,6 +201,92 @@ struct RoleSyncTests {
         }
     }
 
+    static func drift(_ connection: Connection) throws -> RoleSynchronizer.Drift {
+        try RoleSynchronizer(catalogue: .reference).drift(connection)
+    }
+
+    @Test("drift finds exactly the projects a sync would change: a missing group, an old name, a missing or a foreign grant")
+    func driftFindsWhatDiffers() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b", "c", "d", "e"])
+            #expect(try Self.drift(connection).projectIDs == ids)
+            try Self.sync(connection)
+            #expect(try Self.drift(connection) == .init(projectIDs: [], permissionsMissing: false, blockedGroups: 0))
+
+            let new = try Self.addProjects(connection, ["new"])[0]
+            try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[0]])
+            try connection.query("""
+                DELETE FROM auth_group_permissions WHERE id = (SELECT min(x.id) FROM auth_group_permissions x
+                JOIN project_role_group l ON l.group_id = x.group_id WHERE l.project_id = $1)
+                """, [ids[1]])
+            try connection.query("""
+                INSERT INTO guardian_groupobjectpermission (object_pk, content_type_id, group_id, permission_id)
+                SELECT $1::text, p.content_type_id, l.group_id, p.id FROM project_role_group l, auth_permission p
+                WHERE l.project_id = $2 AND l.role = 'BasicMember' AND p.codename = 'delete_project'
+                """, [String(ids[2]), ids[2]])
+            #expect(try Self.drift(connection).projectIDs == [ids[0], ids[1], ids[2], new])
+
+            try Self.sync(connection, .reference, .init(projectIDs: try Self.drift(connection).projectIDs))
+            #expect(try Self.drift(connection).projectIDs == [])
+            let all = try connection.query("SELECT id, name FROM main_project").rows.map { (Int64($0["id"]!)!, $0["name"]!) }
+            let grants = try Self.grants(connection)
+            #expect(grants.group == Self.expected(all).group)
+            #expect(grants.object == Self.expected(all).object)
+        }
+    }
+
+    @Test("a group name another group has: that group is left alone and reported, the project's other rows are synced, drift stops flagging it")
+    func nameTakenByAnotherGroup() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["alpha", "beta"])
+            try Self.sync(connection)
+            // Someone made a group with the name project 1's Researcher group would get after a rename.
+            let foreign = try #require(try connection.query("INSERT INTO auth_group (name) VALUES ($1) RETURNING id", ["\(ids[0])_omega_Researcher"]).first?["id"])
+            try connection.query("INSERT INTO auth_group_permissions (group_id, permission_id) SELECT $1::integer, min(id) FROM auth_permission", [foreign])
+            try connection.query("UPDATE main_project SET name = 'omega' WHERE id = $1", [ids[0]])
+            #expect(try Self.drift(connection) == .init(projectIDs: [ids[0]], permissionsMissing: false, blockedGroups: 1))
+
+            let report = try Self.sync(connection, .reference, .init(projectIDs: [ids[0]]))
+            #expect(report.totals.groupsRenamed == 4)
+            let blocked = RoleSyncReport.BlockedGroup(
+                projectID: ids[0], role: "Researcher", currentName: "\(ids[0])_alpha_Researcher", wantedName: "\(ids[0])_omega_Researcher"
+            )
+            #expect(report.blockedGroups == [blocked])
+            #expect(report.summary.contains("1 group name(s) taken by another group"), "\(report.summary)")
+            #expect(report.summary.contains("rename or delete the other group"))
+            // Not drift any more: a reconcile does not sync it again and again. Its permissions are still kept in step.
+            #expect(try Self.drift(connection) == .init(projectIDs: [], permissionsMissing: false, blockedGroups: 1))
+            try connection.query("""
+                DELETE FROM auth_group_permissions WHERE group_id = (SELECT id FROM auth_group WHERE name = $1)
+                """, ["\(ids[0])_alpha_Researcher"])
+            #expect(try Self.drift(connection).projectIDs == [ids[0]])
+            #expect(try Self.sync(connection, .reference, .init(projectIDs: [ids[0]])).totals.groupPermissionsAdded > 0)
+            #expect(try Self.drift(connection) == .init(projectIDs: [], permissionsMissing: false, blockedGroups: 1))
+            // The other group is untouched: name, id, permission.
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group_permissions WHERE group_id = \(foreign)") == 1)
+            #expect(try connection.query("SELECT name FROM auth_group WHERE id = $1::integer", [foreign]).first?["name"] == "\(ids[0])_omega_Researcher")
+
+            // A group that cannot be created because a group linked elsewhere has its name: reported with no current name.
+            let gamma = try Self.addProjects(connection, ["gamma"])[0]
+            try connection.query("""
+                WITH g AS (INSERT INTO auth_group (name) VALUES ($1) RETURNING id)
+                INSERT INTO project_role_group (project_id, role, group_id) SELECT $2, 'Legacy', id FROM g
+                """, ["\(gamma)_gamma_Identifier", ids[1]])
+            let onlyGamma = try Self.sync(connection, .reference, .init(projectIDs: [gamma]))
+            #expect(onlyGamma.blockedGroups == [.init(projectID: gamma, role: "Identifier", currentName: nil, wantedName: "\(gamma)_gamma_Identifier")])
+            #expect(onlyGamma.totals.groupsCreated == 4)
+            // A full sync renames the group linked elsewhere first, which frees the name; then the last group is made.
+            try connection.query("DELETE FROM auth_group_permissions WHERE group_id = $1::integer", [foreign])
+            try connection.query("DELETE FROM auth_group WHERE id = $1::integer", [foreign])
+            let full = try Self.sync(connection, .reference, .init(force: true))
+            #expect(full.blockedGroups == [])
+            #expect(try Self.drift(connection) == .init(projectIDs: [], permissionsMissing: false, blockedGroups: 0))
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group WHERE name = '\(ids[0])_omega_Researcher' OR name = '\(ids[1])_beta_Legacy' OR name = '\(gamma)_gamma_Identifier'") == 3)
+        }
+    }
+
     @Test("rows that are not ours are never touched")
     func foreignRowsUntouched() throws {
         try TestDatabase.with { database in

@@ -32,6 +32,29 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
         }
     }
 
+    /// A group that cannot have its name because another group has it (auth_group.name is unique): a project renamed
+    /// to a name whose groups someone else made, for instance. It keeps its current name, or is not created.
+    public struct BlockedGroup: Sendable, Codable, Equatable {
+        public var projectID: Int64
+        public var role: String
+        /// Nil when the group could not be created.
+        public var currentName: String?
+        public var wantedName: String
+
+        public init(projectID: Int64, role: String, currentName: String?, wantedName: String) {
+            self.projectID = projectID
+            self.role = role
+            self.currentName = currentName
+            self.wantedName = wantedName
+        }
+
+        public var description: String {
+            "project \(projectID) role \(role): "
+                + (currentName.map { "group '\($0)' cannot be renamed" } ?? "no group can be created")
+                + " to '\(wantedName)', a name another group has"
+        }
+    }
+
     public struct Phase: Sendable, Codable, Equatable {
         public var name: String
         public var rows: Int
@@ -53,6 +76,9 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
     public var roles: [String: RoleChanges] = [:]
     /// Roles that left the catalogue, with how many groups they still have (kept, without permissions).
     public var retiredRoles: [String: Int] = [:]
+    /// Groups left under their old name or not created because another group has the name (the first 100 of each
+    /// kind). Their permissions are still brought in step.
+    public var blockedGroups: [BlockedGroup] = []
     public var phases: [Phase] = []
     public var durationMs: Double = 0
     public var roundTrips = 0
@@ -88,6 +114,11 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
         if !retiredRoles.isEmpty {
             text += "; roles no longer in the catalogue keep their groups without permissions: "
                 + retiredRoles.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value) groups)" }.joined(separator: ", ")
+        }
+        if !blockedGroups.isEmpty {
+            text += "; \(blockedGroups.count) group name(s) taken by another group, left as they are ("
+                + blockedGroups.prefix(3).map(\.description).joined(separator: "; ")
+                + (blockedGroups.count > 3 ? "; …" : "") + "): rename or delete the other group, then sync again"
         }
         if mode == .projects { text += "; the role version is not recorded by a per-project sync" }
         return text

@@ -58,6 +58,15 @@ public struct RoleSynchronizer: Sendable {
         public var projectIDs: [Int64]
         /// Some of the catalogue's permissions do not exist: only a full sync can create them.
         public var permissionsMissing: Bool
+        /// Groups that cannot have their name because another group has it; not in `projectIDs`, since no sync can
+        /// change that (see ``RoleSyncReport/BlockedGroup``).
+        public var blockedGroups: Int
+
+        public init(projectIDs: [Int64], permissionsMissing: Bool, blockedGroups: Int) {
+            self.projectIDs = projectIDs
+            self.permissionsMissing = permissionsMissing
+            self.blockedGroups = blockedGroups
+        }
     }
 
     /// Finds the projects whose role rows differ from the catalogue, in one read-only statement whatever their
@@ -69,7 +78,10 @@ public struct RoleSynchronizer: Sendable {
                 catalogue.roles.map(\.name), pairs.map(\.0), pairs.map(\.1), Set(pairs.map(\.1)).count,
             ]).first
             let ids = (row?["projects"]).map(SyncSQL.parseBigintArray) ?? []
-            return Drift(projectIDs: ids, permissionsMissing: row?.bool("permissions_missing") ?? false)
+            return Drift(
+                projectIDs: ids, permissionsMissing: row?.bool("permissions_missing") ?? false,
+                blockedGroups: row?.int("blocked_groups") ?? 0
+            )
         } catch {
             throw RoleSyncError(phase: "look for projects whose roles differ", error: error)
         }
@@ -143,6 +155,12 @@ public struct RoleSynchronizer: Sendable {
         report.phases = phases
         report.durationMs = (clock.now - start).milliseconds
         report.roundTrips = connection.roundTrips - startTrips
+        for blocked in report.blockedGroups {
+            logger.warning("a role group's name is taken by another group; rename or delete that group, then sync again", metadata: [
+                "roles.project_id": "\(blocked.projectID)", "roles.role": "\(blocked.role)",
+                "roles.group": "\(blocked.currentName ?? "(not created)")", "roles.wanted_name": "\(blocked.wantedName)",
+            ])
+        }
         logger.info("role sync finished", metadata: [
             "roles.version": "\(version)", "roles.duration_ms": "\(Int(report.durationMs))",
             "roles.rows_written": "\(report.totals.rowsWritten)", "roles.dry_run": "\(options.dryRun)",
@@ -210,6 +228,12 @@ public struct RoleSynchronizer: Sendable {
         try run(phase, connection, logger, &phases) {
             var rows = 0
             for row in try connection.query(sql, parameters).rows {
+                if row.columns.contains("wanted"), let wanted = row["wanted"], let project = row["project_id"].flatMap({ Int64($0) }) {
+                    report.blockedGroups.append(.init(
+                        projectID: project, role: row["role"] ?? "?", currentName: row["current_name"], wantedName: wanted
+                    ))
+                    continue
+                }
                 var changes = report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()]
                 let before = changes.rowsWritten
                 add(&changes, row)

@@ -46,10 +46,20 @@ enum SyncSQL {
         SELECT count(*) FILTER (WHERE inserted) AS created, count(*) FILTER (WHERE NOT inserted) AS renamed FROM upserted
         """
 
-    /// $1 project filter. A renamed project's groups follow its name; a name already taken by another group is left.
+    /// Rows for groups that cannot get their name because another group has it: `role`, `project_id`,
+    /// `current_name` (null: the group could not be created), `wanted`; `n` is 0. The first 100, in project order.
+    private static func blockedRows(_ from: String) -> String {
+        """
+        SELECT role, 0::bigint AS n, project_id, current_name, wanted
+        FROM (SELECT * FROM \(from) ORDER BY project_id, role LIMIT 100) b
+        """
+    }
+
+    /// $1 project filter. A renamed project's groups follow its name. A name already taken by another group is left
+    /// as it is, and the group is reported (see `blockedRows`): renaming is the only way to make the name free.
     static let renameGroups = """
         WITH expected AS (
-            SELECT l.group_id, l.role, p.id::text || '_' || p.name || '_' || l.role AS name
+            SELECT l.group_id, l.project_id, l.role, p.id::text || '_' || p.name || '_' || l.role AS name
             FROM project_role_group l JOIN main_project p ON p.id = l.project_id
             WHERE ($1::bigint[] IS NULL OR l.project_id = ANY($1::bigint[]))
         ), renamed AS (
@@ -58,8 +68,15 @@ enum SyncSQL {
             WHERE g.id = e.group_id AND g.name <> e.name
               AND e.name NOT IN (SELECT name FROM auth_group)
             RETURNING e.role
+        ), blocked AS (
+            SELECT e.role, e.project_id, g.name AS current_name, e.name AS wanted
+            FROM expected e JOIN auth_group g ON g.id = e.group_id
+            WHERE g.name <> e.name AND e.name IN (SELECT name FROM auth_group)
         )
-        SELECT role, count(*) AS n FROM renamed GROUP BY role
+        SELECT role, count(*) AS n, NULL::bigint AS project_id, NULL::text AS current_name, NULL::text AS wanted
+        FROM renamed GROUP BY role
+        UNION ALL
+        \(blockedRows("blocked"))
         """
 
     /// (project, role) pairs in scope that have no group yet. A hashed EXCEPT reads the links completely before the
@@ -108,8 +125,16 @@ enum SyncSQL {
             RETURNING role, group_id
         ), fresh AS (
             INSERT INTO migrator_fresh_groups (group_id, created) SELECT group_id, true FROM linked
+        ), blocked AS (
+            -- Adoption ran first, so a group that has the wanted name already is linked to another project or role
+            -- (names can be ambiguous: project "a_Member" with role "Admin", project "a" with role "Member_Admin").
+            SELECT m.role, m.project_id, NULL::text AS current_name, m.name AS wanted
+            FROM missing m WHERE m.name IN (SELECT name FROM auth_group)
         )
-        SELECT role, count(*) AS n FROM linked GROUP BY role
+        SELECT role, count(*) AS n, NULL::bigint AS project_id, NULL::text AS current_name, NULL::text AS wanted
+        FROM linked GROUP BY role
+        UNION ALL
+        \(blockedRows("blocked"))
         """
 
     /// The catalogue's (role, permission id) pairs: $1 content type, $2/$3 the (role, codename) pairs.
@@ -327,7 +352,8 @@ enum SyncSQL {
     /// $1 roles, $2/$3 the catalogue's (role, codename) pairs, $4 the number of distinct codenames. The projects
     /// whose rows a per-project sync would change, found with the full sync's per-group counting: one pass over
     /// each permission table, hashed. Groups of roles no longer in the catalogue count as drifted while they still
-    /// hold permissions (a sync removes them).
+    /// hold permissions (a sync removes them). A group whose name another group holds is not drift (no sync can
+    /// fix it) but is counted in `blocked_groups`, so that a daemon does not sync it again on every reconcile.
     static let drift = """
         WITH ct AS (
             SELECT id FROM django_content_type WHERE app_label = 'main' AND model = 'project'
@@ -338,13 +364,22 @@ enum SyncSQL {
         ), expected AS (
             SELECT role, count(*) AS n FROM catalogue GROUP BY role
         ), unlinked AS (
-            SELECT p.id AS project_id, r.role FROM main_project p CROSS JOIN unnest($1::text[]) AS r(role)
-            EXCEPT
-            SELECT project_id, role FROM project_role_group
+            SELECT u.project_id, u.role, p.id::text || '_' || p.name || '_' || u.role AS wanted
+            FROM (
+                SELECT p.id AS project_id, r.role FROM main_project p CROSS JOIN unnest($1::text[]) AS r(role)
+                EXCEPT
+                SELECT project_id, role FROM project_role_group
+            ) u JOIN main_project p ON p.id = u.project_id
         ), misnamed AS (
-            SELECT l.project_id
+            SELECT l.project_id, l.role, p.id::text || '_' || p.name || '_' || l.role AS wanted
             FROM project_role_group l JOIN main_project p ON p.id = l.project_id JOIN auth_group g ON g.id = l.group_id
             WHERE g.name <> p.id::text || '_' || p.name || '_' || l.role
+        ), blocked AS (
+            -- What a sync cannot fix: the name is another group's (an unlinked group of that name would be adopted).
+            SELECT u.project_id, u.role FROM unlinked u JOIN auth_group g ON g.name = u.wanted
+            WHERE g.id IN (SELECT group_id FROM project_role_group)
+            UNION ALL
+            SELECT m.project_id, m.role FROM misnamed m JOIN auth_group g ON g.name = m.wanted
         ), group_rows AS (
             SELECT x.group_id, count(c.permission_id) AS valid, count(*) - count(c.permission_id) AS extra
             FROM auth_group_permissions x
@@ -369,9 +404,13 @@ enum SyncSQL {
                OR coalesce(orow.valid, 0) < coalesce(e.n, 0) OR coalesce(orow.extra, 0) > 0
         )
         SELECT array(
-                   SELECT project_id FROM unlinked UNION SELECT project_id FROM misnamed
+                   SELECT project_id FROM (
+                       SELECT project_id, role FROM unlinked UNION SELECT project_id, role FROM misnamed
+                       EXCEPT SELECT project_id, role FROM blocked
+                   ) fixable
                    UNION SELECT project_id FROM short ORDER BY 1
                )::text AS projects,
+               (SELECT count(*) FROM blocked) AS blocked_groups,
                (SELECT count(DISTINCT permission_id) FROM catalogue) < $4::integer AS permissions_missing
         """
 
