@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from main.models import CATALOGUE
 
@@ -24,6 +24,8 @@ REPOSITORY = Path(__file__).resolve().parents[3]
 ADMIN_CONNINFO = os.environ["MIGRATOR_TEST_DATABASE_URL"]
 BINARY = os.environ.get("MIGRATOR_BINARY") or str(REPOSITORY / ".build" / "debug" / "migrator")
 MIGRATIONS = os.environ.get("MIGRATOR_MIGRATIONS") or str(REPOSITORY / "Migrations")
+# No output of migrator may carry the password: every run here is checked for it, as the Swift end-to-end runs are.
+PASSWORD = conninfo_to_dict(ADMIN_CONNINFO).get("password") or ""
 
 # The default catalogue (the reference app's): roles → codenames, and every codename it declares or a role uses.
 ROLES = {role["name"]: frozenset(role["permissions"]) for role in CATALOGUE["roles"]}
@@ -71,11 +73,13 @@ def run_migrator(dbname, *arguments, command="migrate"):
     environment["DATABASE_URL"] = conninfo(dbname)
     args = [BINARY, command, "--migrations", MIGRATIONS, *arguments]
     completed = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=300)
-    if completed.returncode != 0:
+    output = f"--- stdout\n{completed.stdout}--- stderr\n{completed.stderr}"
+    if PASSWORD and PASSWORD in output:
         raise AssertionError(
-            f"`migrator {command} {' '.join(arguments)}` exited {completed.returncode}\n"
-            f"--- stdout\n{completed.stdout}--- stderr\n{completed.stderr}"
+            f"`migrator {command} {' '.join(arguments)}` printed the database password\n" + output.replace(PASSWORD, "********")
         )
+    if completed.returncode != 0:
+        raise AssertionError(f"`migrator {command} {' '.join(arguments)}` exited {completed.returncode}\n{output}")
     return completed
 
 
