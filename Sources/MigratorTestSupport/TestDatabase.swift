@@ -67,6 +67,17 @@ public struct TestDatabase: Sendable {
         try Connection(config: ConnectionConfig(connectionString: url), logger: logger)
     }
 
+    /// This database's URL on another port of the same host: a standby of the test's server.
+    public func url(port: Int) -> String {
+        guard var components = URLComponents(string: url) else { return url }
+        components.port = port
+        return components.string ?? url
+    }
+
+    public func connect(port: Int) throws -> Connection {
+        try Connection(config: ConnectionConfig(connectionString: url(port: port)), logger: Logger(label: "test"))
+    }
+
     static func adminConnection(_ override: String? = nil) throws -> Connection {
         do {
             return try Connection(config: ConnectionConfig(connectionString: try override ?? adminURL), logger: Logger(label: "test-admin"))

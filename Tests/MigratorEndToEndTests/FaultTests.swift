@@ -201,6 +201,44 @@ struct FaultTests {
     }
 }
 
+extension FaultTests {
+    @Test("a real hot standby: migrate and serve exit 6 naming it, status reads it, and nothing is written")
+    func hotStandby() throws {
+        let server = try OwnServer()
+        defer { server.stop() }
+        try TestDatabase.with(admin: server.url) { db in
+            let folder = try MigrationFolder.shipped()
+            let password = URLComponents(string: server.url)?.password ?? ""
+            #expect(try E2E.run(E2E.args("migrate", folder), database: db, secrets: [password]).exitCode == 0)
+            let port = try server.startStandby()
+            defer { server.stopStandby() }
+            let standby = db.url(port: port)
+            // The standby has replayed the migrated database once its history reads 8 rows there.
+            let replayed = DaemonProcess.wait(timeout: 30) {
+                (try? db.connect(port: port).count("SELECT count(*) FROM migrator_history")) == 8
+            }
+            #expect(replayed, "the standby never showed the migrated database")
+            let newer = try E2E.shipped(plus: [("0009_more.sql", "CREATE TABLE more_t (id int);\n")])
+            let environment = ["DATABASE_URL": standby]
+
+            let migrate = try E2E.run(E2E.args("migrate", newer), environment: environment, secrets: [password])
+            #expect(migrate.exitCode == 6, migrate.transcript)
+            #expect(migrate.stderr.contains("is a read-only standby (in recovery)"), migrate.transcript)
+            #expect(migrate.stderr.contains("target_session_attrs=read-write"), migrate.transcript)
+            // Reading is fine on a standby: status shows the new file pending.
+            let status = try E2E.run(E2E.args("status", newer, "--json"), environment: environment, secrets: [password])
+            #expect(status.stdout.contains("0009") && status.stdout.contains("pending"), status.transcript)
+            let serve = try E2E.run(
+                E2E.args("serve", newer, "--http-address", "127.0.0.1:0"), environment: environment, secrets: [password], limit: 30
+            )
+            #expect(serve.exitCode == 6, serve.transcript)
+            #expect(serve.stderr.contains("read-only standby"), serve.transcript)
+
+            #expect(try db.connect().historyVersions() == Array(1...8))
+        }
+    }
+}
+
 /// A throwaway PostgreSQL server of the test's own (scripts/throwaway-postgres.sh), for faults that need to stop or
 /// restart the server. It needs PostgreSQL's server binaries, as `scripts/test` does without MIGRATOR_TEST_DATABASE_URL.
 final class OwnServer: @unchecked Sendable {
@@ -221,6 +259,28 @@ final class OwnServer: @unchecked Sendable {
 
     func stop() {
         _ = try? Self.shell("THROWAWAY_PG_DIR='\(directory)' THROWAWAY_PG_BINDIR='\(bindir)' throwaway_pg_stop")
+    }
+
+    /// A hot standby of this server, on a port of its own; returns that port. pg_basebackup -R over the trusted
+    /// local socket, streaming, with a fast checkpoint (a spread one takes minutes); max_connections must be at
+    /// least the primary's (scripts/throwaway-postgres.sh). Stop it with `stopStandby()` before `stop()`.
+    func startStandby() throws -> Int {
+        let port = try #require(URLComponents(string: url)?.port)
+        let standby = "\(directory)/standby"
+        let out = try Self.shell("""
+            set -e
+            throwaway_pg_as_owner "\(bindir)/pg_basebackup" -h '\(directory)' -p \(port) -U postgres -D '\(standby)' -R -X stream --checkpoint=fast >&2
+            p=$(throwaway_pg_free_port)
+            throwaway_pg_as_owner "\(bindir)/pg_ctl" -D '\(standby)' -l '\(directory)/standby.log' -w -t 60 \\
+              -o "-p $p -k '\(directory)' -c listen_addresses=127.0.0.1 -c max_connections=300 -c hot_standby=on" start >&2 \\
+              || { cat '\(directory)/standby.log' >&2; exit 1; }
+            echo "$p"
+            """)
+        return try #require(Int(out.trimmingCharacters(in: .whitespacesAndNewlines)), "no standby port in \(out)")
+    }
+
+    func stopStandby() {
+        _ = try? Self.shell("throwaway_pg_as_owner \"\(bindir)/pg_ctl\" -D '\(directory)/standby' -m fast -w stop >&2")
     }
 
     /// Runs `command` with the script's functions. Its output goes through files, not pipes: the server it starts
