@@ -227,8 +227,11 @@ public struct RoleSynchronizer: Sendable {
     ) throws(RoleSyncError) {
         try run(phase, connection, logger, &phases) {
             var rows = 0
-            for row in try connection.query(sql, parameters).rows {
-                if row.columns.contains("wanted"), let wanted = row["wanted"], let project = row["project_id"].flatMap({ Int64($0) }) {
+            let result = try connection.query(sql, parameters)
+            // Renaming and creating groups also answer rows for groups whose name another group has (`blockedRows`).
+            let reportsBlocked = result.columns.contains("wanted")
+            for row in result.rows {
+                if reportsBlocked, let wanted = row["wanted"], let project = row["project_id"].flatMap({ Int64($0) }) {
                     report.blockedGroups.append(.init(
                         projectID: project, role: row["role"] ?? "?", currentName: row["current_name"], wantedName: wanted
                     ))

@@ -46,20 +46,25 @@ enum SyncSQL {
         SELECT count(*) FILTER (WHERE inserted) AS created, count(*) FILTER (WHERE NOT inserted) AS renamed FROM upserted
         """
 
-    /// Rows for groups that cannot get their name because another group has it: `role`, `project_id`,
-    /// `current_name` (null: the group could not be created), `wanted`; `n` is 0. The first 100, in project order.
-    private static func blockedRows(_ from: String) -> String {
-        """
-        SELECT role, 0::bigint AS n, project_id, current_name, wanted
-        FROM (SELECT * FROM \(from) ORDER BY project_id, role LIMIT 100) b
-        """
+    /// The name of a project's group for a role, `{id}_{name}_{Role}`: `project` is an alias of main_project, `role`
+    /// an expression.
+    private static func groupName(_ project: String, _ role: String) -> String {
+        "\(project).id::text || '_' || \(project).name || '_' || \(role)"
     }
+
+    /// Rows, from a CTE `blocked`, for groups that cannot get their name because another group has it: `role`,
+    /// `project_id`, `current_name` (null: the group could not be created), `wanted`; `n` is 0. The first 100, in
+    /// project order.
+    private static let blockedRows = """
+        SELECT role, 0::bigint AS n, project_id, current_name, wanted
+        FROM (SELECT * FROM blocked ORDER BY project_id, role LIMIT 100) b
+        """
 
     /// $1 project filter. A renamed project's groups follow its name. A name already taken by another group is left
     /// as it is, and the group is reported (see `blockedRows`): renaming is the only way to make the name free.
     static let renameGroups = """
         WITH expected AS (
-            SELECT l.group_id, l.project_id, l.role, p.id::text || '_' || p.name || '_' || l.role AS name
+            SELECT l.group_id, l.project_id, l.role, \(groupName("p", "l.role")) AS name
             FROM project_role_group l JOIN main_project p ON p.id = l.project_id
             WHERE ($1::bigint[] IS NULL OR l.project_id = ANY($1::bigint[]))
         ), renamed AS (
@@ -76,7 +81,7 @@ enum SyncSQL {
         SELECT role, count(*) AS n, NULL::bigint AS project_id, NULL::text AS current_name, NULL::text AS wanted
         FROM renamed GROUP BY role
         UNION ALL
-        \(blockedRows("blocked"))
+        \(blockedRows)
         """
 
     /// (project, role) pairs in scope that have no group yet. A hashed EXCEPT reads the links completely before the
@@ -99,7 +104,7 @@ enum SyncSQL {
             SELECT u.project_id, u.role, g.id
             FROM unlinked u
             JOIN main_project p ON p.id = u.project_id
-            JOIN auth_group g ON g.name = p.id::text || '_' || p.name || '_' || u.role
+            JOIN auth_group g ON g.name = \(groupName("p", "u.role"))
             WHERE g.id NOT IN (SELECT group_id FROM project_role_group)
             ON CONFLICT DO NOTHING
             RETURNING role, group_id
@@ -112,7 +117,7 @@ enum SyncSQL {
     /// $1 roles, $2 project filter. Creates and links the groups projects lack.
     static let createGroups = """
         WITH \(unlinked), missing AS (
-            SELECT u.project_id, u.role, p.id::text || '_' || p.name || '_' || u.role AS name
+            SELECT u.project_id, u.role, \(groupName("p", "u.role")) AS name
             FROM unlinked u JOIN main_project p ON p.id = u.project_id
         ), created AS (
             INSERT INTO auth_group (name) SELECT name FROM missing ORDER BY name
@@ -134,7 +139,7 @@ enum SyncSQL {
         SELECT role, count(*) AS n, NULL::bigint AS project_id, NULL::text AS current_name, NULL::text AS wanted
         FROM linked GROUP BY role
         UNION ALL
-        \(blockedRows("blocked"))
+        \(blockedRows)
         """
 
     /// The catalogue's (role, permission id) pairs: $1 content type, $2/$3 the (role, codename) pairs.
@@ -364,16 +369,17 @@ enum SyncSQL {
         ), expected AS (
             SELECT role, count(*) AS n FROM catalogue GROUP BY role
         ), unlinked AS (
-            SELECT u.project_id, u.role, p.id::text || '_' || p.name || '_' || u.role AS wanted
+            SELECT u.project_id, u.role, \(groupName("p", "u.role")) AS wanted
             FROM (
                 SELECT p.id AS project_id, r.role FROM main_project p CROSS JOIN unnest($1::text[]) AS r(role)
                 EXCEPT
                 SELECT project_id, role FROM project_role_group
             ) u JOIN main_project p ON p.id = u.project_id
         ), misnamed AS (
-            SELECT l.project_id, l.role, p.id::text || '_' || p.name || '_' || l.role AS wanted
+            SELECT l.project_id, l.role, w.wanted
             FROM project_role_group l JOIN main_project p ON p.id = l.project_id JOIN auth_group g ON g.id = l.group_id
-            WHERE g.name <> p.id::text || '_' || p.name || '_' || l.role
+            CROSS JOIN LATERAL (SELECT \(groupName("p", "l.role")) AS wanted) w
+            WHERE g.name <> w.wanted
         ), blocked AS (
             -- What a sync cannot fix: the name is another group's (an unlinked group of that name would be adopted).
             SELECT u.project_id, u.role FROM unlinked u JOIN auth_group g ON g.name = u.wanted
