@@ -161,9 +161,7 @@ struct DaemonTests {
                 CREATE TRIGGER slow_group_insert AFTER INSERT ON auth_group FOR EACH STATEMENT EXECUTE FUNCTION slow_group_insert();
                 """)
             let id = try db.insertProject(connection, "stopped mid-sync")
-            let sleeping = DaemonProcess.wait(timeout: 5) {
-                (try? connection.count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrator' AND wait_event = 'PgSleep'")) == 1
-            }
+            let sleeping = try FaultTests.sleepingBackend(connection, application: "migrator", timeout: 5) != nil
             #expect(sleeping, "the daemon's sync never reached the sleeping trigger\n\(daemon.transcript.rawValue)")
             #expect(try connection.roleRows(id) == [0, 0, 0], "the sync was still running")
 
@@ -202,9 +200,7 @@ struct DaemonTests {
             ])
             let daemon = try DaemonProcess(folder, database: db)
             let connection = try db.connect()
-            let sleeping = DaemonProcess.wait(timeout: 20) {
-                (try? connection.count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrator' AND wait_event = 'PgSleep'")) == 1
-            }
+            let sleeping = try FaultTests.sleepingBackend(connection, application: "migrator") != nil
             #expect(sleeping, "the daemon never reached 0009_slow.sql\n\(daemon.transcript.rawValue)")
 
             let stopped = daemon.stop(SIGTERM)

@@ -18,12 +18,16 @@ struct FaultTests {
         db.url + (db.url.contains("?") ? "&" : "?") + "application_name=slow"
     }
 
-    /// Waits until a `slow` session is inside pg_sleep; returns its pid.
-    static func sleepingBackend(_ connection: Connection, timeout: Double = 20) throws -> Int32? {
+    /// Waits until a session of `application` (`slow` by default) on the connection's database is inside pg_sleep;
+    /// returns its pid. Tests run in parallel on one server: a sleeper of another test's database must not count.
+    static func sleepingBackend(_ connection: Connection, application: String = "slow", timeout: Double = 20) throws -> Int32? {
         var pid: Int32?
         DaemonProcess.wait(timeout: timeout) {
             pid = (try? connection.scalar(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'slow' AND wait_event = 'PgSleep' LIMIT 1"
+                """
+                SELECT pid FROM pg_stat_activity
+                WHERE application_name = $1 AND wait_event = 'PgSleep' AND datname = current_database() LIMIT 1
+                """, [application]
             )).flatMap { $0.flatMap { Int32($0) } }
             return pid != nil
         }
@@ -195,7 +199,7 @@ struct FaultTests {
             let notified = try db.insertProject(after, "after the restart")
             #expect(try DaemonProcess.wait(timeout: 5) { try after.roleRows(notified) == DaemonTests.complete }, daemon.transcript)
             #expect(daemon.stop().code == 0, daemon.transcript)
-            let password = URLComponents(string: server.url)?.password ?? "?"
+            let password = server.password
             #expect(!daemon.stderr.contains(password) && !daemon.stdout.contains(password))
         }
     }
@@ -208,7 +212,7 @@ extension FaultTests {
         defer { server.stop() }
         try TestDatabase.with(admin: server.url) { db in
             let folder = try MigrationFolder.shipped()
-            let password = URLComponents(string: server.url)?.password ?? ""
+            let password = server.password
             #expect(try E2E.run(E2E.args("migrate", folder), database: db, secrets: [password]).exitCode == 0)
             let port = try server.startStandby()
             defer { server.stopStandby() }
@@ -245,6 +249,8 @@ final class OwnServer: @unchecked Sendable {
     let url: String
     let directory: String
     let bindir: String
+    /// Its own password: every migrator run against it is checked for this one too.
+    var password: String { URLComponents(string: url)?.password ?? "" }
 
     init() throws {
         let out = try Self.shell("throwaway_pg_start >&2 && printf '%s\\n%s\\n%s\\n' \"$THROWAWAY_PG_URL\" \"$THROWAWAY_PG_DIR\" \"$THROWAWAY_PG_BINDIR\"")
