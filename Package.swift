@@ -138,6 +138,8 @@ let package = Package(
             name: "MigratorEndToEndTests",
             dependencies: [
                 "migrator", "Postgres", "MigratorTestSupport", "SystemSupport",
+                // The reference catalogue, to build a database the way an earlier release left it.
+                "RoleSync",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings

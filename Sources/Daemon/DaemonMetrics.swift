@@ -13,6 +13,8 @@ struct DaemonMetrics: Sendable {
     let driftedProjects = Counter(label: "migrator_reconcile_drifted_projects_total")
     /// Role groups whose name another group has (left as they are), as the last reconcile counted them.
     let blockedGroups = Gauge(label: "migrator_role_groups_name_taken")
+    /// Role groups left out because their name is longer than auth_group.name holds, as the last reconcile counted.
+    let tooLongGroups = Gauge(label: "migrator_role_groups_name_too_long")
     let databaseQueries = Counter(label: "migrator_database_queries_total")
     let lastSuccessfulSync = Gauge(label: "migrator_last_successful_sync_timestamp_seconds")
     let ready = Gauge(label: "migrator_ready")

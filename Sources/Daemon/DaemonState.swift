@@ -17,6 +17,9 @@ public final class DaemonState: Sendable {
         var lastError: String?
         /// Why the last reconcile failed, while the session itself is fine (a statement failed).
         var reconcileProblem: String?
+        /// Something an operator should know that does not make the daemon unready (role groups left out because
+        /// their names cannot be had); `/readyz` adds it to its answer.
+        var rolesNotice: String?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -32,6 +35,9 @@ public final class DaemonState: Sendable {
     var current: Snapshot { snapshot.withLock { $0 } }
 
     public var phase: Phase { current.phase }
+
+    /// What `/readyz` adds to a ready answer, if anything.
+    public var notice: String? { current.rolesNotice }
 
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
     public var isStopping: Bool { stopRequested.load(ordering: .relaxed) }

@@ -11,7 +11,8 @@ enum HTTPEndpoints {
         }
         router.get("/readyz") { _, _ in
             let (ready, reason) = state.readiness
-            return text(ready ? "ready\n" : "not ready: \(reason)\n", status: ready ? .ok : .serviceUnavailable)
+            let notice = state.notice.map { "note: \($0)\n" } ?? ""
+            return text(ready ? "ready\n" + notice : "not ready: \(reason)\n", status: ready ? .ok : .serviceUnavailable)
         }
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()

@@ -35,8 +35,12 @@ final class ProjectSyncWorker: @unchecked Sendable {
     private var nextBatchAttempt: ContinuousClock.Instant?
     private var nextReconcile: ContinuousClock.Instant
     private var lockBusyReported = false
-    /// The last reconcile's count of groups whose name another group has: warned about when it changes.
+    /// The last reconcile's counts of groups whose name another group has or is too long: warned about when they
+    /// change.
     private var blockedGroups = 0
+    private var tooLongGroups = 0
+    /// The target as this session checked it (the project table, its columns, auth_group.name's length).
+    private var target: ResolvedTarget?
     private var lastReadiness = ""
     private let clock = ContinuousClock()
 
@@ -71,7 +75,9 @@ final class ProjectSyncWorker: @unchecked Sendable {
         return options
     }
 
-    private var synchronizer: RoleSynchronizer { RoleSynchronizer(catalogue: configuration.catalogue) }
+    private var synchronizer: RoleSynchronizer {
+        RoleSynchronizer(catalogue: configuration.catalogue, schema: configuration.migrator.schema)
+    }
 
     /// Runs the worker on its own thread until it stops; throws what ends the daemon with an error (the database
     /// never became reachable, a migration failed).
@@ -209,8 +215,11 @@ final class ProjectSyncWorker: @unchecked Sendable {
     private func session() throws -> Connection {
         if let connection { return connection }
         let fresh = try migrator.openSession()
+        // A sidecar (serve --no-migrate) on a database no migrator ran on yet installs migrator's objects here.
+        try migrator.ensureOwnObjects(on: fresh, timeout: configuration.migrator.lockTimeout)
         try RoleSynchronizer.prepareSession(fresh)
         try fresh.listen(Self.channel)
+        target = nil
         if hadSession {
             metrics.reconnects.increment()
             logger.info("reconnected to the database; listening again", metadata: ["db": "\(fresh.safeDescription)"])
@@ -244,15 +253,45 @@ final class ProjectSyncWorker: @unchecked Sendable {
             publishReadiness()
             return
         }
-        let stored = try RoleSynchronizer.storedVersion(connection)
+        let stored = try RoleSynchronizer.storedVersion(connection, schema: configuration.migrator.schema)
         let ours = configuration.catalogue.version
+        if stored == nil, !configuration.migrate {
+            // A sidecar attached to a database no sync ran on: there is no other catalogue to overwrite, so the first
+            // full sync is this daemon's (with --no-migrate nothing else would ever make it).
+            logger.info("no role version is recorded yet; running the first full sync")
+            // Not ready until it has committed: the app's projects have no groups before.
+            state.update { $0.roleVersionProblem = "running the first role sync" }
+            publishReadiness()
+            try sync(nil, trigger: "reconcile", connection, firstSync: true)
+            setRoleVersionProblem(nil)
+            publishReadiness()
+            return
+        }
         guard stored?.version == ours else {
             setRoleVersionProblem(stored: stored?.version)
             return
         }
         setRoleVersionProblem(nil)
-        let drift = try synchronizer.drift(connection)
+        // The table may have changed under us (an app migration): checked again, and its triggers put back, on
+        // every reconcile.
+        let resolved = try synchronizer.prepareTarget(connection, dryRun: false, logger: syncLogger)
+        target = resolved
+        let drift = try synchronizer.drift(connection, target: resolved)
         metrics.blockedGroups.record(drift.blockedGroups)
+        metrics.tooLongGroups.record(drift.tooLongGroups)
+        if drift.tooLongGroups != tooLongGroups {
+            if drift.tooLongGroups > 0 {
+                logger.warning("role groups whose name is too long for auth_group.name are left out; `migrator update-roles` lists them", metadata: [
+                    "daemon.groups": "\(drift.tooLongGroups)",
+                ])
+            }
+            tooLongGroups = drift.tooLongGroups
+        }
+        let notice = [
+            drift.tooLongGroups > 0 ? "\(drift.tooLongGroups) role groups left out: their names are too long for auth_group.name" : nil,
+            drift.blockedGroups > 0 ? "\(drift.blockedGroups) role groups keep their old name or are not created: another group has the name" : nil,
+        ].compactMap { $0 }.joined(separator: "; ")
+        state.update { $0.rolesNotice = notice.isEmpty ? nil : notice + " (`migrator update-roles` lists them)" }
         if drift.blockedGroups != blockedGroups {
             if drift.blockedGroups > 0 {
                 logger.warning("role groups whose name another group has are left as they are; `migrator update-roles` lists them", metadata: [
@@ -261,8 +300,14 @@ final class ProjectSyncWorker: @unchecked Sendable {
             }
             blockedGroups = drift.blockedGroups
         }
-        if drift.permissionsMissing {
-            logger.warning("some of the catalogue's permissions are missing; running a full sync")
+        if drift.permissionsMissing || drift.orphanedLinks > 0 {
+            if drift.permissionsMissing {
+                logger.warning("some of the catalogue's permissions are missing; running a full sync")
+            } else {
+                logger.info("groups of deleted projects are still linked; running a full sync", metadata: [
+                    "daemon.links": "\(drift.orphanedLinks)",
+                ])
+            }
             try sync(nil, trigger: "reconcile", connection)
         } else if !drift.projectIDs.isEmpty {
             metrics.driftedProjects.increment(by: drift.projectIDs.count)
@@ -319,9 +364,10 @@ final class ProjectSyncWorker: @unchecked Sendable {
     }
 
     /// One transaction under the lock for these projects (nil: every project, recording the version).
-    private func sync(_ ids: [Int64]?, trigger: String, _ connection: Connection) throws {
+    private func sync(_ ids: [Int64]?, trigger: String, _ connection: Connection, firstSync: Bool = false) throws {
         let start = clock.now
-        let options = RoleSynchronizer.Options(force: ids == nil, projectIDs: ids, onlyIfCurrent: true)
+        var options = RoleSynchronizer.Options(force: ids == nil, projectIDs: ids, onlyIfCurrent: !firstSync)
+        options.onlyIfNoVersion = firstSync
         let report = try quietMigrator.withLock(on: connection, timeout: configuration.batchLockWait) { session in
             try synchronizer.sync(session, options: options, logger: syncLogger)
         }

@@ -39,11 +39,14 @@ public struct MigratorProcess {
 
     /// Starts the binary; the caller waits for it with ``finish(_:)``.
     public static func start(
-        _ arguments: [String], environment: [String: String] = [:], clearDatabaseEnvironment: Bool = true
+        _ arguments: [String], environment: [String: String] = [:], clearDatabaseEnvironment: Bool = true,
+        currentDirectory: String? = nil
     ) throws -> (Process, Pipe, Pipe) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary)
         process.arguments = arguments
+        // Tests that prove a command needs no ./Migrations run it from an empty folder.
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
         var env = ProcessInfo.processInfo.environment
         if clearDatabaseEnvironment {
             for key in env.keys where key.hasPrefix("PG") || key == "DATABASE_URL" || key.hasPrefix("MIGRATOR_") && key != "MIGRATOR_BINARY" {

@@ -20,7 +20,7 @@ struct MigratorTests {
     }
 
     static func history(_ connection: Connection) throws -> [Row] {
-        try connection.query("SELECT version, state, checksum, failed_statement, statements_done, error FROM public.migrator_history ORDER BY version").rows
+        try connection.query("SELECT version, state, checksum, failed_statement, statements_done, error FROM migrator.history ORDER BY version").rows
     }
 
     @Test("applies in order, records history with checksums, and a second run does nothing")
@@ -125,7 +125,7 @@ struct MigratorTests {
             let dry = try Self.migrator(database, folder) { $0.dryRun = true }.migrate()
             #expect(dry.dryRun && dry.applied.map(\.version) == [1, 2, 3])
             let connection = try database.connect()
-            #expect(try connection.query("SELECT to_regclass('public.migrator_history') IS NULL AS none").first?.bool("none") == true)
+            #expect(try connection.query("SELECT to_regclass('migrator.history') IS NULL AS none").first?.bool("none") == true)
 
             let partial = try Self.migrator(database, folder) { $0.target = 2 }.migrate()
             #expect(partial.applied.map(\.version) == [1, 2])
@@ -250,7 +250,7 @@ struct MigratorTests {
     func lockTimeout() throws {
         try TestDatabase.with { database in
             let holder = try database.connect()
-            try holder.query("SELECT pg_advisory_lock($1::bigint)", [AdvisoryLock.key])
+            try holder.query("SELECT pg_advisory_lock($1::bigint)", [OwnSchema.default.lockKey])
             let folder = try MigrationFolder()
             try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
             let handler = InMemoryLogHandler()
@@ -269,7 +269,7 @@ struct MigratorTests {
             #expect(waits.first?.metadata["lock.holder"].map { "\($0)".contains("pid \(holder.backendPID)") } == true)
             #expect(try holder.query("SELECT to_regclass('a') IS NULL AS none").first?.bool("none") == true)
 
-            try holder.query("SELECT pg_advisory_unlock($1::bigint)", [AdvisoryLock.key])
+            try holder.query("SELECT pg_advisory_unlock($1::bigint)", [OwnSchema.default.lockKey])
             #expect(try Self.migrator(database, folder).migrate().applied.count == 1)
         }
     }
@@ -281,7 +281,7 @@ struct MigratorTests {
             try folder.write("0001_a.sql", "SELECT current_setting('tcp_keepalives_idle');")
             _ = try Self.migrator(database, folder).migrate()
             let connection = try database.connect()
-            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [AdvisoryLock.key]).first?.bool("ok") == true)
+            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [OwnSchema.default.lockKey]).first?.bool("ok") == true)
         }
     }
 
@@ -342,8 +342,8 @@ struct MigratorTests {
             #expect(between?.appliedBeforeFailure == ["0001_a"])
             #expect(between?.description.contains("before 0002_b") == true, "\(between?.description ?? "")")
             #expect(try Self.history(connection).map { $0["version"] } == ["1"])
-            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [AdvisoryLock.key]).first?.bool("ok") == true)
-            try connection.query("SELECT pg_advisory_unlock($1::bigint)", [AdvisoryLock.key])
+            #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [OwnSchema.default.lockKey]).first?.bool("ok") == true)
+            try connection.query("SELECT pg_advisory_unlock($1::bigint)", [OwnSchema.default.lockKey])
 
             // Asked before the hook once the migrations are done: they stay, the hook does not run.
             let beforeHook = #expect(throws: MigrationError.self) {
@@ -355,7 +355,7 @@ struct MigratorTests {
 
             // Waiting for another runner's lock: it gives up at once instead of at the deadline.
             try folder.write("0004_d.sql", "CREATE TABLE d (id int);")
-            try connection.query("SELECT pg_advisory_lock($1::bigint)", [AdvisoryLock.key])
+            try connection.query("SELECT pg_advisory_lock($1::bigint)", [OwnSchema.default.lockKey])
             let started = ContinuousClock.now
             let waiting = #expect(throws: MigrationError.self) {
                 try Self.migrator(database, folder) { $0.stopRequested = StopAfter(3).closure }.migrate()

@@ -16,12 +16,18 @@ final class DaemonProcess: @unchecked Sendable {
 
     /// Starts `migrator serve --migrations FOLDER --http-address 127.0.0.1:0 ARGS` and waits until its HTTP
     /// server listens (the port is read from its log).
-    init(_ folder: MigrationFolder, database: TestDatabase, _ arguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// With `sidecar`, no `--migrations` is given and the daemon runs in `folder` (empty, so there is no
+    /// ./Migrations either): `serve --no-migrate` next to an app that owns the schema.
+    init(
+        _ folder: MigrationFolder, database: TestDatabase, _ arguments: [String] = [], environment: [String: String] = [:],
+        sidecar: Bool = false
+    ) throws {
         self.folder = folder
         var env = environment
         if env["DATABASE_URL"] == nil { env["DATABASE_URL"] = database.url }
         let started = try MigratorProcess.start(
-            ["serve", "--migrations", folder.path, "--http-address", "127.0.0.1:0"] + arguments, environment: env
+            ["serve"] + (sidecar ? [] : ["--migrations", folder.path]) + ["--http-address", "127.0.0.1:0"] + arguments,
+            environment: env, currentDirectory: sidecar ? folder.path : nil
         )
         process = started.0
         started.1.fileHandleForReading.readabilityHandler = { [weak self] handle in
@@ -203,10 +209,10 @@ extension Connection {
     func roleRows(_ project: Int64) throws -> [Int] {
         let row = try query(
             """
-            SELECT (SELECT count(*) FROM project_role_group WHERE project_id = $1) AS groups,
-                   (SELECT count(*) FROM auth_group_permissions x JOIN project_role_group l ON l.group_id = x.group_id
+            SELECT (SELECT count(*) FROM migrator.project_role_group WHERE project_id = $1) AS groups,
+                   (SELECT count(*) FROM auth_group_permissions x JOIN migrator.project_role_group l ON l.group_id = x.group_id
                      WHERE l.project_id = $1) AS group_permissions,
-                   (SELECT count(*) FROM guardian_groupobjectpermission x JOIN project_role_group l ON l.group_id = x.group_id
+                   (SELECT count(*) FROM guardian_groupobjectpermission x JOIN migrator.project_role_group l ON l.group_id = x.group_id
                      WHERE l.project_id = $1 AND x.object_pk = $1::text) AS object_permissions
             """, [project]
         ).first

@@ -176,8 +176,8 @@ struct HostileInputTests {
             let folder = try E2E.shipped(plus: [("0009_slow.sql", "SELECT pg_sleep(0.5);\n")])
             let run = try E2E.run(E2E.args("migrate", folder), environment: ["DATABASE_URL": url], secrets: [password])
             #expect(run.exitCode == 0, run.transcript)
-            #expect(run.stdout.contains("9 migrations applied"), run.transcript)
-            #expect(try connection.count("SELECT count(*) FROM role_schema_version") == 1)
+            #expect(run.stdout.contains("6 migrations applied"), run.transcript)
+            #expect(try connection.count("SELECT count(*) FROM migrator.role_version") == 1)
         }
     }
 }

@@ -17,7 +17,10 @@ struct RoleSyncTests {
             connection: ConnectionConfig(connectionString: database.url),
             options: MigratorOptions(migrationsPath: folder.path), logger: logger
         ).migrate()
-        return try database.connect()
+        let connection = try database.connect()
+        // The engine installs the sync's own objects for its hooks; these tests call the synchronizer directly.
+        try RoleSynchronizer.installObjects(connection, logger: logger)
+        return connection
     }
 
     @discardableResult
@@ -67,7 +70,7 @@ struct RoleSyncTests {
             SELECT 'g' || id || ':' || xmin AS v FROM auth_group
             UNION ALL SELECT 'gp' || id || ':' || xmin FROM auth_group_permissions
             UNION ALL SELECT 'op' || id || ':' || xmin FROM guardian_groupobjectpermission
-            UNION ALL SELECT 'l' || group_id || ':' || xmin FROM project_role_group
+            UNION ALL SELECT 'l' || group_id || ':' || xmin FROM migrator.project_role_group
             UNION ALL SELECT 'p' || id || ':' || xmin FROM auth_permission
             ORDER BY 1
             """).rows.compactMap { $0["v"] }
@@ -88,7 +91,7 @@ struct RoleSyncTests {
             let expected = Self.expected(Array(zip(ids, ["alpha", "beta", "gamma"])))
             #expect(group == expected.group)
             #expect(object == expected.object)
-            #expect(try Self.count(connection, "SELECT count(*) AS n FROM project_role_group") == 15)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.project_role_group") == 15)
 
             let before = try Self.rowVersions(connection)
             let again = try Self.sync(connection, .reference, .init(force: true))
@@ -162,18 +165,18 @@ struct RoleSyncTests {
             try connection.query("INSERT INTO users_user (username) VALUES ('ada'), ('bob')")
             try connection.query("""
                 INSERT INTO users_user_groups (user_id, group_id)
-                SELECT u.id, l.group_id FROM users_user u, project_role_group l WHERE l.role IN ('Researcher', 'ProjectManager')
+                SELECT u.id, l.group_id FROM users_user u, migrator.project_role_group l WHERE l.role IN ('Researcher', 'ProjectManager')
                 """)
             let memberships = try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups")
             #expect(memberships == 2 * 3 * 2)
-            let groupIDs = try connection.query("SELECT group_id FROM project_role_group WHERE project_id = $1 ORDER BY role", [ids[1]]).rows.map { $0["group_id"] }
+            let groupIDs = try connection.query("SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 ORDER BY role", [ids[1]]).rows.map { $0["group_id"] }
 
             try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[1]])
             let renamed = try Self.sync(connection, .reference, .init(force: true))
             #expect(renamed.totals.groupsRenamed == 5)
             #expect(renamed.totals.groupsCreated == 0)
-            #expect(try connection.query("SELECT group_id FROM project_role_group WHERE project_id = $1 ORDER BY role", [ids[1]]).rows.map { $0["group_id"] } == groupIDs)
-            let names = try connection.query("SELECT g.name FROM auth_group g JOIN project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 ORDER BY 1", [ids[1]]).rows.compactMap { $0["name"] }
+            #expect(try connection.query("SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 ORDER BY role", [ids[1]]).rows.map { $0["group_id"] } == groupIDs)
+            let names = try connection.query("SELECT g.name FROM auth_group g JOIN migrator.project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 ORDER BY 1", [ids[1]]).rows.compactMap { $0["name"] }
             #expect(names == ["BasicMember", "Identifier", "MLDataManager", "ProjectManager", "Researcher"].map { "\(ids[1])_renamed_\($0)" })
 
             // A role removed from the catalogue keeps its groups (and memberships) but loses its permissions.
@@ -184,16 +187,16 @@ struct RoleSyncTests {
             let retired = try Self.sync(connection, withoutResearcher)
             #expect(retired.retiredRoles == ["Researcher": 3])
             #expect(retired.summary.contains("Researcher (3 groups)"))
-            #expect(try Self.count(connection, "SELECT count(*) AS n FROM project_role_group WHERE role = 'Researcher'") == 3)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.project_role_group WHERE role = 'Researcher'") == 3)
             #expect(try Self.count(connection, """
-                SELECT count(*) AS n FROM auth_group_permissions x JOIN project_role_group l ON l.group_id = x.group_id WHERE l.role = 'Researcher'
+                SELECT count(*) AS n FROM auth_group_permissions x JOIN migrator.project_role_group l ON l.group_id = x.group_id WHERE l.role = 'Researcher'
                 """) == 0)
             try Self.sync(connection)
             #expect(try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups") == memberships)
 
             try connection.query("DELETE FROM main_project WHERE id = $1", [ids[2]])
             #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group WHERE name LIKE '\(ids[2])\\_%'") == 0)
-            #expect(try Self.count(connection, "SELECT count(*) AS n FROM project_role_group WHERE project_id = \(ids[2])") == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.project_role_group WHERE project_id = \(ids[2])") == 0)
             #expect(try Self.count(connection, "SELECT count(*) AS n FROM guardian_groupobjectpermission WHERE object_pk = '\(ids[2])'") == 0)
             #expect(try Self.count(connection, "SELECT count(*) AS n FROM users_user_groups") == memberships - 4)
             let full = try Self.sync(connection, .reference, .init(force: true))
@@ -218,11 +221,11 @@ struct RoleSyncTests {
             try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[0]])
             try connection.query("""
                 DELETE FROM auth_group_permissions WHERE id = (SELECT min(x.id) FROM auth_group_permissions x
-                JOIN project_role_group l ON l.group_id = x.group_id WHERE l.project_id = $1)
+                JOIN migrator.project_role_group l ON l.group_id = x.group_id WHERE l.project_id = $1)
                 """, [ids[1]])
             try connection.query("""
                 INSERT INTO guardian_groupobjectpermission (object_pk, content_type_id, group_id, permission_id)
-                SELECT $1::text, p.content_type_id, l.group_id, p.id FROM project_role_group l, auth_permission p
+                SELECT $1::text, p.content_type_id, l.group_id, p.id FROM migrator.project_role_group l, auth_permission p
                 WHERE l.project_id = $2 AND l.role = 'BasicMember' AND p.codename = 'delete_project'
                 """, [String(ids[2]), ids[2]])
             #expect(try Self.drift(connection).projectIDs == [ids[0], ids[1], ids[2], new])
@@ -272,7 +275,7 @@ struct RoleSyncTests {
             let gamma = try Self.addProjects(connection, ["gamma"])[0]
             try connection.query("""
                 WITH g AS (INSERT INTO auth_group (name) VALUES ($1) RETURNING id)
-                INSERT INTO project_role_group (project_id, role, group_id) SELECT $2, 'Legacy', id FROM g
+                INSERT INTO migrator.project_role_group (project_id, role, group_id) SELECT $2, 'Legacy', id FROM g
                 """, ["\(gamma)_gamma_Identifier", ids[1]])
             let onlyGamma = try Self.sync(connection, .reference, .init(projectIDs: [gamma]))
             #expect(onlyGamma.blockedGroups == [.init(projectID: gamma, role: "Identifier", currentName: nil, wantedName: "\(gamma)_gamma_Identifier")])
@@ -310,7 +313,7 @@ struct RoleSyncTests {
                 INSERT INTO guardian_userobjectpermission (object_pk, content_type_id, user_id, permission_id)
                     SELECT '\(ids[0])', p.content_type_id, u.id, p.id FROM users_user u, auth_permission p WHERE p.codename = 'delete_project';
                 INSERT INTO auth_group_permissions (group_id, permission_id)
-                    SELECT l.group_id, p.id FROM project_role_group l, auth_permission p WHERE l.role = 'BasicMember' AND p.codename = 'poke_thing';
+                    SELECT l.group_id, p.id FROM migrator.project_role_group l, auth_permission p WHERE l.role = 'BasicMember' AND p.codename = 'poke_thing';
                 """)
             let before = try Self.count(connection, "SELECT (SELECT count(*) FROM auth_group_permissions) + (SELECT count(*) FROM guardian_groupobjectpermission) + (SELECT count(*) FROM guardian_userobjectpermission) AS n")
             let report = try Self.sync(connection, .reference, .init(force: true))
@@ -417,16 +420,17 @@ struct RoleSyncTests {
             #expect(report.mode == .projects && !report.recordedVersion)
             #expect(report.summary.contains("not recorded"))
             #expect(report.projects == 1)
-            #expect(try Self.count(connection, "SELECT count(DISTINCT project_id) AS n FROM project_role_group") == 1)
+            #expect(try Self.count(connection, "SELECT count(DISTINCT project_id) AS n FROM migrator.project_role_group") == 1)
             #expect(try Self.grants(connection).object == Self.expected([(ids[1], "b")]).object)
             #expect(try RoleSynchronizer.storedVersion(connection) == nil)
         }
     }
 
-    @Test("the shipped trigger notifies on a project's insert, rename and delete, not on other updates")
+    @Test("the project table's trigger, installed by the first sync, notifies on a project's insert, rename and delete, not on other updates")
     func projectNotifications() throws {
         try TestDatabase.with { database in
             let connection = try Self.migrated(database)
+            try Self.sync(connection)
             let listener = try database.connect()
             try listener.listen("migrator_projects")
             let id = try Self.addProjects(connection, ["watched"])[0]
@@ -476,7 +480,7 @@ struct RoleSyncTests {
             try Self.sync(connection, other)
             let back = try Self.sync(connection)
             #expect(back.mode == .incremental && back.recordedVersion)
-            #expect(try Self.count(connection, "SELECT count(*) AS n FROM role_schema_version WHERE version = '\(RoleCatalogue.reference.version)'") == 2)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.role_version WHERE version = '\(RoleCatalogue.reference.version)'") == 2)
         }
     }
 }

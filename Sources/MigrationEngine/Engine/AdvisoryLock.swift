@@ -12,8 +12,7 @@ import SystemSupport
 /// transaction or holds a snapshot, so a `CREATE INDEX CONCURRENTLY` running in the holder's migration (which waits
 /// for every older snapshot to end) cannot deadlock on a waiter.
 enum AdvisoryLock {
-    /// "migrator" in ASCII, as a bigint. pg_locks shows it as classid = high 32 bits, objid = low 32 bits.
-    static let key: Int64 = 0x6D69_6772_6174_6F72
+    // The key comes from ``OwnSchema/lockKey``. pg_locks shows it as classid = high 32 bits, objid = low 32 bits.
 
     static let tryLockSQL = "SELECT pg_try_advisory_lock($1::bigint) AS locked"
 
@@ -31,7 +30,7 @@ enum AdvisoryLock {
         """
 
     /// Who holds the lock, as a sentence, or nil when nobody does (or it cannot be seen).
-    static func holder(_ connection: Connection) -> String? {
+    static func holder(_ connection: Connection, key: Int64) -> String? {
         let high = (key >> 32) & 0xFFFF_FFFF
         let low = key & 0xFFFF_FFFF
         guard let row = try? connection.query(holderSQL, [high, low]).first else { return nil }
@@ -43,7 +42,7 @@ enum AdvisoryLock {
     /// Polls until the lock is held or the deadline passes; returns how long it waited.
     /// - Parameter alreadyTried: the result of a first attempt made in the session set-up query.
     static func acquire(
-        _ connection: Connection, alreadyTried firstAttempt: Bool, timeout: Duration, reportEvery: Duration,
+        _ connection: Connection, key: Int64, alreadyTried firstAttempt: Bool, timeout: Duration, reportEvery: Duration,
         logger: Logger, stopRequested: @Sendable () -> Bool = { false }
     ) throws(MigrationError) -> Duration {
         let clock = ContinuousClock()
@@ -60,7 +59,7 @@ enum AdvisoryLock {
                 )
             }
             if elapsed >= timeout {
-                let holder = holder(connection) ?? "another session (it could not be identified)"
+                let holder = holder(connection, key: key) ?? "another session (it could not be identified)"
                 throw MigrationError(
                     code: .lockTimeout,
                     message: "error: gave up waiting for the migration lock after \(format(elapsed)); it is held by "
@@ -69,7 +68,7 @@ enum AdvisoryLock {
             }
             if !reported || clock.now - lastReport >= reportEvery {
                 var metadata: Logger.Metadata = ["lock.waited_s": "\(Int(elapsed.seconds))"]
-                if let holder = holder(connection) { metadata["lock.holder"] = .string(holder) }
+                if let holder = holder(connection, key: key) { metadata["lock.holder"] = .string(holder) }
                 logger.info("waiting for the migration lock", metadata: metadata)
                 lastReport = clock.now
                 reported = true
@@ -92,7 +91,7 @@ enum AdvisoryLock {
         }
     }
 
-    static func release(_ connection: Connection, logger: Logger) {
+    static func release(_ connection: Connection, key: Int64, logger: Logger) {
         do {
             try connection.query("SELECT pg_advisory_unlock($1::bigint)", [key])
         } catch {

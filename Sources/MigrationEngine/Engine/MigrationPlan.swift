@@ -66,6 +66,13 @@ struct MigrationPlan {
             case .applied?:
                 if record!.checksum == file.checksum {
                     status.state = .applied
+                } else if let superseded = record!.superseded {
+                    status.state = .changed
+                    plan.problems.append(
+                        "\(entry.displayPath): error: version \(entry.version) is taken by '\(record!.name)', a migration "
+                            + "of an earlier migrator release that \(superseded) took over; give this migration a "
+                            + "number above \(newestApplied)"
+                    )
                 } else {
                     status.state = .changed
                     plan.problems.append(
@@ -112,6 +119,14 @@ struct MigrationPlan {
         }
         for record in history where byVersion[record.version] == nil {
             let label = MigrationStatus.label(record.version, record.name)
+            if let superseded = record.superseded {
+                byVersion[record.version] = MigrationStatus(
+                    version: record.version, name: record.name, state: .superseded, transactional: record.transactional,
+                    appliedAt: record.appliedAt, appliedBy: record.appliedBy, durationMs: record.durationMs,
+                    recordedChecksum: record.checksum, supersededBy: superseded
+                )
+                continue
+            }
             byVersion[record.version] = MigrationStatus(
                 version: record.version, name: record.name, state: .missing, transactional: record.transactional,
                 appliedAt: record.appliedAt, appliedBy: record.appliedBy, durationMs: record.durationMs,

@@ -11,6 +11,8 @@ public struct MigrationStatus: Sendable, Codable, Equatable {
         case missing
         /// Outside a transaction, stopped part way; the next run resumes it.
         case failed
+        /// Applied by an earlier release, whose work migrator's own objects have taken over; no file is needed.
+        case superseded
     }
 
     public var version: Int64
@@ -27,4 +29,6 @@ public struct MigrationStatus: Sendable, Codable, Equatable {
     public var error: String?
     /// Pending, but numbered below the newest applied migration.
     public var outOfOrder: Bool?
+    /// For `superseded`: by what.
+    public var supersededBy: String?
 }

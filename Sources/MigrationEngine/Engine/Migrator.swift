@@ -19,7 +19,26 @@ public struct Migrator: Sendable {
         self.logger = logger
     }
 
-    private var directory: MigrationDirectory { MigrationDirectory(path: options.migrationsPath) }
+    private var history: HistoryStore { HistoryStore(schema: options.schema) }
+    private var lockKey: Int64 { options.schema.lockKey }
+
+    /// The engine's own objects first, then each hook's.
+    private var components: [OwnObjectsComponent] { [HistoryStore.component] + hooks.compactMap(\.ownObjects) }
+
+    /// The folder's migrations; none when there is no folder (a sidecar), or for `migrate` an error saying so.
+    private func entries(required: Bool) throws(MigrationError) -> [MigrationDirectory.Entry]? {
+        guard let path = options.migrationsPath else {
+            if required {
+                throw MigrationError(
+                    code: .invalidMigrationFile,
+                    message: "error: no migrations folder was given and ./Migrations does not exist; point --migrations "
+                        + "(MIGRATOR_MIGRATIONS) at one, or use update-roles or serve --no-migrate for the role sync alone"
+                )
+            }
+            return nil
+        }
+        return try MigrationDirectory(path: path).entries()
+    }
 
     /// Connects, with every failure turned into a ``MigrationError`` `.connectionFailed`.
     public func connect() throws(MigrationError) -> Connection {
@@ -33,25 +52,29 @@ public struct Migrator: Sendable {
     /// Applies what is pending, then the hooks.
     ///
     /// Order: list the files (before connecting, so a misnamed file is reported without a database), connect, set the
-    /// session up, take the lock, read the history, plan, stop on any problem before applying anything, apply each
-    /// migration, run the hooks, release the lock.
+    /// session up, take the lock, install or upgrade migrator's own objects, read the history, plan, stop on any
+    /// problem before applying anything, apply each migration, run the hooks, release the lock.
     public func migrate() throws(MigrationError) -> MigrateReport {
         let clock = ContinuousClock()
         let start = clock.now
-        let entries = try directory.entries()
+        let entries = try entries(required: true) ?? []
         let connection = try connect()
-        let firstAttempt = try setUpSession(connection, forWriting: !options.dryRun)
+        let session = try setUpSession(connection, forWriting: !options.dryRun)
         var lockWait = Duration.zero
         if !options.dryRun {
-            lockWait = try acquireLock(connection, alreadyTried: firstAttempt, timeout: options.lockTimeout)
+            lockWait = try acquireLock(connection, alreadyTried: session.locked, timeout: options.lockTimeout)
             logger.debug("holding the migration lock", metadata: ["lock.waited_ms": "\(Int(lockWait.milliseconds))"])
         }
         var holdsLock = !options.dryRun
-        defer { if holdsLock { AdvisoryLock.release(connection, logger: logger) } }
+        defer { if holdsLock { AdvisoryLock.release(connection, key: lockKey, logger: logger) } }
 
-        let history = try readHistory(connection, create: !options.dryRun)
+        if !options.dryRun {
+            try OwnObjects.install(components, on: connection, schema: options.schema, marker: session.ownObjects, logger: logger)
+        }
+        // A dry run installs nothing, so on a database an earlier release migrated it reads the old table.
+        let history = try readHistory(connection, legacyFallback: options.dryRun).records
         let plan = try MigrationPlan.make(
-            entries: entries, history: history, migrationsPath: options.migrationsPath,
+            entries: entries, history: history, migrationsPath: options.migrationsPath ?? "",
             target: options.target, allowOutOfOrder: options.allowOutOfOrder
         )
         if !plan.problems.isEmpty {
@@ -90,8 +113,8 @@ public struct Migrator: Sendable {
             var hookLogger = logger
             hookLogger[metadataKey: "hook"] = .string(hook.name)
             let context = HookContext(
-                connection: connection, logger: hookLogger, appliedVersions: applied.map(\.version),
-                pendingMigrations: pendingAfter, dryRun: options.dryRun
+                connection: connection, schema: options.schema, logger: hookLogger,
+                appliedVersions: applied.map(\.version), pendingMigrations: pendingAfter, dryRun: options.dryRun
             )
             do {
                 hookReports.append(try hook.run(context))
@@ -103,7 +126,7 @@ public struct Migrator: Sendable {
         }
 
         if holdsLock {
-            AdvisoryLock.release(connection, logger: logger)
+            AdvisoryLock.release(connection, key: lockKey, logger: logger)
             holdsLock = false
         }
         return MigrateReport(
@@ -117,8 +140,8 @@ public struct Migrator: Sendable {
         _ connection: Connection, alreadyTried: Bool, timeout: Duration
     ) throws(MigrationError) -> Duration {
         try AdvisoryLock.acquire(
-            connection, alreadyTried: alreadyTried, timeout: timeout, reportEvery: options.lockReportInterval,
-            logger: logger, stopRequested: options.stopRequested
+            connection, key: lockKey, alreadyTried: alreadyTried, timeout: timeout,
+            reportEvery: options.lockReportInterval, logger: logger, stopRequested: options.stopRequested
         )
     }
 
@@ -132,36 +155,30 @@ public struct Migrator: Sendable {
         return error
     }
 
-    /// Every migration's state, read without taking the lock (it only reads).
+    /// Every migration's state, read without taking the lock (it only reads, and installs nothing).
     public func status() throws(MigrationError) -> StatusReport {
-        let entries = try directory.entries()
         let connection = try connect()
-        let history = try readHistory(connection, create: false)
-        let plan = try MigrationPlan.make(
-            entries: entries, history: history, migrationsPath: options.migrationsPath,
-            target: nil, allowOutOfOrder: options.allowOutOfOrder
-        )
-        var hookStatuses: [HookStatus] = []
+        var report = try status(on: connection)
         for hook in hooks {
             do {
-                if let status = try hook.status(connection) { hookStatuses.append(status) }
+                if let status = try hook.status(connection, schema: options.schema) { report.hooks.append(status) }
             } catch {
-                hookStatuses.append(HookStatus(name: hook.name, upToDate: false, summary: "cannot be read: \(error)"))
+                report.hooks.append(HookStatus(name: hook.name, upToDate: false, summary: "cannot be read: \(error)"))
             }
         }
-        return StatusReport(
-            migrations: plan.statuses, problems: plan.problems, hooks: hookStatuses, roundTrips: connection.roundTrips,
-            database: connection.safeDescription
-        )
+        report.roundTrips = connection.roundTrips
+        return report
     }
 
-    /// Runs `body` on a connection that holds the migration lock, for work that must not interleave with a migrate
-    /// run (`update-roles`). The lock is released afterwards, whatever happens.
+    /// Runs `body` on a connection that holds the migration lock, with migrator's own objects installed, for work
+    /// that must not interleave with a migrate run (`update-roles`). The lock is released afterwards, whatever
+    /// happens.
     public func withLock<T>(_ body: (Connection) throws -> T) throws -> T {
         let connection = try connect()
-        let firstAttempt = try setUpSession(connection, forWriting: true)
-        _ = try acquireLock(connection, alreadyTried: firstAttempt, timeout: options.lockTimeout)
-        defer { AdvisoryLock.release(connection, logger: logger) }
+        let session = try setUpSession(connection, forWriting: true)
+        _ = try acquireLock(connection, alreadyTried: session.locked, timeout: options.lockTimeout)
+        defer { AdvisoryLock.release(connection, key: lockKey, logger: logger) }
+        try OwnObjects.install(components, on: connection, schema: options.schema, marker: session.ownObjects, logger: logger)
         return try body(connection)
     }
 
@@ -173,26 +190,76 @@ public struct Migrator: Sendable {
         return connection
     }
 
-    /// Runs `body` holding the migration lock on an existing session, waiting at most `timeout` for it.
+    /// Makes sure migrator's own objects are installed and current on an existing session: one query when they are;
+    /// otherwise the lock is taken (waiting at most `timeout`), they are installed, and it is released.
+    public func ensureOwnObjects(on connection: Connection, timeout: Duration) throws(MigrationError) {
+        let installed: [String: Int]
+        do {
+            installed = try OwnObjects.installedVersions(connection, schema: options.schema)
+        } catch {
+            throw MigrationError(
+                code: error.code == .connectionLost ? .connectionFailed : .databaseError,
+                message: "error: could not read the version of migrator's own objects: \(error)"
+            )
+        }
+        guard components.contains(where: { installed[$0.name, default: 0] < $0.newest }) else { return }
+        let gotIt: Bool
+        do {
+            gotIt = try connection.query(AdvisoryLock.tryLockSQL, [lockKey]).first?.bool("locked") == true
+        } catch {
+            throw MigrationError(code: error.code == .connectionLost ? .connectionFailed : .databaseError, message: "error: \(error)")
+        }
+        _ = try acquireLock(connection, alreadyTried: gotIt, timeout: timeout)
+        defer { AdvisoryLock.release(connection, key: lockKey, logger: logger) }
+        try OwnObjects.install(components, on: connection, schema: options.schema, logger: logger)
+    }
+
+    /// Runs `body` holding the migration lock on an existing session, waiting at most `timeout` for it, with
+    /// migrator's own objects installed.
     /// - Throws: ``MigrationError`` `.lockTimeout` when another runner kept it longer, or what `body` throws.
     public func withLock<T>(on connection: Connection, timeout: Duration, _ body: (Connection) throws -> T) throws -> T {
-        let gotIt = try connection.query(AdvisoryLock.tryLockSQL, [AdvisoryLock.key]).first?.bool("locked") == true
+        let gotIt = try connection.query(AdvisoryLock.tryLockSQL, [lockKey]).first?.bool("locked") == true
         _ = try acquireLock(connection, alreadyTried: gotIt, timeout: timeout)
-        defer { AdvisoryLock.release(connection, logger: logger) }
+        defer { AdvisoryLock.release(connection, key: lockKey, logger: logger) }
+        try OwnObjects.install(components, on: connection, schema: options.schema, logger: logger)
         return try body(connection)
     }
 
     /// Every migration's state, read on an existing session (no hooks): what the daemon checks on each reconcile.
+    /// Without a migrations folder the history is listed as recorded, with a note that no file was compared.
     public func status(on connection: Connection) throws(MigrationError) -> StatusReport {
-        let entries = try directory.entries()
-        let history = try readHistory(connection, create: false)
+        let entries = try entries(required: false)
+        let (history, location) = try readHistory(connection, legacyFallback: true)
+        var notes: [String] = []
+        if location == .legacy {
+            notes.append(
+                "note: the history is in \(HistoryStore.legacyTable), where an earlier release kept it; the next "
+                    + "migrate, update-roles or serve moves it into schema \(options.schema.name)"
+            )
+        }
+        guard let entries else {
+            notes.append("note: no migrations folder: the history is shown as recorded, and no file was compared")
+            let statuses = history.map { record in
+                MigrationStatus(
+                    version: record.version, name: record.name,
+                    state: record.superseded != nil ? .superseded : record.state == .failed ? .failed : .applied,
+                    transactional: record.transactional, appliedAt: record.appliedAt, appliedBy: record.appliedBy,
+                    durationMs: record.durationMs, recordedChecksum: record.checksum,
+                    failedStatement: record.failedStatement, error: record.error, supersededBy: record.superseded
+                )
+            }
+            return StatusReport(
+                migrations: statuses, problems: [], hooks: [], notes: notes, roundTrips: connection.roundTrips,
+                database: connection.safeDescription
+            )
+        }
         let plan = try MigrationPlan.make(
-            entries: entries, history: history, migrationsPath: options.migrationsPath,
+            entries: entries, history: history, migrationsPath: options.migrationsPath ?? "",
             target: nil, allowOutOfOrder: options.allowOutOfOrder
         )
         return StatusReport(
-            migrations: plan.statuses, problems: plan.problems, hooks: [], roundTrips: connection.roundTrips,
-            database: connection.safeDescription
+            migrations: plan.statuses, problems: plan.problems, hooks: [], notes: notes,
+            roundTrips: connection.roundTrips, database: connection.safeDescription
         )
     }
 
@@ -203,8 +270,11 @@ public struct Migrator: Sendable {
     /// lock within about 25 s (libpq's own keepalives cover the other direction). `client_connection_check_interval`
     /// (PostgreSQL 14 and later; skipped on older servers) makes the server check the socket every second while a
     /// statement runs: without it, a runner killed during a long statement keeps its lock, and its transaction
-    /// open, until that statement ends. Returns whether that first try got the lock.
-    private func setUpSession(_ connection: Connection, forWriting: Bool, tryLock: Bool = true) throws(MigrationError) -> Bool {
+    /// open, until that statement ends. Returns whether that first try got the lock, and the marker of migrator's own
+    /// objects (``OwnObjects``), so that a run with nothing to install spends no round trip on them.
+    private func setUpSession(
+        _ connection: Connection, forWriting: Bool, tryLock: Bool = true
+    ) throws(MigrationError) -> (locked: Bool, ownObjects: String?) {
         let statementTimeout = options.statementTimeoutMs.map { "\($0)ms" } ?? "0"
         let row: Row?
         do {
@@ -221,14 +291,15 @@ public struct Migrator: Sendable {
                        pg_is_in_recovery() AS in_recovery,
                        current_setting('transaction_read_only') AS read_only,
                        CASE WHEN $3::boolean AND NOT pg_is_in_recovery()
-                            THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked
+                            THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked,
+                       obj_description(to_regnamespace($5::text), 'pg_namespace') AS own_objects
                 """,
-                ["\(options.ddlLockTimeoutMs)ms", statementTimeout, forWriting && tryLock, AdvisoryLock.key]
+                ["\(options.ddlLockTimeoutMs)ms", statementTimeout, forWriting && tryLock, lockKey, options.schema.name]
             ).first
         } catch {
             throw MigrationError(code: .databaseError, message: "error: could not set up the session: \(error)")
         }
-        guard let row else { return false }
+        guard let row else { return (false, nil) }
         if forWriting, row.bool("in_recovery") == true {
             throw MigrationError(
                 code: .readOnly,
@@ -245,21 +316,18 @@ public struct Migrator: Sendable {
                     + "cannot be migrated\nhint: connect as a role that may write, or turn default_transaction_read_only off for it"
             )
         }
-        return row.bool("locked") == true
+        return (row.bool("locked") == true, row["own_objects"])
     }
 
-    private func readHistory(_ connection: Connection, create: Bool) throws(MigrationError) -> [HistoryRecord] {
+    private func readHistory(
+        _ connection: Connection, legacyFallback: Bool
+    ) throws(MigrationError) -> (records: [HistoryRecord], location: HistoryStore.Location) {
         do {
-            if let records = try HistoryStore.read(connection) { return records }
-            if create {
-                try HistoryStore.create(connection)
-                logger.info("created the history table", metadata: ["history.table": "\(HistoryStore.table)"])
-            }
-            return []
+            return try history.read(connection, legacyFallback: legacyFallback) ?? ([], .current)
         } catch {
             throw MigrationError(
                 code: error.code == .connectionLost ? .connectionFailed : .databaseError,
-                message: "error: could not read the migration history (\(HistoryStore.table)): \(error)"
+                message: "error: could not read the migration history (\(history.table)): \(error)"
             )
         }
     }
@@ -312,7 +380,7 @@ public struct Migrator: Sendable {
                     message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
                 )
             }
-            try HistoryStore.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+            try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
             try connection.query("COMMIT")
         } catch {
             if connection.isConnected, connection.transactionStatus != .idle {
@@ -336,7 +404,7 @@ public struct Migrator: Sendable {
         for index in step.resumeFrom..<step.statements.count {
             let statement = step.statements[index]
             do throws(PostgresError) {
-                try HistoryStore.recordProgress(
+                try history.recordProgress(
                     connection, file: file, done: done, failedStatement: index + 1,
                     error: "interrupted: the run stopped before statement \(index + 1) finished",
                     durationMs: (clock.now - start).milliseconds
@@ -360,7 +428,7 @@ public struct Migrator: Sendable {
                     )
                 }
                 if connection.isConnected {
-                    _ = try? HistoryStore.recordProgress(
+                    _ = try? history.recordProgress(
                         connection, file: file, done: done, failedStatement: index + 1,
                         error: String(failure.message.prefix(4000)), durationMs: (clock.now - start).milliseconds
                     )
@@ -373,7 +441,7 @@ public struct Migrator: Sendable {
             }
         }
         do {
-            try HistoryStore.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+            try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
         } catch {
             throw failure(error, file: file, statementOffset: 0, statement: nil)
         }

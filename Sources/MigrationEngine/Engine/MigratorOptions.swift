@@ -1,7 +1,11 @@
 /// How a run behaves. The command line fills this in; tests build it directly.
 public struct MigratorOptions: Sendable {
-    /// The migrations folder, as the user wrote it (paths in messages are shown the same way).
-    public var migrationsPath: String
+    /// The migrations folder, as the user wrote it (paths in messages are shown the same way). Nil: there is none
+    /// (a sidecar on a database whose schema another tool owns); `status` then lists the history without comparing
+    /// files, and `migrate` refuses.
+    public var migrationsPath: String?
+    /// Where migrator keeps its own objects.
+    public var schema: OwnSchema = .default
     /// Apply up to and including this version only.
     public var target: Int64?
     /// Plan and report, change nothing.
@@ -22,7 +26,7 @@ public struct MigratorOptions: Sendable {
     public var stopRequested: @Sendable () -> Bool = { false }
 
     public init(
-        migrationsPath: String = "./Migrations",
+        migrationsPath: String? = "./Migrations",
         target: Int64? = nil,
         dryRun: Bool = false,
         lockTimeout: Duration = .seconds(300),

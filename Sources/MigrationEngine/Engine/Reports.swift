@@ -31,6 +31,8 @@ public struct StatusReport: Sendable, Codable {
     public var problems: [String]
     /// What each post-migrate hook reports (the role version, for the role sync).
     public var hooks: [HookStatus]
+    /// What the reader should know that is not a problem (no migrations folder; a layout an earlier release made).
+    public var notes: [String] = []
     public var roundTrips: Int
     public var database: String
 
@@ -38,6 +40,6 @@ public struct StatusReport: Sendable, Codable {
 
     /// True when nothing is pending, changed, missing or failed, and every hook is up to date.
     public var isClean: Bool {
-        migrations.allSatisfy { $0.state == .applied } && problems.isEmpty && hooks.allSatisfy(\.upToDate)
+        migrations.allSatisfy { $0.state == .applied || $0.state == .superseded } && problems.isEmpty && hooks.allSatisfy(\.upToDate)
     }
 }

@@ -22,4 +22,7 @@ public struct HistoryRecord: Sendable, Codable, Equatable {
     /// 1-based index of the statement that failed or was interrupted.
     public var failedStatement: Int?
     public var error: String?
+    /// Set when migrator's own objects took over what this migration did (a migration an earlier release shipped):
+    /// the row needs no file any more. Says by what.
+    public var superseded: String?
 }

@@ -1,15 +1,26 @@
 import Logging
 import Postgres
 
-/// The engine's own table: one row per applied (or part-applied) migration.
+/// The engine's own table, `<schema>.history`: one row per applied (or part-applied) migration.
 ///
-/// It lives in `public` under a fixed name so that a migration that changes `search_path` cannot make the engine
-/// lose it half way through a run.
-struct HistoryStore {
-    static let table = "public.migrator_history"
+/// Every statement names it schema-qualified, so a migration that changes `search_path` cannot make the engine lose
+/// it half way through a run. Releases before the own schema kept it as `public.migrator_history`; the first step of
+/// the engine's component moves it (see ``component``).
+public struct HistoryStore: Sendable {
+    /// Where earlier releases kept the history.
+    public static let legacyTable = "public.migrator_history"
 
-    static let createSQL = """
-        CREATE TABLE IF NOT EXISTS public.migrator_history (
+    public let schema: OwnSchema
+
+    public init(schema: OwnSchema) {
+        self.schema = schema
+    }
+
+    public var table: String { schema.qualified("history") }
+
+    static func createSQL(_ table: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(table) (
             version bigint PRIMARY KEY CHECK (version > 0),
             name text NOT NULL,
             checksum text NOT NULL,
@@ -21,57 +32,108 @@ struct HistoryStore {
             statements_done integer,
             statement_checksums text[],
             failed_statement integer,
-            error text
+            error text,
+            superseded text
         )
         """
+    }
 
-    static let selectSQL = """
+    /// The engine's part of migrator's own objects. Step 1 creates the history table, or moves an earlier release's
+    /// `public.migrator_history` into the schema with every row (a table moved by ALTER … SET SCHEMA keeps its
+    /// rows, indexes and privileges).
+    public static let component = OwnObjectsComponent(name: "engine", steps: [
+        .init(version: 1, summary: "migration history") { connection, schema, logger in
+            let history = HistoryStore(schema: schema)
+            let present = try connection.query(
+                "SELECT to_regclass($1) IS NOT NULL AS legacy, to_regclass($2) IS NOT NULL AS current",
+                [legacyTable, history.table]
+            ).first
+            if present?.bool("legacy") == true, present?.bool("current") == false {
+                try connection.query("ALTER TABLE public.migrator_history SET SCHEMA \(schema.sql)")
+                try connection.query("ALTER TABLE \(schema.qualified("migrator_history")) RENAME TO history")
+                logger.info("moved the history of an earlier release into migrator's schema", metadata: [
+                    "history.from": "\(legacyTable)", "history.table": "\(history.table)",
+                ])
+            }
+            try connection.query(createSQL(history.table))
+            try connection.query("ALTER TABLE \(history.table) ADD COLUMN IF NOT EXISTS superseded text")
+        },
+    ])
+
+    func selectSQL(_ table: String, superseded: Bool) -> String {
+        """
         SELECT version, name, checksum, transactional, state,
                to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS applied_at,
-               applied_by, duration_ms, statements_done, statement_checksums, failed_statement, error
-        FROM public.migrator_history ORDER BY version
+               applied_by, duration_ms, statements_done, statement_checksums, failed_statement, error,
+               \(superseded ? "superseded" : "NULL::text AS superseded")
+        FROM \(table) ORDER BY version
         """
+    }
 
-    /// Reads every row. Returns nil when the table does not exist yet (a database never migrated).
-    static func read(_ connection: Connection) throws(PostgresError) -> [HistoryRecord]? {
-        let result: QueryResult
+    /// Where the rows were read from.
+    public enum Location: Sendable, Equatable {
+        case current
+        /// An earlier release's `public.migrator_history`, not upgraded yet (read-only callers only).
+        case legacy
+    }
+
+    /// Reads every row. Returns nil when there is no history yet (a database never migrated). With
+    /// `legacyFallback`, a database that an earlier release migrated and no run of this one has upgraded yet is read
+    /// from its old table.
+    /// - Throws: a malformed row as a ``PostgresError`` that names the table and column.
+    func read(_ connection: Connection, legacyFallback: Bool) throws(PostgresError) -> (records: [HistoryRecord], location: Location)? {
         do {
-            result = try connection.query(selectSQL)
-        } catch where error.sqlState == "42P01" {
+            return (try decode(connection.query(selectSQL(table, superseded: true)), table: table), .current)
+        } catch where error.sqlState == SQLState.undefinedTable || error.sqlState == SQLState.invalidSchemaName {
+            guard legacyFallback else { return nil }
+        }
+        do {
+            return (try decode(connection.query(selectSQL(Self.legacyTable, superseded: false)), table: Self.legacyTable), .legacy)
+        } catch where error.sqlState == SQLState.undefinedTable {
             return nil
         }
-        return result.rows.map { row in
-            HistoryRecord(
-                version: Int64(row["version"] ?? "0") ?? 0,
-                name: row["name"] ?? "",
-                checksum: row["checksum"] ?? "",
-                transactional: row.bool("transactional") ?? true,
-                state: HistoryRecord.State(rawValue: row["state"] ?? "") ?? .failed,
-                appliedAt: row["applied_at"] ?? "",
-                appliedBy: row["applied_by"] ?? "",
+    }
+
+    private func decode(_ result: QueryResult, table: String) throws(PostgresError) -> [HistoryRecord] {
+        func bad(_ column: String, _ row: Row) -> PostgresError {
+            PostgresError(
+                code: .clientError,
+                message: "\(table) has a row whose \(column) cannot be read (version \(row["version"] ?? "NULL")); "
+                    + "fix or delete that row by hand"
+            )
+        }
+        var records: [HistoryRecord] = []
+        for row in result.rows {
+            guard let version = row["version"].flatMap({ Int64($0) }) else { throw bad("version", row) }
+            guard let name = row["name"] else { throw bad("name", row) }
+            guard let checksum = row["checksum"] else { throw bad("checksum", row) }
+            guard let transactional = row.bool("transactional") else { throw bad("transactional", row) }
+            guard let state = row["state"].flatMap(HistoryRecord.State.init(rawValue:)) else { throw bad("state", row) }
+            records.append(HistoryRecord(
+                version: version, name: name, checksum: checksum, transactional: transactional, state: state,
+                appliedAt: row["applied_at"] ?? "", appliedBy: row["applied_by"] ?? "",
                 durationMs: row.double("duration_ms") ?? 0,
                 statementsDone: row.int("statements_done"),
                 statementChecksums: row.stringArray("statement_checksums")?.compactMap { $0 },
                 failedStatement: row.int("failed_statement"),
-                error: row["error"]
-            )
+                error: row["error"],
+                superseded: row["superseded"]
+            ))
         }
-    }
-
-    static func create(_ connection: Connection) throws(PostgresError) {
-        try connection.query(createSQL)
+        return records
     }
 
     /// Records a transactional migration inside its own transaction.
-    static func recordApplied(_ connection: Connection, file: MigrationFile, durationMs: Double) throws(PostgresError) {
+    func recordApplied(_ connection: Connection, file: MigrationFile, durationMs: Double) throws(PostgresError) {
         try connection.query(
             """
-            INSERT INTO public.migrator_history (version, name, checksum, transactional, state, duration_ms)
+            INSERT INTO \(table) (version, name, checksum, transactional, state, duration_ms)
             VALUES ($1, $2, $3, $4, 'applied', $5)
             ON CONFLICT (version) DO UPDATE SET
                 name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
                 state = 'applied', applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
-                statements_done = NULL, statement_checksums = NULL, failed_statement = NULL, error = NULL
+                statements_done = NULL, statement_checksums = NULL, failed_statement = NULL, error = NULL,
+                superseded = NULL
             """,
             [file.version, file.name, file.checksum, file.transactional, durationMs]
         )
@@ -79,13 +141,13 @@ struct HistoryStore {
 
     /// Records how far a migration outside a transaction got. Written before each statement with the error of an
     /// interruption, so a runner killed in the middle leaves a row that says where to resume.
-    static func recordProgress(
+    func recordProgress(
         _ connection: Connection, file: MigrationFile, done: [String], failedStatement: Int, error: String,
         durationMs: Double
     ) throws(PostgresError) {
         try connection.query(
             """
-            INSERT INTO public.migrator_history
+            INSERT INTO \(table)
                 (version, name, checksum, transactional, state, duration_ms, statements_done, statement_checksums,
                  failed_statement, error)
             VALUES ($1, $2, $3, false, 'failed', $4, $5, $6::text[], $7, $8)
@@ -97,5 +159,27 @@ struct HistoryStore {
             """,
             [file.version, file.name, file.checksum, durationMs, done.count, done, failedStatement, error]
         )
+    }
+
+    /// Marks applied rows as superseded by migrator's own objects: a migration that an earlier release shipped and
+    /// whose work an own-objects component took over. Only a row with exactly the given checksum is marked (a user's
+    /// own migration that happens to have the same number is left alone); a superseded row needs no file any more,
+    /// and still verifies against one that is there. Runs inside a component step.
+    /// - Returns: how many rows were marked.
+    @discardableResult
+    public func supersede(
+        _ connection: Connection, migrations: [(version: Int64, checksums: [String])], by note: String
+    ) throws(PostgresError) -> Int {
+        var marked = 0
+        for migration in migrations {
+            marked += try connection.query(
+                """
+                UPDATE \(table) SET superseded = $3
+                WHERE version = $1 AND state = 'applied' AND checksum = ANY($2::text[]) AND superseded IS NULL
+                """,
+                [migration.version, migration.checksums, note]
+            ).affectedRows
+        }
+        return marked
     }
 }

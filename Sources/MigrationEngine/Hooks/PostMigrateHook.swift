@@ -12,11 +12,15 @@ public protocol PostMigrateHook: Sendable {
     func run(_ context: HookContext) throws -> HookReport
     /// What `status` and `verify` show for the hook; nil when it has nothing to report. `upToDate == false` makes
     /// `verify` fail.
-    func status(_ connection: Connection) throws -> HookStatus?
+    func status(_ connection: Connection, schema: OwnSchema) throws -> HookStatus?
+    /// What the hook keeps in migrator's own schema, installed and upgraded by the engine under the lock before the
+    /// hook runs; nil when it keeps nothing.
+    var ownObjects: OwnObjectsComponent? { get }
 }
 
 extension PostMigrateHook {
-    public func status(_ connection: Connection) throws -> HookStatus? { nil }
+    public func status(_ connection: Connection, schema: OwnSchema) throws -> HookStatus? { nil }
+    public var ownObjects: OwnObjectsComponent? { nil }
 }
 
 /// A hook's state, for `status` and `verify`.
@@ -37,6 +41,8 @@ public struct HookStatus: Sendable, Codable, Equatable {
 /// What a hook is told about the run.
 public struct HookContext {
     public let connection: Connection
+    /// Where migrator's own objects are (installed by the time the hook runs).
+    public let schema: OwnSchema
     public let logger: Logger
     /// Versions applied by this run, in order (empty when there was nothing to apply).
     public let appliedVersions: [Int64]

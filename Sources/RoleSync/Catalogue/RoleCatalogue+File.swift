@@ -38,9 +38,9 @@ extension RoleCatalogue {
         guard let top = object as? [String: Any] else {
             throw CatalogueError(source: source, message: "the top level must be an object with \"roles\" and \"project_permissions\"")
         }
-        let knownTop: Set<String> = ["source", "project_permissions", "roles"]
+        let knownTop: Set<String> = ["source", "project_permissions", "roles", "target"]
         if let unknown = top.keys.filter({ !knownTop.contains($0) }).sorted().first {
-            throw CatalogueError(source: source, message: "unknown key \"\(unknown)\"; the keys are \"roles\", \"project_permissions\" and \"source\"")
+            throw CatalogueError(source: source, message: "unknown key \"\(unknown)\"; the keys are \"roles\", \"project_permissions\", \"target\" and \"source\"")
         }
         var permissions: [(String, String)] = []
         if let raw = top["project_permissions"] {
@@ -74,7 +74,43 @@ extension RoleCatalogue {
             }
             roles.append((name, codenames.compactMap { $0 as? String }))
         }
-        return try RoleCatalogue(permissions: permissions, roles: roles, source: source)
+        var catalogue = try RoleCatalogue(permissions: permissions, roles: roles, source: source)
+        if let raw = top["target"] {
+            catalogue.target = try parseTarget(raw, source: source)
+        }
+        return catalogue
+    }
+
+    /// `"target": {"project_table", "id_column", "name_column", "content_type": "app_label.model", "group_name"}`,
+    /// every key optional (the reference app's value), nothing else allowed.
+    static func parseTarget(_ raw: Any, source: String) throws(CatalogueError) -> RoleTarget {
+        let keys = ["project_table", "id_column", "name_column", "content_type", "group_name"]
+        guard let entry = raw as? [String: Any] else {
+            throw CatalogueError(source: source, message: "\"target\" must be an object with any of the keys \(keys.map { "\"\($0)\"" }.joined(separator: ", "))")
+        }
+        if let unknown = entry.keys.filter({ !keys.contains($0) }).sorted().first {
+            throw CatalogueError(source: source, message: "unknown key \"\(unknown)\" in \"target\"; its keys are \(keys.map { "\"\($0)\"" }.joined(separator: ", "))")
+        }
+        var values: [String: String] = [:]
+        for key in keys {
+            guard let value = entry[key] else { continue }
+            guard let text = value as? String else {
+                throw CatalogueError(source: source, message: "target.\(key) must be a string")
+            }
+            values[key] = text
+        }
+        let reference = RoleTarget.reference
+        let contentType = try values["content_type"].map { text throws(CatalogueError) in
+            try RoleTarget.parseContentType(text, source: source + ": target.content_type")
+        } ?? (appLabel: reference.appLabel, model: reference.model)
+        let template = try values["group_name"].map { text throws(CatalogueError) in
+            try GroupNameTemplate(text, source: source + ": target.group_name")
+        } ?? reference.groupName
+        return try RoleTarget(
+            projectTable: values["project_table"] ?? reference.projectTable,
+            idColumn: values["id_column"] ?? reference.idColumn, nameColumn: values["name_column"] ?? reference.nameColumn,
+            appLabel: contentType.appLabel, model: contentType.model, groupName: template, source: source + ": target"
+        )
     }
 }
 

@@ -17,7 +17,16 @@ extension RoleCatalogue {
         text += roles.map { role in
             "{\"name\":" + Self.quote(role.name) + ",\"permissions\":[" + role.permissions.map(Self.quote).joined(separator: ",") + "]}"
         }.joined(separator: ",")
-        return text + "]}"
+        text += "]"
+        // The default target is left out, so that the reference catalogue keeps the version earlier releases stored.
+        if !target.isReference {
+            text += ",\"target\":{\"content_type\":" + Self.quote(target.contentType)
+                + ",\"group_name\":" + Self.quote(target.groupName.text)
+                + ",\"id_column\":" + Self.quote(target.idColumn)
+                + ",\"name_column\":" + Self.quote(target.nameColumn)
+                + ",\"project_table\":" + Self.quote(target.projectTable) + "}"
+        }
+        return text + "}"
     }
 
     /// SHA-256 of ``canonicalJSON``, as 64 lowercase hex digits.
@@ -47,17 +56,35 @@ extension RoleCatalogue {
         struct Stored: Decodable {
             struct Permission: Decodable { var codename: String; var name: String }
             struct Role: Decodable { var name: String; var permissions: [String] }
+            struct Target: Decodable {
+                var content_type: String
+                var group_name: String
+                var id_column: String
+                var name_column: String
+                var project_table: String
+            }
             var format: String
             var permissions: [Permission]
             var roles: [Role]
+            var target: Target?
         }
         guard let stored = try? JSONDecoder().decode(Stored.self, from: Data(json.utf8)), stored.format == formatTag else {
             return nil
         }
-        return try? RoleCatalogue(
+        guard var catalogue = try? RoleCatalogue(
             permissions: stored.permissions.map { ($0.codename, $0.name) },
             roles: stored.roles.map { ($0.name, $0.permissions) }
-        )
+        ) else { return nil }
+        if let target = stored.target {
+            guard let contentType = try? RoleTarget.parseContentType(target.content_type, source: "stored"),
+                  let template = try? GroupNameTemplate(target.group_name),
+                  let parsed = try? RoleTarget(
+                      projectTable: target.project_table, idColumn: target.id_column, nameColumn: target.name_column,
+                      appLabel: contentType.appLabel, model: contentType.model, groupName: template
+                  ) else { return nil }
+            catalogue.target = parsed
+        }
+        return catalogue
     }
 }
 

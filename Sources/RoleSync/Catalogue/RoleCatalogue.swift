@@ -19,6 +19,8 @@ public struct RoleCatalogue: Sendable, Equatable {
     public private(set) var roles: [Role]
     /// Every permission the catalogue declares or a role uses, sorted by codename.
     public private(set) var permissions: [Permission]
+    /// Where the projects are and how their groups are named; part of the version when it is not the default.
+    public var target: RoleTarget = .reference
 
     /// Limits of the tables the sync writes: `auth_permission.codename` is varchar(100), `auth_permission.name`
     /// varchar(255), `auth_group.name` varchar(150) = up to 19 digits of id + `_` + 80 of project name + `_` + role.

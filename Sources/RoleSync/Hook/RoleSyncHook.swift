@@ -13,22 +13,24 @@ public struct RoleSyncHook: PostMigrateHook {
         self.force = force
     }
 
+    public var ownObjects: OwnObjectsComponent? { RoleObjects.component }
+
     public func run(_ context: HookContext) throws -> HookReport {
-        let synchronizer = RoleSynchronizer(catalogue: catalogue)
+        let synchronizer = RoleSynchronizer(catalogue: catalogue, schema: context.schema)
         if context.dryRun {
             // The migrations were not applied, so the tables the sync needs may not exist yet: only compare versions.
-            let stored = (try? RoleSynchronizer.storedVersion(context.connection)) ?? nil
+            let stored = (try? RoleSynchronizer.storedVersion(context.connection, schema: context.schema, legacyFallback: true)) ?? nil
             let current = catalogue.version
             let summary = stored?.version == current && !force
                 ? "role catalogue unchanged (version \(current.prefix(12)))"
                 : "would sync the roles to version \(current.prefix(12)) (stored: \(stored?.version.prefix(12) ?? "none"))"
             return HookReport(name: name, summary: summary, details: ["version": current])
         }
-        if context.pendingMigrations > 0, try !Self.tablesExist(context.connection) {
-            // A staged deploy (`--to`) stopped before the migrations that create the role tables.
+        if context.pendingMigrations > 0, try !Self.targetExists(synchronizer, context.connection) {
+            // A staged deploy (`--to`) stopped before the migrations that create the app's tables.
             return HookReport(
                 name: name,
-                summary: "skipped: the role tables are created by migrations that are still pending",
+                summary: "skipped: the tables the role sync needs are created by migrations that are still pending",
                 details: ["version": catalogue.version, "mode": "skipped"]
             )
         }
@@ -39,24 +41,47 @@ public struct RoleSyncHook: PostMigrateHook {
             "projects": "\(report.projects)", "groupsCreated": "\(totals.groupsCreated)",
             "groupPermissionsAdded": "\(totals.groupPermissionsAdded)", "groupPermissionsRemoved": "\(totals.groupPermissionsRemoved)",
             "objectPermissionsAdded": "\(totals.objectPermissionsAdded)", "objectPermissionsRemoved": "\(totals.objectPermissionsRemoved)",
+            "groupsNameTaken": "\(report.blockedGroupsTotal)", "groupsNameTooLong": "\(report.tooLongGroupsTotal)",
             "roundTrips": "\(report.roundTrips)", "durationMs": "\(Int(report.durationMs))",
         ])
     }
 
-    static func tablesExist(_ connection: Connection) throws -> Bool {
-        try connection.query("SELECT to_regclass('role_schema_version') IS NOT NULL AS present").first?.bool("present") == true
+    /// False when the target's tables are not there (yet); other failures are thrown.
+    static func targetExists(_ synchronizer: RoleSynchronizer, _ connection: Connection) throws(RoleSyncError) -> Bool {
+        let result: Result<ResolvedTarget, RoleSyncError>
+        do throws(RoleSyncError) {
+            result = .success(try synchronizer.resolveTarget(connection))
+        } catch {
+            result = .failure(error)
+        }
+        switch result {
+        case .success: return true
+        case .failure(let error) where error.input: return false
+        case .failure(let error): throw error
+        }
     }
 
-    public func status(_ connection: Connection) throws -> HookStatus? {
-        let stored = try RoleSynchronizer.storedVersion(connection)
+    /// The stored version against this catalogue's, and what the last recorded sync had to leave out. Reads only
+    /// (a database an earlier release synced is read in its old layout).
+    public func status(_ connection: Connection, schema: OwnSchema) throws -> HookStatus? {
+        let stored = try RoleSynchronizer.storedVersion(connection, schema: schema, legacyFallback: true)
         let current = catalogue.version
         let upToDate = stored?.version == current
-        return HookStatus(
-            name: name, upToDate: upToDate,
-            summary: upToDate
-                ? "role version \(current.prefix(12)) is current"
-                : "role version stored: \(stored?.version.prefix(12) ?? "none"), current: \(current.prefix(12)); run migrate or update-roles",
-            details: ["stored": stored?.version ?? "", "current": current]
-        )
+        var summary = upToDate
+            ? "role version \(current.prefix(12)) is current"
+            : "role version stored: \(stored?.version.prefix(12) ?? "none"), current: \(current.prefix(12)); run migrate or update-roles"
+        var details = ["stored": stored?.version ?? "", "current": current]
+        if stored?.legacy == true {
+            summary += " (read from public.role_schema_version, where an earlier release kept it; the next run moves it into schema \(schema.name))"
+        }
+        if upToDate, let leftOut = RoleSynchronizer.storedLeftOut(connection, schema: schema), leftOut.taken + leftOut.tooLong > 0 {
+            var parts: [String] = []
+            if leftOut.tooLong > 0 { parts.append("\(leftOut.tooLong) with a name too long for auth_group.name") }
+            if leftOut.taken > 0 { parts.append("\(leftOut.taken) whose name another group has") }
+            summary += "; the last sync left out \(parts.joined(separator: " and ")) role groups (`migrator update-roles` lists them)"
+            details["groupsNameTooLong"] = "\(leftOut.tooLong)"
+            details["groupsNameTaken"] = "\(leftOut.taken)"
+        }
+        return HookStatus(name: name, upToDate: upToDate, summary: summary, details: details)
     }
 }

@@ -32,8 +32,9 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
         }
     }
 
-    /// A group that cannot have its name because another group has it (auth_group.name is unique): a project renamed
-    /// to a name whose groups someone else made, for instance. It keeps its current name, or is not created.
+    /// A group that cannot have its name: another group has it (auth_group.name is unique; a project renamed to a
+    /// name whose groups someone else made, for instance), or it is longer than auth_group.name holds (a project
+    /// name of 255 characters). It keeps its current name, or is not created; the rest of the sync goes on.
     public struct BlockedGroup: Sendable, Codable, Equatable {
         public var projectID: Int64
         public var role: String
@@ -52,6 +53,12 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
             "project \(projectID) role \(role): "
                 + (currentName.map { "group '\($0)' cannot be renamed" } ?? "no group can be created")
                 + " to '\(wantedName)', a name another group has"
+        }
+
+        /// For a name that does not fit: the name is cut in the text, its length given.
+        public var tooLongDescription: String {
+            "project \(projectID) role \(role): the name would have \(wantedName.unicodeScalars.count) characters ('"
+                + String(wantedName.unicodeScalars.prefix(40).map(Character.init)) + "…')"
         }
     }
 
@@ -79,6 +86,13 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
     /// Groups left under their old name or not created because another group has the name (the first 100 of each
     /// kind). Their permissions are still brought in step.
     public var blockedGroups: [BlockedGroup] = []
+    /// How many groups have a name another group has (``blockedGroups`` lists the first 100).
+    public var blockedGroupsTotal = 0
+    /// Groups whose name is longer than auth_group.name holds: left out (not created, or not renamed), the first 100.
+    public var tooLongGroups: [BlockedGroup] = []
+    public var tooLongGroupsTotal = 0
+    /// Groups of projects that no longer exist (deleted while no trigger was installed), removed by this sync.
+    public var groupsOfDeletedProjectsRemoved = 0
     public var phases: [Phase] = []
     public var durationMs: Double = 0
     public var roundTrips = 0
@@ -115,10 +129,18 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
             text += "; roles no longer in the catalogue keep their groups without permissions: "
                 + retiredRoles.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value) groups)" }.joined(separator: ", ")
         }
+        if groupsOfDeletedProjectsRemoved > 0 {
+            text += "; \(groupsOfDeletedProjectsRemoved) groups of deleted projects removed"
+        }
         if !blockedGroups.isEmpty {
-            text += "; \(blockedGroups.count) group name(s) taken by another group, left as they are ("
+            text += "; \(blockedGroupsTotal) group name(s) taken by another group, left as they are ("
                 + blockedGroups.prefix(3).map(\.description).joined(separator: "; ")
-                + (blockedGroups.count > 3 ? "; …" : "") + "): rename or delete the other group, then sync again"
+                + (blockedGroupsTotal > 3 ? "; …" : "") + "): rename or delete the other group, then sync again"
+        }
+        if !tooLongGroups.isEmpty {
+            text += "; \(tooLongGroupsTotal) group name(s) too long for auth_group.name, those groups left out ("
+                + tooLongGroups.prefix(3).map(\.tooLongDescription).joined(separator: "; ")
+                + (tooLongGroupsTotal > 3 ? "; …" : "") + "): shorten the project names or the group name template"
         }
         if mode == .projects { text += "; the role version is not recorded by a per-project sync" }
         return text

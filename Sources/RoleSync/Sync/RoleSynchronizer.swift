@@ -1,6 +1,7 @@
 import FoundationEssentials
 import SystemSupport
 import Logging
+import MigrationEngine
 import Postgres
 
 /// Brings every project's role groups, group permissions and object permissions in step with a catalogue, in one
@@ -10,9 +11,12 @@ import Postgres
 /// interleave; the statements still use ON CONFLICT so that a concurrent write by the application cannot fail them.
 public struct RoleSynchronizer: Sendable {
     public var catalogue: RoleCatalogue
+    /// Where migrator's own objects are (the version rows, the links).
+    public var schema: OwnSchema
 
-    public init(catalogue: RoleCatalogue) {
+    public init(catalogue: RoleCatalogue, schema: OwnSchema = .default) {
         self.catalogue = catalogue
+        self.schema = schema
     }
 
     public struct Options: Sendable {
@@ -25,6 +29,9 @@ public struct RoleSynchronizer: Sendable {
         /// Do nothing (mode `.superseded`) unless the stored version is this catalogue's: a daemon whose catalogue
         /// is older or newer than the one the last deploy recorded must not rewrite that deploy's rows.
         public var onlyIfCurrent = false
+        /// Do nothing (mode `.superseded`) if any version is recorded: a sidecar's first sync, which must not
+        /// overwrite a deploy that recorded one meanwhile.
+        public var onlyIfNoVersion = false
 
         public init(force: Bool = false, dryRun: Bool = false, projectIDs: [Int64]? = nil, onlyIfCurrent: Bool = false) {
             self.force = force
@@ -34,21 +41,83 @@ public struct RoleSynchronizer: Sendable {
         }
     }
 
-    /// The latest `role_schema_version` row.
+    /// The latest `role_version` row.
     public struct StoredVersion: Sendable {
         public var version: String
         public var catalogue: RoleCatalogue?
+        /// Read from an earlier release's `public.role_schema_version`, which the next run moves.
+        public var legacy = false
     }
 
-    /// Reads the latest stored version (one query).
-    /// - Throws: ``RoleSyncError`` when the table is missing (the database was not migrated with our Migrations/).
-    public static func storedVersion(_ connection: Connection) throws(RoleSyncError) -> StoredVersion? {
+    /// Reads the latest stored version (one query); nil when none is recorded, or migrator's objects are not
+    /// installed yet. With `legacyFallback`, a database an earlier release synced and no run of this one upgraded
+    /// yet is read from its old table (for `status`, which installs nothing).
+    public static func storedVersion(
+        _ connection: Connection, schema: OwnSchema = .default, legacyFallback: Bool = false
+    ) throws(RoleSyncError) -> StoredVersion? {
+        let missing = [SQLState.undefinedTable, SQLState.invalidSchemaName]
         do {
-            guard let row = try connection.query(SyncSQL.latestVersion).first, let version = row["version"] else { return nil }
+            guard let row = try connection.query(SyncSQL.latestVersion(schema.qualified("role_version"))).first,
+                  let version = row["version"] else { return nil }
             return StoredVersion(version: version, catalogue: row["catalogue"].flatMap(RoleCatalogue.fromStored))
+        } catch where missing.contains(error.sqlState ?? "") {
+            guard legacyFallback else { return nil }
         } catch {
             throw RoleSyncError(phase: "read the stored role version", error: error)
         }
+        do {
+            guard let row = try connection.query(SyncSQL.latestVersion("public.role_schema_version")).first,
+                  let version = row["version"] else { return nil }
+            return StoredVersion(version: version, catalogue: row["catalogue"].flatMap(RoleCatalogue.fromStored), legacy: true)
+        } catch where error.sqlState == SQLState.undefinedTable {
+            return nil
+        } catch {
+            throw RoleSyncError(phase: "read the stored role version", error: error)
+        }
+    }
+
+    /// The target checked against the database, with the stored version read in the same query; when migrator's
+    /// role objects are not installed yet (a caller that took the lock without naming the hook, such as a library
+    /// user), they are installed first. The caller holds the lock, as for a sync.
+    private func resolveInstallingObjects(_ connection: Connection, logger: Logger) throws(RoleSyncError) -> ResolvedTarget {
+        do {
+            return try resolveTarget(connection)
+        } catch where !error.input && [SQLState.undefinedTable, SQLState.invalidSchemaName].contains(error.error.sqlState ?? "") {
+            try Self.installObjects(connection, schema: schema, logger: logger)
+            return try resolveTarget(connection)
+        }
+    }
+
+    /// Installs (or upgrades) migrator's own objects the sync needs, for a caller that holds the lock and did not
+    /// go through the engine (which installs them for its hooks).
+    public static func installObjects(_ connection: Connection, schema: OwnSchema = .default, logger: Logger) throws(RoleSyncError) {
+        do {
+            try OwnObjects.install([HistoryStore.component, RoleObjects.component], on: connection, schema: schema, logger: logger)
+        } catch {
+            throw RoleSyncError(phase: "install migrator's role objects", error: PostgresError(code: .clientError, message: error.message))
+        }
+    }
+
+    /// The counts of groups left out at the last sync that recorded a version (see ``RoleSyncReport/BlockedGroup``).
+    public static func storedLeftOut(_ connection: Connection, schema: OwnSchema) -> (taken: Int, tooLong: Int)? {
+        let sql = "SELECT groups_name_taken, groups_name_too_long FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1"
+        guard let row = try? connection.query(sql).first else { return nil }
+        return (row.int("groups_name_taken") ?? 0, row.int("groups_name_too_long") ?? 0)
+    }
+
+    /// Checks the catalogue's target against the database (one query).
+    public func resolveTarget(_ connection: Connection) throws(RoleSyncError) -> ResolvedTarget {
+        try RoleTargetResolver.resolve(connection, catalogue.target, schema: schema)
+    }
+
+    /// Resolves the target and, unless `dryRun`, puts the project table's triggers in step with it (in a short
+    /// transaction of its own, only when they differ).
+    public func prepareTarget(_ connection: Connection, dryRun: Bool, logger: Logger) throws(RoleSyncError) -> ResolvedTarget {
+        let resolved = try resolveTarget(connection)
+        if !resolved.triggersInStep, !dryRun {
+            try RoleTargetResolver.installTriggers(connection, resolved, schema: schema, logger: logger)
+        }
+        return resolved
     }
 
     /// What a reconcile found: the projects whose role rows differ from the catalogue.
@@ -61,26 +130,40 @@ public struct RoleSynchronizer: Sendable {
         /// Groups that cannot have their name because another group has it; not in `projectIDs`, since no sync can
         /// change that (see ``RoleSyncReport/BlockedGroup``).
         public var blockedGroups: Int
+        /// Groups whose name does not fit `auth_group.name`; not in `projectIDs` either.
+        public var tooLongGroups: Int
+        /// Links whose project is gone (deleted while no trigger was installed): a full sync removes their groups.
+        public var orphanedLinks: Int
 
-        public init(projectIDs: [Int64], permissionsMissing: Bool, blockedGroups: Int) {
+        public init(projectIDs: [Int64], permissionsMissing: Bool, blockedGroups: Int, tooLongGroups: Int = 0, orphanedLinks: Int = 0) {
             self.projectIDs = projectIDs
             self.permissionsMissing = permissionsMissing
             self.blockedGroups = blockedGroups
+            self.tooLongGroups = tooLongGroups
+            self.orphanedLinks = orphanedLinks
         }
     }
 
     /// Finds the projects whose role rows differ from the catalogue, in one read-only statement whatever their
     /// number. Meant for a session prepared with ``prepareSession(_:)``.
     public func drift(_ connection: Connection) throws(RoleSyncError) -> Drift {
+        try drift(connection, target: resolveTarget(connection))
+    }
+
+    /// ``drift(_:)`` with the target already checked (the daemon checks it once per reconcile).
+    public func drift(_ connection: Connection, target: ResolvedTarget) throws(RoleSyncError) -> Drift {
         let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
+        let sql = SyncSQL(schema: schema, target: target)
         do {
-            let row = try connection.query(SyncSQL.drift, [
+            let row = try connection.query(sql.drift, [
                 catalogue.roles.map(\.name), pairs.map(\.0), pairs.map(\.1), Set(pairs.map(\.1)).count,
-            ]).first
+                target.target.appLabel, target.target.model,
+            ] + sql.nameParameters).first
             let ids = (row?["projects"]).map(SyncSQL.parseBigintArray) ?? []
             return Drift(
                 projectIDs: ids, permissionsMissing: row?.bool("permissions_missing") ?? false,
-                blockedGroups: row?.int("blocked_groups") ?? 0
+                blockedGroups: row?.int("groups_name_taken") ?? 0, tooLongGroups: row?.int("groups_name_too_long") ?? 0,
+                orphanedLinks: row?.int("orphaned_links") ?? 0
             )
         } catch {
             throw RoleSyncError(phase: "look for projects whose roles differ", error: error)
@@ -100,12 +183,19 @@ public struct RoleSynchronizer: Sendable {
         let start = clock.now
         let startTrips = connection.roundTrips
         let version = catalogue.version
-        let stored = try Self.storedVersion(connection)
+        // Also when nothing is to sync: the project table's triggers must be there (a first run after the upgrade
+        // from an earlier release, an app migration that rebuilt the table). One query when they are, which also
+        // reads the stored version.
+        let target = try resolveInstallingObjects(connection, logger: logger)
+        if !target.triggersInStep, !options.dryRun {
+            try RoleTargetResolver.installTriggers(connection, target, schema: schema, logger: logger)
+        }
+        let stored = target.stored
         var report = RoleSyncReport(
             mode: .full, dryRun: options.dryRun, version: version, previousVersion: stored?.version,
             recordedVersion: false, projects: 0
         )
-        if options.onlyIfCurrent, stored?.version != version {
+        if options.onlyIfCurrent && stored?.version != version || options.onlyIfNoVersion && stored != nil {
             report.mode = .superseded
             report.roundTrips = connection.roundTrips - startTrips
             report.durationMs = (clock.now - start).milliseconds
@@ -120,9 +210,13 @@ public struct RoleSynchronizer: Sendable {
         var diff: CatalogueDiff?
         if options.projectIDs != nil {
             report.mode = .projects
-        } else if !options.force, let old = stored?.catalogue {
+        } else if !options.force, let old = stored?.catalogue, old.target == catalogue.target {
+            // A changed target (another name template, content type or table) is a full reconcile.
             report.mode = .incremental
             diff = CatalogueDiff(from: old, to: catalogue)
+        }
+        if let old = stored?.catalogue?.target, old.projectTable != catalogue.target.projectTable {
+            try refuseTableChange(connection, from: old, to: target)
         }
         logger.info("role sync started", metadata: [
             "roles.version": "\(version)", "roles.previous_version": "\(stored?.version ?? "none")", "roles.mode": "\(report.mode.rawValue)",
@@ -131,16 +225,17 @@ public struct RoleSynchronizer: Sendable {
         var phases: [RoleSyncReport.Phase] = []
         do throws(RoleSyncError) {
             try run("begin", connection, logger, &phases) { try connection.query("BEGIN").affectedRows }
-            try apply(connection, diff: diff, options: options, logger: logger, phases: &phases, report: &report)
+            try apply(connection, target: target, diff: diff, options: options, logger: logger, phases: &phases, report: &report)
             report.durationMs = (clock.now - start).milliseconds
             if options.projectIDs == nil && !options.dryRun {
                 let totals = report.totals
                 try run("record version", connection, logger, &phases) {
-                    try connection.query(SyncSQL.recordVersion, [
+                    try connection.query(SyncSQL(schema: schema, target: target).recordVersion, [
                         version, catalogue.canonicalJSON, totals.groupsCreated, totals.groupsRenamed,
                         totals.groupPermissionsAdded + totals.objectPermissionsAdded,
                         totals.groupPermissionsRemoved + totals.objectPermissionsRemoved,
                         report.durationMs, options.force,
+                        report.blockedGroupsTotal, report.tooLongGroupsTotal,
                     ]).affectedRows
                 }
                 report.recordedVersion = true
@@ -155,6 +250,13 @@ public struct RoleSynchronizer: Sendable {
         report.phases = phases
         report.durationMs = (clock.now - start).milliseconds
         report.roundTrips = connection.roundTrips - startTrips
+        for blocked in report.tooLongGroups {
+            logger.warning("a role group's name is longer than auth_group.name holds; the project's groups are left out until it is renamed", metadata: [
+                "roles.project_id": "\(blocked.projectID)", "roles.role": "\(blocked.role)",
+                "roles.wanted_name": "\(blocked.wantedName.prefix(60))…", "roles.wanted_length": "\(blocked.wantedName.unicodeScalars.count)",
+                "roles.max_length": "\(target.maxGroupName.map(String.init) ?? "none")",
+            ])
+        }
         for blocked in report.blockedGroups {
             logger.warning("a role group's name is taken by another group; rename or delete that group, then sync again", metadata: [
                 "roles.project_id": "\(blocked.projectID)", "roles.role": "\(blocked.role)",
@@ -168,10 +270,34 @@ public struct RoleSynchronizer: Sendable {
         return report
     }
 
+    /// Links of another project table cannot be carried over: their project ids mean other rows.
+    private func refuseTableChange(_ connection: Connection, from old: RoleTarget, to target: ResolvedTarget) throws(RoleSyncError) {
+        let count: Int
+        do {
+            count = try connection.query("SELECT count(*) AS n FROM \(schema.qualified("project_role_group"))").first?.int("n") ?? 0
+        } catch {
+            throw RoleSyncError(phase: "check the project table", error: error)
+        }
+        guard count > 0 else { return }
+        throw RoleSyncError(
+            phase: "check the project table",
+            error: PostgresError(
+                code: .clientError,
+                message: "the \(count) role groups migrator links are groups of projects in '\(old.projectTable)', and "
+                    + "the catalogue now names '\(target.target.projectTable)'; their ids would point at other rows. "
+                    + "Go back to '\(old.projectTable)', or, to start over on the new table, delete the links "
+                    + "(DELETE FROM \(schema.qualified("project_role_group"))): the groups stay, and those whose names "
+                    + "match the new projects are adopted"
+            ),
+            input: true
+        )
+    }
+
     private func apply(
-        _ connection: Connection, diff: CatalogueDiff?, options: Options, logger: Logger,
+        _ connection: Connection, target: ResolvedTarget, diff: CatalogueDiff?, options: Options, logger: Logger,
         phases: inout [RoleSyncReport.Phase], report: inout RoleSyncReport
     ) throws(RoleSyncError) {
+        let sql = SyncSQL(schema: schema, target: target)
         let roles = catalogue.roles.map(\.name)
         let projects: [Int64]? = options.projectIDs
         let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
@@ -182,7 +308,7 @@ public struct RoleSynchronizer: Sendable {
         try run("prepare", connection, logger, &phases) { try connection.execute(script: SyncSQL.prepare).count }
         var contentType = 0
         try run("content type", connection, logger, &phases) {
-            contentType = try connection.query(SyncSQL.contentType).first?.int("id") ?? 0
+            contentType = try connection.query(SyncSQL.contentType, [target.target.appLabel, target.target.model]).first?.int("id") ?? 0
             return 0
         }
         try run("permissions", connection, logger, &phases) {
@@ -193,15 +319,23 @@ public struct RoleSynchronizer: Sendable {
             report.permissionsRenamed = row?.int("renamed") ?? 0
             return report.permissionsCreated + report.permissionsRenamed
         }
-        try countByRole("rename groups", connection, logger, &phases, &report, SyncSQL.renameGroups, [projects]) { $0.groupsRenamed += $1.int("n") ?? 0 }
-        try countByRole("adopt groups", connection, logger, &phases, &report, SyncSQL.adoptGroups, [roles, projects]) { $0.groupsAdopted += $1.int("n") ?? 0 }
-        try countByRole("create groups", connection, logger, &phases, &report, SyncSQL.createGroups, [roles, projects]) { $0.groupsCreated += $1.int("n") ?? 0 }
+        if projects == nil {
+            try run("remove groups of deleted projects", connection, logger, &phases) {
+                let removed = try connection.query(sql.removeOrphans).first?.int("n") ?? 0
+                report.groupsOfDeletedProjectsRemoved = removed
+                return removed
+            }
+        }
+        let names = sql.nameParameters
+        try countByRole("rename groups", connection, logger, &phases, &report, sql.renameGroups, [projects] + names) { $0.groupsRenamed += $1.int("n") ?? 0 }
+        try countByRole("adopt groups", connection, logger, &phases, &report, sql.adoptGroups, [roles, projects] + names) { $0.groupsAdopted += $1.int("n") ?? 0 }
+        try countByRole("create groups", connection, logger, &phases, &report, sql.createGroups, [roles, projects] + names) { $0.groupsCreated += $1.int("n") ?? 0 }
         let parameters: [(any PostgresBindable)?] = [
             contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, changed.map(\.role), changed.map(\.codename),
         ]
         // A full sync compares by counting per group; an incremental one compares only the changed pairs.
-        let groupSQL = everyGroup ? SyncSQL.groupPermissionsFull : SyncSQL.groupPermissions
-        let objectSQL = everyGroup ? SyncSQL.objectPermissionsFull : SyncSQL.objectPermissions
+        let groupSQL = everyGroup ? sql.groupPermissionsFull : sql.groupPermissions
+        let objectSQL = everyGroup ? sql.objectPermissionsFull : sql.objectPermissions
         let statementParameters = everyGroup ? Array(parameters.prefix(4)) : parameters
         try countByRole("group permissions", connection, logger, &phases, &report, groupSQL, statementParameters) {
             $0.groupPermissionsAdded += $1.int("added") ?? 0
@@ -212,8 +346,8 @@ public struct RoleSynchronizer: Sendable {
             $0.objectPermissionsRemoved += $1.int("removed") ?? 0
         }
         try run("count", connection, logger, &phases) {
-            report.projects = try connection.query(SyncSQL.projectCount, [projects]).first?.int("n") ?? 0
-            let retired = try connection.query(SyncSQL.retiredRoles, [roles])
+            report.projects = try connection.query(sql.projectCount, [projects]).first?.int("n") ?? 0
+            let retired = try connection.query(sql.retiredRoles, [roles])
             for row in retired.rows { report.retiredRoles[row["role"] ?? "?"] = row.int("n") ?? 0 }
             return 0
         }
@@ -228,13 +362,18 @@ public struct RoleSynchronizer: Sendable {
         try run(phase, connection, logger, &phases) {
             var rows = 0
             let result = try connection.query(sql, parameters)
-            // Renaming and creating groups also answer rows for groups whose name another group has (`blockedRows`).
+            // Renaming and creating groups also answer rows for groups that cannot get their name (`blockedRows`);
+            // each row carries the total of its reason, and the two statements' groups are disjoint.
             let reportsBlocked = result.columns.contains("wanted")
+            var totals: [String: Int] = [:]
             for row in result.rows {
                 if reportsBlocked, let wanted = row["wanted"], let project = row["project_id"].flatMap({ Int64($0) }) {
-                    report.blockedGroups.append(.init(
+                    let group = RoleSyncReport.BlockedGroup(
                         projectID: project, role: row["role"] ?? "?", currentName: row["current_name"], wantedName: wanted
-                    ))
+                    )
+                    let reason = row["reason"] ?? "taken"
+                    totals[reason] = row.int("total") ?? 0
+                    if reason == "too_long" { report.tooLongGroups.append(group) } else { report.blockedGroups.append(group) }
                     continue
                 }
                 var changes = report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()]
@@ -243,6 +382,8 @@ public struct RoleSynchronizer: Sendable {
                 rows += changes.rowsWritten - before
                 report.roles[row["role"] ?? "?"] = changes
             }
+            report.blockedGroupsTotal += totals["taken"] ?? 0
+            report.tooLongGroupsTotal += totals["too_long"] ?? 0
             return rows
         }
     }
@@ -274,12 +415,22 @@ public struct RoleSynchronizer: Sendable {
 public struct RoleSyncError: Error, Sendable, CustomStringConvertible {
     public var phase: String
     public var error: PostgresError
+    /// The configuration is at fault (the target names a table or column that is not there), not the database.
+    public var input: Bool
+
+    public init(phase: String, error: PostgresError, input: Bool = false) {
+        self.phase = phase
+        self.error = error
+        self.input = input
+    }
 
     public var description: String {
         var text = "role sync failed while it tried to \(phase): \(error)"
-        if error.sqlState == "42P01" {
-            text += "\nhint: the role tables are missing; apply the shipped Migrations/ first"
+        if error.sqlState == SQLState.undefinedTable {
+            text += "\nhint: a table the sync needs is missing; the app's tables (Django's auth, contenttypes and "
+                + "guardian, and the project table) must exist before the role sync runs"
         }
+        if input { return text + "\nnote: nothing was changed" }
         return text + "\nnote: the sync was rolled back; the stored role version and every row are as they were"
     }
 }

@@ -49,7 +49,7 @@ struct MigrateCommand: ParsableCommand {
         }
         if thenExec && dryRun { throw ValidationError("--then-exec and --dry-run contradict each other; pass one") }
         if let target, target <= 0 { throw ValidationError("--to must be a positive version number; got \(target)") }
-        _ = try runOptions.options(migrations: global.resolvedMigrations)
+        _ = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
         if try resolvedSkipRoles && resolvedForceRoles {
             throw ValidationError("--skip-roles and --force-roles contradict each other; pass one")
         }
@@ -60,7 +60,7 @@ struct MigrateCommand: ParsableCommand {
 
     func run() throws {
         let logger = try global.makeLogger()
-        var options = try runOptions.options(migrations: global.resolvedMigrations)
+        var options = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
         options.target = target
         options.dryRun = dryRun
         var hooks: [any PostMigrateHook] = []
@@ -128,18 +128,20 @@ struct RunOptions: ParsableArguments {
     )
     var allowOutOfOrder = false
 
-    func options(migrations: String) throws -> MigratorOptions {
+    func options(migrations: String?, schema: OwnSchema) throws -> MigratorOptions {
         let lock = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
         let ddl = try resolve(ddlLockTimeout, env: "MIGRATOR_DDL_LOCK_TIMEOUT", option: "--ddl-lock-timeout", default: Duration.seconds(10), parse: DurationParser.parse)
         let statement: Duration? = try resolve(statementTimeout, env: "MIGRATOR_STATEMENT_TIMEOUT", option: "--statement-timeout", default: nil, parse: DurationParser.parse)
         let outOfOrder = try allowOutOfOrder || environmentFlag("MIGRATOR_ALLOW_OUT_OF_ORDER") == true
-        return MigratorOptions(
+        var options = MigratorOptions(
             migrationsPath: migrations,
             lockTimeout: lock,
             ddlLockTimeoutMs: DurationParser.milliseconds(ddl),
             statementTimeoutMs: statement.map(DurationParser.milliseconds),
             allowOutOfOrder: outOfOrder
         )
+        options.schema = schema
+        return options
     }
 }
 

@@ -46,7 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try daemonSettings()
-        _ = try runOptions.options(migrations: global.resolvedMigrations)
+        _ = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
         _ = try resolvedNoMigrate
         if try resolvedNoMigrate && resolvedForceRoles {
             throw ValidationError("--force-roles applies to the start-up migrate, which --no-migrate turns off; pass one")
@@ -71,7 +71,11 @@ struct ServeCommand: AsyncParsableCommand {
         let settings = try daemonSettings()
         var configuration = DaemonConfiguration(
             connection: global.connectionConfig,
-            migrator: try runOptions.options(migrations: global.resolvedMigrations),
+            // A sidecar (--no-migrate) needs no folder; it still compares one that is there with the history.
+            migrator: try runOptions.options(
+                migrations: try resolvedNoMigrate ? global.optionalMigrations : global.resolvedMigrations,
+                schema: global.resolvedSchema
+            ),
             catalogue: try roles.catalogue(json: false)
         )
         configuration.migrate = try !resolvedNoMigrate

@@ -33,6 +33,7 @@ enum StatusTable {
             var state = migration.state.rawValue
             if migration.outOfOrder == true { state += " (out of order)" }
             if migration.state == .failed, let statement = migration.failedStatement { state += " at statement \(statement)" }
+            if let by = migration.supersededBy { state += " by \(by)" }
             rows.append([
                 String(MigrationStatus.label(migration.version, "").dropLast()), migration.name, state,
                 migration.appliedAt ?? "-", migration.durationMs.map(Output.milliseconds) ?? "-",
@@ -45,11 +46,12 @@ enum StatusTable {
             }
             Output.print(padded.joined(separator: "  "))
         }
-        let summary = [MigrationStatus.State.applied, .pending, .changed, .missing, .failed]
-            .map { "\(report.count($0)) \($0.rawValue)" }
-            .joined(separator: ", ")
+        var states: [MigrationStatus.State] = [.applied, .pending, .changed, .missing, .failed]
+        if report.count(.superseded) > 0 { states.append(.superseded) }
+        let summary = states.map { "\(report.count($0)) \($0.rawValue)" }.joined(separator: ", ")
         Output.print("\(report.database): \(summary)")
         for hook in report.hooks { Output.print("\(hook.name): \(hook.summary)") }
         for problem in report.problems { Output.print(problem) }
+        for note in report.notes { Output.print(note) }
     }
 }

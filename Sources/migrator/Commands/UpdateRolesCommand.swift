@@ -46,10 +46,15 @@ struct UpdateRolesCommand: ParsableCommand {
         let logger = try global.makeLogger()
         let catalogue = try roles.catalogue(json: json)
         let forced = try force ?? environmentFlag("MIGRATOR_FORCE_ROLES") ?? true
-        var options = MigratorOptions(migrationsPath: global.resolvedMigrations)
+        // The role sync needs no migrations folder: migrator's own objects ship inside the binary.
+        var options = MigratorOptions(migrationsPath: nil)
+        options.schema = try global.resolvedSchema
         options.lockTimeout = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
-        let migrator = Migrator(connection: global.connectionConfig, options: options, logger: logger)
-        let synchronizer = RoleSynchronizer(catalogue: catalogue)
+        // The hook is not run here; it is named so that the lock-holding session installs its own objects.
+        let migrator = Migrator(
+            connection: global.connectionConfig, options: options, hooks: [RoleSyncHook(catalogue: catalogue)], logger: logger
+        )
+        let synchronizer = RoleSynchronizer(catalogue: catalogue, schema: options.schema)
         let syncOptions = RoleSynchronizer.Options(force: forced, dryRun: dryRun, projectIDs: projectIDs.isEmpty ? nil : projectIDs)
         let report: RoleSyncReport
         do {
@@ -58,6 +63,8 @@ struct UpdateRolesCommand: ParsableCommand {
             }
         } catch let error as MigrationError {
             throw Output.fail(error, json: json).exitCode
+        } catch let error as RoleSyncError where error.input {
+            throw Output.fail(MigrationError(code: .invalidInput, message: "error: \(error)"), json: json).exitCode
         } catch {
             throw Output.fail(MigrationError(code: .hookFailed, message: "error: \(error)"), json: json).exitCode
         }

@@ -19,7 +19,7 @@ struct VerifyCommand: ParsableCommand {
         if json { Output.json(report) }
         guard report.isClean else {
             if !json {
-                for migration in report.migrations where migration.state != .applied {
+                for migration in report.migrations where migration.state != .applied && migration.state != .superseded {
                     let where_ = migration.file ?? "(file gone)"
                     Output.printError("\(where_): \(migration.state.rawValue): \(MigrationStatus.label(migration.version, migration.name))")
                 }
@@ -29,6 +29,17 @@ struct VerifyCommand: ParsableCommand {
             }
             throw ExitStatus.verifyFailed.exitCode
         }
-        if !json { Output.print("verified: all \(report.migrations.count) migrations are applied and unchanged, and the role version is current, on \(report.database)") }
+        if !json {
+            for note in report.notes { Output.print(note) }
+            // A hook can be current and still have something to say (role groups it had to leave out).
+            for hook in report.hooks where hook.details.keys.contains(where: { $0.hasPrefix("groupsName") }) {
+                Output.print("\(hook.name): \(hook.summary)")
+            }
+            let superseded = report.count(.superseded)
+            let applied = report.migrations.count - superseded
+            Output.print("verified: all \(applied) migrations are applied and unchanged"
+                + (superseded > 0 ? " (\(superseded) more superseded by migrator's own schema)" : "")
+                + ", and the role version is current, on \(report.database)")
+        }
     }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import FoundationEssentials
 import Logging
+import MigrationEngine
 import Postgres
+import SystemSupport
 
 /// Options every command shares. Each one a container would set has an environment variable too.
 struct GlobalOptions: ParsableArguments {
@@ -21,6 +23,12 @@ struct GlobalOptions: ParsableArguments {
     var migrations: String?
 
     @Option(
+        name: .customLong("schema"),
+        help: ArgumentHelp("The schema that holds migrator's own objects: history, role versions, links, trigger functions (env: MIGRATOR_SCHEMA; default migrator).", valueName: "name")
+    )
+    var schema: String?
+
+    @Option(
         name: .customLong("log-level"),
         help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (env: MIGRATOR_LOG_LEVEL; default info).", valueName: "level")
     )
@@ -35,7 +43,31 @@ struct GlobalOptions: ParsableArguments {
     static var environment: [String: String] { ProcessInfo.processInfo.environment }
 
     var resolvedDatabaseURL: String? { databaseURL ?? Self.environment["DATABASE_URL"] }
-    var resolvedMigrations: String { migrations ?? Self.environment["MIGRATOR_MIGRATIONS"] ?? "./Migrations" }
+    /// The folder `migrate` and `new` work on: the option, the variable (an empty one counts as unset), or ./Migrations.
+    var resolvedMigrations: String { explicitMigrations ?? "./Migrations" }
+
+    private var explicitMigrations: String? {
+        migrations ?? Self.environment["MIGRATOR_MIGRATIONS"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// For the commands that also work without a folder (`status`, `verify`, `update-roles`, `serve --no-migrate`):
+    /// the folder given, else ./Migrations if it exists, else none. A folder that was named but is missing is still an
+    /// error, reported by the engine.
+    var optionalMigrations: String? {
+        if let explicitMigrations { return explicitMigrations }
+        return FileSystem.kind("./Migrations") == .missing ? nil : "./Migrations"
+    }
+
+    var resolvedSchema: OwnSchema {
+        get throws {
+            let name = schema ?? Self.environment["MIGRATOR_SCHEMA"].flatMap { $0.isEmpty ? nil : $0 } ?? OwnSchema.defaultName
+            do {
+                return try OwnSchema(name)
+            } catch {
+                throw ValidationError(String(error.message.dropFirst("error: ".count)))
+            }
+        }
+    }
 
     var resolvedLogLevel: Logger.Level {
         get throws {
@@ -60,6 +92,7 @@ struct GlobalOptions: ParsableArguments {
     func validate() throws {
         _ = try resolvedLogLevel
         _ = try resolvedLogFormat
+        _ = try resolvedSchema
     }
 
     var connectionConfig: ConnectionConfig { ConnectionConfig(connectionString: resolvedDatabaseURL) }

@@ -73,9 +73,9 @@ class ForwardTests(CompatTestCase):
         }
 
     def role_group(self, pk, role):
-        """The group project_role_group links (the name is checked on its own)."""
+        """The group migrator.project_role_group links (the name is checked on its own)."""
         group_id = support.query(
-            self.db, "SELECT group_id FROM project_role_group WHERE project_id = %s AND role = %s", (pk, role)
+            self.db, "SELECT group_id FROM migrator.project_role_group WHERE project_id = %s AND role = %s", (pk, role)
         )[0][0]
         return Group.objects.get(pk=group_id)
 
@@ -93,10 +93,10 @@ class ForwardTests(CompatTestCase):
         self.assertSetEqualExplained(tables, self.tables_before_django, "tables after the Django side ran")
 
     def test_role_groups_are_found_by_the_reference_apps_group_names(self):
-        """Every project has one group per role, named {id}_{name}_{Role}, the one project_role_group links."""
+        """Every project has one group per role, named {id}_{name}_{Role}, the one migrator.project_role_group links."""
         links = {
             (project_id, role): group_id
-            for project_id, role, group_id in support.query(self.db, "SELECT project_id, role, group_id FROM project_role_group")
+            for project_id, role, group_id in support.query(self.db, "SELECT project_id, role, group_id FROM migrator.project_role_group")
         }
         mismatches = []
         for pk, project in self.projects.items():

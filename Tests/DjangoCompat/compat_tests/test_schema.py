@@ -14,7 +14,8 @@ from main.models import Project
 from . import support
 from .support import ALL_CODENAMES, CATALOGUE, CompatTestCase
 
-MIGRATOR_TABLES = {"migrator_history", "project_role_group", "role_schema_version"}
+# migrator keeps its own tables in its schema "migrator"; it adds none to public.
+MIGRATOR_TABLES = frozenset()
 
 
 def django_columns(model):

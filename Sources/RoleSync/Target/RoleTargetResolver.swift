@@ -1,0 +1,178 @@
+import Logging
+import MigrationEngine
+import Postgres
+
+/// A ``RoleTarget`` checked against the database: the project table exists and has the columns, with the types the
+/// sync needs, and the names to splice are the server's own (`regclass` output quotes where SQL needs it).
+public struct ResolvedTarget: Sendable {
+    public var target: RoleTarget
+    /// The project table as the server prints it: `main_project`, `app.workspaces`.
+    public var tableSQL: String
+    var idSQL: String
+    var nameSQL: String
+    /// The length `auth_group.name` holds (150 in Django), nil when it has no limit.
+    public var maxGroupName: Int?
+    /// Whether the triggers on the project table are exactly the ones this target needs, and the links reference
+    /// auth_group.
+    var triggersInStep: Bool
+    /// The latest stored role version, read in the same query.
+    var stored: RoleSynchronizer.StoredVersion?
+}
+
+/// Checks the target and keeps the project table's triggers in step with it.
+enum RoleTargetResolver {
+    static let triggerNames = [
+        "migrator_project_delete_groups", "migrator_project_notify_delete", "migrator_project_notify_insert",
+        "migrator_project_notify_rename", "migrator_project_truncate",
+    ]
+
+    /// Also reads the latest stored role version, so that a sync with nothing to do needs no query of its own for
+    /// it. Fails with 42P01 / 3F000 when migrator's role objects are not installed.
+    static func resolveSQL(_ schema: OwnSchema) -> String {
+        """
+        WITH t AS (SELECT to_regclass($1) AS oid),
+        stored AS (
+            SELECT version, catalogue::text AS catalogue FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1
+        )
+        SELECT t.oid::text AS table_sql, (SELECT relkind::text FROM pg_class WHERE oid = t.oid) AS relkind,
+               (SELECT format_type(atttypid, NULL) FROM pg_attribute
+                WHERE attrelid = t.oid AND attname = $2 AND attnum > 0 AND NOT attisdropped) AS id_type,
+               (SELECT format_type(atttypid, NULL) FROM pg_attribute
+                WHERE attrelid = t.oid AND attname = $3 AND attnum > 0 AND NOT attisdropped) AS name_type,
+               (SELECT CASE WHEN a.atttypmod > 4 THEN a.atttypmod - 4 END FROM pg_attribute a
+                WHERE a.attrelid = to_regclass('auth_group') AND a.attname = 'name') AS group_name_max,
+               to_regclass('auth_group') IS NOT NULL AS has_auth_group,
+               current_setting('search_path') AS search_path,
+               EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($5) AND contype = 'f'
+                       AND confrelid = to_regclass('auth_group')) AS links_reference_groups,
+               (SELECT string_agg(tg.tgname || '|' || tg.tgrelid::regclass::text || '|'
+                                  || replace(encode(tg.tgargs, 'escape'), '\\000', ','), ';' ORDER BY tg.tgname)
+                FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
+                WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $4)
+                  AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')) AS triggers,
+               (SELECT version FROM stored) AS stored_version, (SELECT catalogue FROM stored) AS stored_catalogue
+        FROM t
+        """
+    }
+
+    /// - Throws: ``RoleSyncError`` that says what is wrong with the table or a column, and which option sets it.
+    static func resolve(_ connection: Connection, _ target: RoleTarget, schema: OwnSchema) throws(RoleSyncError) -> ResolvedTarget {
+        let phase = "check the project table"
+        let row: Row?
+        do {
+            row = try connection.query(resolveSQL(schema), [target.tableSQL, target.idColumn, target.nameColumn, schema.name, schema.qualified("project_role_group")]).first
+        } catch {
+            throw RoleSyncError(phase: phase, error: error)
+        }
+        func refuse(_ message: String) -> RoleSyncError {
+            RoleSyncError(phase: phase, error: PostgresError(code: .clientError, message: message), input: true)
+        }
+        guard let row, row.bool("has_auth_group") == true else {
+            throw refuse(
+                "there is no auth_group table (search_path \(row?["search_path"] ?? "?")): the role sync needs Django's "
+                    + "auth tables; run the app's `manage.py migrate` first (or migrator's example Migrations/)"
+            )
+        }
+        guard let table = row["table_sql"], ["r", "p"].contains(row["relkind"] ?? "") else {
+            throw refuse(
+                "the project table '\(target.projectTable)' does not exist (search_path \(row["search_path"] ?? "?")); "
+                    + "create it, or set --project-table (MIGRATOR_PROJECT_TABLE, or \"target\" in the roles file)"
+            )
+        }
+        guard let idType = row["id_type"] else {
+            throw refuse("the project table \(table) has no column '\(target.idColumn)'; set --project-id-column (MIGRATOR_PROJECT_ID_COLUMN)")
+        }
+        guard ["smallint", "integer", "bigint"].contains(idType) else {
+            throw refuse("the project id column \(table).\(target.idColumn) is \(idType); it must be smallint, integer or bigint")
+        }
+        guard let nameType = row["name_type"] else {
+            throw refuse("the project table \(table) has no column '\(target.nameColumn)'; set --project-name-column (MIGRATOR_PROJECT_NAME_COLUMN)")
+        }
+        guard ["text", "character varying", "character", "citext"].contains(nameType) else {
+            throw refuse("the project name column \(table).\(target.nameColumn) is \(nameType), not text; a group name is made of it")
+        }
+        let expected = expectedTriggers(table: table, target: target)
+        return ResolvedTarget(
+            target: target, tableSQL: table, idSQL: SQLIdentifier.quote(target.idColumn),
+            nameSQL: SQLIdentifier.quote(target.nameColumn), maxGroupName: row.int("group_name_max"),
+            triggersInStep: (row["triggers"] ?? "") == expected && row.bool("links_reference_groups") == true,
+            stored: row["stored_version"].map {
+                RoleSynchronizer.StoredVersion(version: $0, catalogue: row["stored_catalogue"].flatMap(RoleCatalogue.fromStored))
+            }
+        )
+    }
+
+    /// What `resolveSQL` reads back when the triggers are right: `name|table|args,` sorted by name.
+    static func expectedTriggers(table: String, target: RoleTarget) -> String {
+        let id = target.idColumn
+        let arguments = [
+            "migrator_project_delete_groups": "\(id),",
+            "migrator_project_notify_delete": "\(id),",
+            "migrator_project_notify_insert": "\(id),",
+            "migrator_project_notify_rename": "\(id),\(target.nameColumn),",
+            "migrator_project_truncate": "",
+        ]
+        return triggerNames.map { "\($0)|\(table)|\(arguments[$0] ?? "")" }.joined(separator: ";")
+    }
+
+    /// Replaces whatever triggers of ours exist (on this table or on a table that was the target before) with the
+    /// target's, in one short transaction of its own: the DDL's lock on the app's table is held for a moment, never
+    /// for a whole sync.
+    static func installTriggers(
+        _ connection: Connection, _ resolved: ResolvedTarget, schema: OwnSchema, logger: Logger
+    ) throws(RoleSyncError) {
+        let table = resolved.tableSQL
+        let id = resolved.target.idColumn
+        let name = resolved.nameSQL
+        // The column names passed as trigger arguments are string literals; SQLIdentifier admits no quote in them.
+        let create = """
+            CREATE TRIGGER migrator_project_delete_groups BEFORE DELETE ON \(table)
+                FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_deleted"))('\(id)');
+            CREATE TRIGGER migrator_project_truncate AFTER TRUNCATE ON \(table)
+                FOR EACH STATEMENT EXECUTE FUNCTION \(schema.qualified("projects_truncated"))();
+            CREATE TRIGGER migrator_project_notify_insert AFTER INSERT ON \(table)
+                FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)');
+            CREATE TRIGGER migrator_project_notify_rename AFTER UPDATE OF \(name) ON \(table)
+                FOR EACH ROW WHEN (OLD.\(name) IS DISTINCT FROM NEW.\(name))
+                EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)', '\(resolved.target.nameColumn)');
+            CREATE TRIGGER migrator_project_notify_delete AFTER DELETE ON \(table)
+                FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)');
+            """
+        do {
+            try connection.query("BEGIN")
+            let existing = try connection.query(
+                """
+                SELECT tg.tgname, tg.tgrelid::regclass::text AS tbl
+                FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
+                WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+                  AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')
+                """,
+                [schema.name]
+            )
+            for row in existing.rows {
+                guard let trigger = row["tgname"], let on = row["tbl"] else { continue }
+                try connection.query("DROP TRIGGER \(SQLIdentifier.quote(trigger)) ON \(on)")
+            }
+            let links = schema.qualified("project_role_group")
+            let referenced = try connection.query(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f'
+                               AND confrelid = to_regclass('auth_group')) AS present
+                """,
+                [links]
+            ).first?.bool("present") == true
+            if !referenced {
+                // A group deleted by the app (Django deletes the rows that reference it first) takes its link along.
+                try connection.query(
+                    "ALTER TABLE \(links) ADD FOREIGN KEY (group_id) REFERENCES auth_group (id) ON DELETE CASCADE"
+                )
+            }
+            _ = try connection.execute(script: create)
+            try connection.query("COMMIT")
+        } catch {
+            if connection.isConnected, connection.transactionStatus != .idle { _ = try? connection.query("ROLLBACK") }
+            throw RoleSyncError(phase: "install the triggers on the project table \(table)", error: error)
+        }
+        logger.info("installed the project table's triggers", metadata: ["roles.project_table": "\(table)"])
+    }
+}
