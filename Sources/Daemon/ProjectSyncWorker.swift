@@ -263,8 +263,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
             state.update { $0.roleVersionProblem = "running the first role sync" }
             publishReadiness()
             try sync(nil, trigger: "reconcile", connection, firstSync: true)
-            setRoleVersionProblem(nil)
-            publishReadiness()
+            // Reconcile again at once: now with a version recorded, it counts what the sync had to leave out.
+            nextReconcile = clock.now
             return
         }
         guard stored?.version == ours else {

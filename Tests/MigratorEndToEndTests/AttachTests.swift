@@ -364,11 +364,16 @@ struct AttachTests {
     func customTargetSidecar() throws {
         try TestDatabase.with { db in
             let connection = try Self.appTables(db)
-            try connection.query("DELETE FROM app.workspaces WHERE length(title) > 100")
             let empty = try MigrationFolder()
             let daemon = try DaemonProcess(empty, database: db, ["--no-migrate", "--reconcile-interval", "60s"] + Self.target, sidecar: true)
             #expect(DaemonProcess.wait(timeout: 20) { (try? daemon.get("/readyz").status) == 200 }, daemon.transcript)
             #expect(try connection.count("SELECT count(*) FROM auth_group") == 15, daemon.transcript)
+            // The project whose names do not fit: ready all the same, with a note, a metric and one warning.
+            #expect(DaemonProcess.wait(timeout: 10) {
+                (try? daemon.get("/readyz").body) == "ready\nnote: 5 role groups left out: their names are too long for auth_group.name (`migrator update-roles` lists them)\n"
+            }, daemon.transcript)
+            #expect(try daemon.metrics()["migrator_role_groups_name_too_long"] == 5)
+            #expect(daemon.stderr.contains("role groups whose name is too long for auth_group.name are left out"), daemon.transcript)
             let id = try #require(try connection.scalar("INSERT INTO app.workspaces (title) VALUES ('fresh') RETURNING pk"))
             #expect(DaemonProcess.wait(timeout: 10) {
                 (try? connection.count("SELECT count(*) FROM auth_group WHERE name LIKE $1", ["ws\(id):fresh/%"])) == 5
