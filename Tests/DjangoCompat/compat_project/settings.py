@@ -5,12 +5,7 @@ databases); each test class switches the connection to a database of its own (co
 Django never runs `migrate` here: every table comes from migrator's Migrations/.
 """
 
-import os
-
-from psycopg.conninfo import conninfo_to_dict
-
-_conninfo = conninfo_to_dict(os.environ["MIGRATOR_TEST_DATABASE_URL"])
-_standard = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}
+from djangotest import database_settings
 
 SECRET_KEY = "django-compat-tests-only"
 DEBUG = False
@@ -25,15 +20,7 @@ INSTALLED_APPS = [
     "main",
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        **{key: str(_conninfo[name]) for name, key in _standard.items() if name in _conninfo},
-        # Anything else of the connection string (sslmode, options, ...) goes to psycopg as it is.
-        "OPTIONS": {name: value for name, value in _conninfo.items() if name not in _standard},
-        "CONN_MAX_AGE": 0,
-    }
-}
+DATABASES = {"default": database_settings()}
 
 # As in the reference app (cookiecutter-django): users.User and main.Project have bigint ids; auth, contenttypes and
 # guardian declare their own (integer) AutoField.

@@ -6,26 +6,20 @@ Connection strings are never printed: they may hold a password.
 """
 
 import os
-import secrets
 import subprocess
-import unittest
 from pathlib import Path
 
 import psycopg
-from django.conf import settings
-from django.contrib.contenttypes.models import ContentType
-from django.db import connections
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+import djangotest
 from main.models import CATALOGUE
 
 REPOSITORY = Path(__file__).resolve().parents[3]
-ADMIN_CONNINFO = os.environ["MIGRATOR_TEST_DATABASE_URL"]
+ADMIN_CONNINFO = djangotest.ADMIN_CONNINFO
 BINARY = os.environ.get("MIGRATOR_BINARY") or str(REPOSITORY / ".build" / "debug" / "migrator")
 MIGRATIONS = os.environ.get("MIGRATOR_MIGRATIONS") or str(REPOSITORY / "Migrations")
-# No output of migrator may carry the password: every run here is checked for it, as the Swift end-to-end runs are.
-PASSWORD = conninfo_to_dict(ADMIN_CONNINFO).get("password") or ""
+PASSWORD = djangotest.PASSWORD
+conninfo, drop_database, use_database = djangotest.conninfo, djangotest.drop_database, djangotest.use_database
 
 # The default catalogue (the reference app's): roles → codenames, and every codename it declares or a role uses.
 ROLES = {role["name"]: frozenset(role["permissions"]) for role in CATALOGUE["roles"]}
@@ -34,36 +28,8 @@ ALL_CODENAMES = frozenset(p["codename"] for p in CATALOGUE["project_permissions"
 COMMON_CODENAMES = frozenset.intersection(*ROLES.values())
 
 
-def conninfo(dbname):
-    """The admin connection string with another database name."""
-    return make_conninfo(ADMIN_CONNINFO, dbname=dbname)
-
-
 def create_database(label):
-    name = f"djcompat_{label}_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(sql.Identifier(name)))
-    return name
-
-
-def drop_database(name):
-    connections.close_all()
-    if os.environ.get("DJANGO_COMPAT_KEEP_DATABASES") == "1":
-        print(f"\nkept database {name}")
-        return
-    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
-        if admin.info.server_version >= 130000:  # WITH (FORCE) ends sessions a failed test left behind
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        else:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-def use_database(name):
-    """Points Django's default connection at `name`; content type ids differ between databases, so its cache goes."""
-    connections.close_all()
-    settings.DATABASES["default"]["NAME"] = name
-    connections["default"].settings_dict["NAME"] = name
-    ContentType.objects.clear_cache()
+    return djangotest.create_database("djcompat", label)
 
 
 def run_migrator(dbname, *arguments, command="migrate"):
@@ -98,31 +64,10 @@ def describe_difference(actual, expected):
     return f"missing {sorted(expected - actual, key=repr)}, unexpected {sorted(actual - expected, key=repr)}"
 
 
-class CompatTestCase(unittest.TestCase):
-    """Each test class gets a database of its own, named after `database_label`, made and filled once by
-    `populate` and dropped after the class, also when `populate` fails."""
+class CompatTestCase(djangotest.DatabaseTestCase):
+    """A database of the class's own (see djangotest.DatabaseTestCase), filled by `populate`."""
 
-    maxDiff = None
-    database_label = None
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.db = create_database(cls.database_label)
-        try:
-            cls.populate()
-        except BaseException:
-            drop_database(cls.db)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        drop_database(cls.db)
-        super().tearDownClass()
-
-    @classmethod
-    def populate(cls):
-        raise NotImplementedError(f"{cls.__name__} must say how its database is filled")
+    database_prefix = "djcompat"
 
     def assertSetEqualExplained(self, actual, expected, what):
         actual, expected = set(actual), set(expected)

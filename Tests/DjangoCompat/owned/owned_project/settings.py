@@ -6,12 +6,7 @@ project model is managed, with a name longer than the 80 characters of migrator'
 The database comes from MIGRATOR_TEST_DATABASE_URL; each test class switches to a database of its own.
 """
 
-import os
-
-from psycopg.conninfo import conninfo_to_dict
-
-_conninfo = conninfo_to_dict(os.environ["MIGRATOR_TEST_DATABASE_URL"])
-_standard = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}
+from djangotest import database_settings
 
 SECRET_KEY = "django-owned-tests-only"
 DEBUG = False
@@ -25,14 +20,7 @@ INSTALLED_APPS = [
     "main",
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        **{key: str(_conninfo[name]) for name, key in _standard.items() if name in _conninfo},
-        "OPTIONS": {name: value for name, value in _conninfo.items() if name not in _standard},
-        "CONN_MAX_AGE": 0,
-    }
-}
+DATABASES = {"default": database_settings()}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTHENTICATION_BACKENDS = [

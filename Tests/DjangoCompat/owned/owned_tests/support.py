@@ -8,33 +8,25 @@ and every output of migrator is checked for the password.
 
 import os
 import re
-import secrets
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-import unittest
+import urllib.error
 import urllib.request
 
 import psycopg
-from django.conf import settings
-from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
-from django.db import connections
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+import djangotest
 from main.models import CATALOGUE
 
-ADMIN_CONNINFO = os.environ["MIGRATOR_TEST_DATABASE_URL"]
 BINARY = os.environ["MIGRATOR_BINARY"]
-PASSWORD = conninfo_to_dict(ADMIN_CONNINFO).get("password") or ""
 ROLES = {role["name"]: frozenset(role["permissions"]) for role in CATALOGUE["roles"]}
-
-
-def conninfo(dbname):
-    return make_conninfo(ADMIN_CONNINFO, dbname=dbname)
+PASSWORD = djangotest.PASSWORD
+conninfo, check_no_password = djangotest.conninfo, djangotest.check_no_password
+drop_database, use_database = djangotest.drop_database, djangotest.use_database
 
 
 def environment(dbname):
@@ -42,11 +34,6 @@ def environment(dbname):
     env = {key: value for key, value in os.environ.items() if not key.startswith("MIGRATOR_") and not key.startswith("PG")}
     env["DATABASE_URL"] = conninfo(dbname)
     return env
-
-
-def check_no_password(text, what):
-    if PASSWORD and PASSWORD in text:
-        raise AssertionError(f"{what} printed the database password\n" + text.replace(PASSWORD, "********"))
 
 
 def run_migrator(dbname, *arguments, expect=0):
@@ -82,26 +69,7 @@ def public_objects(dbname):
 
 
 def create_database(label):
-    name = f"djowned_{label}_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(sql.Identifier(name)))
-    return name
-
-
-def drop_database(name):
-    connections.close_all()
-    if os.environ.get("DJANGO_COMPAT_KEEP_DATABASES") == "1":
-        print(f"\nkept database {name}")
-        return
-    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def use_database(name):
-    connections.close_all()
-    settings.DATABASES["default"]["NAME"] = name
-    connections["default"].settings_dict["NAME"] = name
-    ContentType.objects.clear_cache()
+    return djangotest.create_database("djowned", label)
 
 
 def django_migrate():
@@ -181,29 +149,12 @@ def wait_for(condition, timeout):
     return None
 
 
-class OwnedTestCase(unittest.TestCase):
-    """A database of the class's own, migrated by Django, filled once by `populate`, dropped after the class."""
+class OwnedTestCase(djangotest.DatabaseTestCase):
+    """A database of the class's own, whose every table Django's migrate makes before `populate` fills it."""
 
-    maxDiff = None
-    database_label = None
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.db = create_database(cls.database_label)
-        try:
-            use_database(cls.db)
-            django_migrate()
-            cls.populate()
-        except BaseException:
-            drop_database(cls.db)
-            raise
+    database_prefix = "djowned"
 
     @classmethod
-    def tearDownClass(cls):
-        drop_database(cls.db)
-        super().tearDownClass()
-
-    @classmethod
-    def populate(cls):
-        raise NotImplementedError
+    def prepare_database(cls):
+        use_database(cls.db)
+        django_migrate()
