@@ -20,6 +20,9 @@ public final class DaemonState: Sendable {
         /// Something an operator should know that does not make the daemon unready (role groups left out because
         /// their names cannot be had); `/readyz` adds it to its answer.
         var rolesNotice: String?
+        /// Whether a reconcile has completed on the current session: until then a project made while the daemon was
+        /// away (or while it reconnected) may still be out of step, so the daemon is not ready.
+        var reconciled = false
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -61,6 +64,7 @@ public final class DaemonState: Sendable {
         if pending > 0 { return (false, "\(pending) migration\(pending == 1 ? "" : "s") pending") }
         if let problem = state.roleVersionProblem { return (false, problem) }
         if let problem = state.reconcileProblem { return (false, problem) }
+        if !state.reconciled { return (false, "the first reconcile is running") }
         return (true, "ready")
     }
 }

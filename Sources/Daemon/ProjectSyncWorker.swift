@@ -159,8 +159,11 @@ final class ProjectSyncWorker: @unchecked Sendable {
             nextReconcile = clock.now + configuration.reconcileInterval
             do {
                 try reconcile(connection)
-                if state.current.reconcileProblem != nil {
-                    state.update { $0.reconcileProblem = nil }
+                if state.current.reconcileProblem != nil || !state.current.reconciled {
+                    state.update {
+                        $0.reconcileProblem = nil
+                        $0.reconciled = true
+                    }
                     publishReadiness()
                 }
             } catch let error as MigrationError where error.code == .stopped {
@@ -231,6 +234,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
         state.update {
             $0.databaseReachable = true
             $0.lastError = nil
+            $0.reconciled = false
         }
         nextReconcile = clock.now
         return fresh
