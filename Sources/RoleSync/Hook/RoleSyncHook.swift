@@ -76,9 +76,9 @@ public struct RoleSyncHook: PostMigrateHook {
         }
         if upToDate, let leftOut = RoleSynchronizer.storedLeftOut(connection, schema: schema), leftOut.taken + leftOut.tooLong > 0 {
             var parts: [String] = []
-            if leftOut.tooLong > 0 { parts.append("\(leftOut.tooLong) with a name too long for auth_group.name") }
-            if leftOut.taken > 0 { parts.append("\(leftOut.taken) whose name another group has") }
-            summary += "; the last sync left out \(parts.joined(separator: " and ")) role groups (`migrator update-roles` lists them)"
+            if leftOut.tooLong > 0 { parts.append("\(leftOut.tooLong) role groups with a name too long for auth_group.name") }
+            if leftOut.taken > 0 { parts.append("\(leftOut.taken) role groups whose name another group has") }
+            summary += "; the last sync left out \(parts.joined(separator: " and ")) (`migrator update-roles` lists them)"
             details["groupsNameTooLong"] = "\(leftOut.tooLong)"
             details["groupsNameTaken"] = "\(leftOut.taken)"
         }
