@@ -120,11 +120,11 @@ final class ProjectSyncWorker: @unchecked Sendable {
             "daemon.channel": "\(Self.channel)",
             "daemon.reconcile_interval_s": "\(TextFormat.fixed(configuration.reconcileInterval.seconds, 1))",
         ])
-        var backoff = Duration.milliseconds(250)
+        var backoff = Backoff.reconnect
         while !state.isStopping {
             do {
                 try step()
-                backoff = .milliseconds(250)
+                backoff.reset()
             } catch {
                 countTrips()
                 if let connection, connection.isConnected {
@@ -140,11 +140,11 @@ final class ProjectSyncWorker: @unchecked Sendable {
                     $0.lastError = Self.shortMessage(error)
                 }
                 publishReadiness()
+                let delay = backoff.next()
                 logger.warning("lost the database connection; reconnecting", metadata: [
-                    "error": "\(Self.shortMessage(error))", "retry_in_ms": "\(Int(backoff.milliseconds))",
+                    "db.error": "\(Self.shortMessage(error))", "retry_in_ms": "\(Int(delay.milliseconds))",
                 ])
-                sleep(backoff)
-                backoff = min(backoff * 2, .seconds(5))
+                sleep(delay)
             }
         }
         logger.info("stopping: no transaction in progress, lock released")
@@ -400,37 +400,18 @@ final class ProjectSyncWorker: @unchecked Sendable {
     private func waitForDatabase() throws(MigrationError) -> Bool {
         state.update { $0.phase = .waitingForDatabase }
         publishReadiness()
-        let start = clock.now
-        var delay = Duration.milliseconds(250)
-        var attempt = 0
-        while !state.isStopping {
-            attempt += 1
-            do {
-                let probe = try Connection(config: configuration.connection, logger: logger)
-                state.update {
-                    $0.databaseReachable = true
-                    $0.lastError = nil
-                }
-                logger.info("database reachable", metadata: ["db": "\(probe.safeDescription)", "wait.attempts": "\(attempt)"])
-                return true
-            } catch {
-                state.update { $0.lastError = error.message }
-                guard error.isTransient else {
-                    throw MigrationError(code: .connectionFailed, message: "error: cannot connect to the database, and waiting will not help: \(error.message)")
-                }
-                let elapsed = clock.now - start
-                guard elapsed < configuration.waitTimeout else {
-                    throw MigrationError(
-                        code: .connectionFailed,
-                        message: "error: the database did not accept connections within \(Int(configuration.waitTimeout.seconds)) s: \(error.message)"
-                    )
-                }
-                logger.info("database not reachable yet; retrying", metadata: ["db.error": "\(error.message)", "wait.attempt": "\(attempt)"])
-                sleep(min(delay, configuration.waitTimeout - elapsed))
-                delay = min(delay * 2, .seconds(2))
-            }
+        var wait = DatabaseWait(
+            connection: configuration.connection, timeout: configuration.waitTimeout, logger: logger, sleep: sleep
+        )
+        let state = state
+        wait.stopRequested = { state.isStopping }
+        wait.onFailure = { error in state.update { $0.lastError = error.message } }
+        guard try wait.run() != nil else { return false }
+        state.update {
+            $0.databaseReachable = true
+            $0.lastError = nil
         }
-        return false
+        return true
     }
 
     // MARK: - Helpers

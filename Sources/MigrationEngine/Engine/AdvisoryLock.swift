@@ -49,7 +49,7 @@ enum AdvisoryLock {
         let start = clock.now
         if firstAttempt { return .zero }
         var lastReport = start
-        var delayMs = 50.0
+        var backoff = Backoff.lockPoll
         var reported = false
         while true {
             let elapsed = clock.now - start
@@ -73,11 +73,9 @@ enum AdvisoryLock {
                 lastReport = clock.now
                 reported = true
             }
-            // Jitter spreads many waiting replicas apart; the cap keeps a freed lock from sitting idle for long.
-            let remaining = (timeout - elapsed).seconds * 1000
-            let sleepMs = min(Double.random(in: delayMs * 0.5...delayMs * 1.5), remaining)
+            // Jitter spreads many waiting replicas apart (see Backoff.lockPoll).
+            let sleepMs = min(backoff.next().milliseconds, (timeout - elapsed).milliseconds)
             usleep(UInt32(max(1, sleepMs) * 1000))
-            delayMs = min(delayMs * 1.5, 1000)
             do {
                 if try connection.query(tryLockSQL, [key]).first?.bool("locked") == true {
                     return clock.now - start
