@@ -12,10 +12,14 @@ public struct DaemonConfiguration: Sendable {
     public var migrate = true
     /// Reconcile the role sync even when the role version is unchanged, on the start-up migrate.
     public var forceRoles = false
+    /// The defaults, declared once (`migrator wait` shares the first).
+    public static let defaultWaitTimeout = Duration.seconds(60)
+    public static let defaultReconcileInterval = Duration.seconds(60)
+
     /// How long to wait for the database on start (only connection errors are retried).
-    public var waitTimeout: Duration = .seconds(60)
+    public var waitTimeout: Duration = defaultWaitTimeout
     /// How often the reconciler compares every project's roles with the catalogue.
-    public var reconcileInterval: Duration = .seconds(60)
+    public var reconcileInterval: Duration = defaultReconcileInterval
     /// Notifications that arrive within this gap of the previous one join its batch…
     public var batchGap: Duration = .milliseconds(20)
     /// …until the batch is this old, so that a steady stream still gets synced promptly.

@@ -25,12 +25,16 @@ public struct MigratorOptions: Sendable {
     /// ``MigrationError/Code/stopped``, cutting nothing short (the daemon sets it to its SIGTERM flag).
     public var stopRequested: @Sendable () -> Bool = { false }
 
+    /// The defaults, declared once (the CLI's options and the README name the same values).
+    public static let defaultLockTimeout = Duration.seconds(300)
+    public static let defaultDDLLockTimeout = Duration.seconds(10)
+
     public init(
         migrationsPath: String? = "./Migrations",
         target: Int64? = nil,
         dryRun: Bool = false,
-        lockTimeout: Duration = .seconds(300),
-        ddlLockTimeoutMs: Int = 10_000,
+        lockTimeout: Duration = defaultLockTimeout,
+        ddlLockTimeoutMs: Int = Int(defaultDDLLockTimeout.components.seconds) * 1000,
         statementTimeoutMs: Int? = nil,
         allowOutOfOrder: Bool = false,
         lockReportInterval: Duration = .seconds(5)

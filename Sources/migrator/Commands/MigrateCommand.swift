@@ -129,9 +129,9 @@ struct RunOptions: ParsableArguments {
     var allowOutOfOrder = false
 
     func options(migrations: String?, schema: OwnSchema) throws -> MigratorOptions {
-        let lock = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
-        let ddl = try resolve(ddlLockTimeout, env: "MIGRATOR_DDL_LOCK_TIMEOUT", option: "--ddl-lock-timeout", default: Duration.seconds(10), parse: DurationParser.parse)
-        let statement: Duration? = try resolve(statementTimeout, env: "MIGRATOR_STATEMENT_TIMEOUT", option: "--statement-timeout", default: nil, parse: DurationParser.parse)
+        let lock = try DurationSetting.lockTimeout.resolved(lockTimeout)
+        let ddl = try DurationSetting.ddlLockTimeout.resolved(ddlLockTimeout)
+        let statement = try DurationSetting.statementTimeout.resolve(statementTimeout)
         let outOfOrder = try allowOutOfOrder || environmentFlag("MIGRATOR_ALLOW_OUT_OF_ORDER") == true
         var options = MigratorOptions(
             migrationsPath: migrations,

@@ -57,11 +57,11 @@ struct ServeCommand: AsyncParsableCommand {
     var resolvedForceRoles: Bool { get throws { try forceRoles || environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
     private func daemonSettings() throws -> (reconcile: Duration, wait: Duration, address: HTTPAddress) {
-        let reconcile = try resolve(reconcileInterval, env: "MIGRATOR_RECONCILE_INTERVAL", option: "--reconcile-interval", default: Duration.seconds(60), parse: DurationParser.parse)
+        let reconcile = try DurationSetting.reconcileInterval.resolved(reconcileInterval)
         guard reconcile >= .milliseconds(100) else {
             throw ValidationError("--reconcile-interval (MIGRATOR_RECONCILE_INTERVAL) must be at least 100ms")
         }
-        let wait = try resolve(waitTimeout, env: "MIGRATOR_WAIT_TIMEOUT", option: "--wait-timeout", default: Duration.seconds(60), parse: DurationParser.parse)
+        let wait = try DurationSetting.serveWaitTimeout.resolved(waitTimeout)
         let address = try HTTPAddressOption.resolve(httpAddress)
         return (reconcile, wait, address)
     }

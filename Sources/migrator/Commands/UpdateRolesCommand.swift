@@ -38,7 +38,7 @@ struct UpdateRolesCommand: ParsableCommand {
 
     func validate() throws {
         if let bad = projectIDs.first(where: { $0 <= 0 }) { throw ValidationError("--project-id must be a positive id; got \(bad)") }
-        _ = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
+        _ = try DurationSetting.lockTimeout.resolved(lockTimeout)
         _ = try environmentFlag("MIGRATOR_FORCE_ROLES")
     }
 
@@ -49,7 +49,7 @@ struct UpdateRolesCommand: ParsableCommand {
         // The role sync needs no migrations folder: migrator's own objects ship inside the binary.
         var options = MigratorOptions(migrationsPath: nil)
         options.schema = try global.resolvedSchema
-        options.lockTimeout = try resolve(lockTimeout, env: "MIGRATOR_LOCK_TIMEOUT", option: "--lock-timeout", default: Duration.seconds(300), parse: DurationParser.parse)
+        options.lockTimeout = try DurationSetting.lockTimeout.resolved(lockTimeout)
         // The hook is not run here; it is named so that the lock-holding session installs its own objects.
         let migrator = Migrator(
             connection: global.connectionConfig, options: options, hooks: [RoleSyncHook(catalogue: catalogue)], logger: logger

@@ -20,12 +20,12 @@ struct WaitCommand: ParsableCommand {
     var timeout: String?
 
     func validate() throws {
-        _ = try resolve(timeout, env: "MIGRATOR_WAIT_TIMEOUT", option: "--timeout", default: Duration.seconds(60), parse: DurationParser.parse)
+        _ = try DurationSetting.waitTimeout.resolved(timeout)
     }
 
     func run() throws {
         let logger = try global.makeLogger()
-        let limit = try resolve(timeout, env: "MIGRATOR_WAIT_TIMEOUT", option: "--timeout", default: Duration.seconds(60), parse: DurationParser.parse)
+        let limit = try DurationSetting.waitTimeout.resolved(timeout)
         let wait = DatabaseWait(connection: global.connectionConfig, timeout: limit, logger: logger) { delay in
             usleep(UInt32(max(10, delay.milliseconds) * 1000))
         }
