@@ -39,8 +39,6 @@ final class ProjectSyncWorker: @unchecked Sendable {
     /// change.
     private var blockedGroups = 0
     private var tooLongGroups = 0
-    /// The target as this session checked it (the project table, its columns, auth_group.name's length).
-    private var target: ResolvedTarget?
     private var lastReadiness = ""
     private let clock = ContinuousClock()
 
@@ -222,7 +220,6 @@ final class ProjectSyncWorker: @unchecked Sendable {
         try migrator.ensureOwnObjects(on: fresh, timeout: configuration.migrator.lockTimeout)
         try RoleSynchronizer.prepareSession(fresh)
         try fresh.listen(Self.channel)
-        target = nil
         if hadSession {
             metrics.reconnects.increment()
             logger.info("reconnected to the database; listening again", metadata: ["db": "\(fresh.safeDescription)"])
@@ -257,7 +254,10 @@ final class ProjectSyncWorker: @unchecked Sendable {
             publishReadiness()
             return
         }
-        let stored = try RoleSynchronizer.storedVersion(connection, schema: configuration.migrator.schema)
+        // One query checks the project table (it may have changed under us: an app migration) and reads the stored
+        // version; the triggers are put back only once the version is this daemon's.
+        let checked = try synchronizer.resolveTarget(connection)
+        let stored = checked.stored
         let ours = configuration.catalogue.version
         if stored == nil, !configuration.migrate {
             // A sidecar attached to a database no sync ran on: there is no other catalogue to overwrite, so the first
@@ -276,10 +276,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
             return
         }
         setRoleVersionProblem(nil)
-        // The table may have changed under us (an app migration): checked again, and its triggers put back, on
-        // every reconcile.
-        let resolved = try synchronizer.prepareTarget(connection, dryRun: false, logger: syncLogger)
-        target = resolved
+        let resolved = try synchronizer.installTriggersIfNeeded(connection, checked, dryRun: false, logger: syncLogger)
         let drift = try synchronizer.drift(connection, target: resolved)
         metrics.blockedGroups.record(drift.blockedGroups)
         metrics.tooLongGroups.record(drift.tooLongGroups)

@@ -118,13 +118,17 @@ struct AttachTests {
         ].map { sql in try connection.query(sql).rows.map { $0.values.first.flatMap { $0 } ?? "" }.joined(separator: ",") }
     }
 
+    /// A database as the previous release left it, and its snapshot before the upgrade.
+    static func previousReleaseDatabase(_ db: TestDatabase) throws -> (Connection, [String]) {
+        let connection = try db.connect()
+        try makePreviousRelease(connection, folder: previousReleaseFolder())
+        return (connection, try snapshot(connection, links: "public.project_role_group", versions: "public.role_schema_version"))
+    }
+
     @Test("a database of the previous release is upgraded in place by migrate: rows kept, objects moved, 0006-0008 superseded")
     func upgradeByMigrate() throws {
         try TestDatabase.with { db in
-            let connection = try db.connect()
-            let previousFiles = try Self.previousReleaseFolder()
-            try Self.makePreviousRelease(connection, folder: previousFiles)
-            let before = try Self.snapshot(connection, links: "public.project_role_group", versions: "public.role_schema_version")
+            let (connection, before) = try Self.previousReleaseDatabase(db)
             #expect(before[0].split(separator: ",").count == 15 && before[2].split(separator: ",").count == 15)
 
             // status reads the old layout without changing it.
@@ -178,10 +182,7 @@ struct AttachTests {
     @Test("update-roles upgrades the previous release's layout too, without a migrations folder")
     func upgradeByUpdateRoles() throws {
         try TestDatabase.with { db in
-            let connection = try db.connect()
-            let previousFiles = try Self.previousReleaseFolder()
-            try Self.makePreviousRelease(connection, folder: previousFiles)
-            let before = try Self.snapshot(connection, links: "public.project_role_group", versions: "public.role_schema_version")
+            let (connection, before) = try Self.previousReleaseDatabase(db)
             let empty = try MigrationFolder()
             let run = try E2E.run(["update-roles", "--no-force"], database: db, currentDirectory: empty.path)
             #expect(run.exitCode == 0, run.transcript)
@@ -208,10 +209,7 @@ struct AttachTests {
     @Test("serve --no-migrate upgrades the previous release's layout too, and keeps syncing")
     func upgradeBySidecar() throws {
         try TestDatabase.with { db in
-            let connection = try db.connect()
-            let previousFiles = try Self.previousReleaseFolder()
-            try Self.makePreviousRelease(connection, folder: previousFiles)
-            let before = try Self.snapshot(connection, links: "public.project_role_group", versions: "public.role_schema_version")
+            let (connection, before) = try Self.previousReleaseDatabase(db)
             let empty = try MigrationFolder()
             let daemon = try DaemonProcess(empty, database: db, ["--no-migrate"], sidecar: true)
             #expect(daemon.waitUntilReady(), daemon.transcript)

@@ -192,26 +192,10 @@ public struct Migrator: Sendable {
 
     /// Makes sure migrator's own objects are installed and current on an existing session: one query when they are;
     /// otherwise the lock is taken (waiting at most `timeout`), they are installed, and it is released.
-    public func ensureOwnObjects(on connection: Connection, timeout: Duration) throws(MigrationError) {
-        let installed: [String: Int]
-        do {
-            installed = try OwnObjects.installedVersions(connection, schema: options.schema)
-        } catch {
-            throw MigrationError(
-                code: error.code == .connectionLost ? .connectionFailed : .databaseError,
-                message: "error: could not read the version of migrator's own objects: \(error)"
-            )
-        }
+    public func ensureOwnObjects(on connection: Connection, timeout: Duration) throws {
+        let installed = try OwnObjects.installedVersions(connection, schema: options.schema)
         guard components.contains(where: { installed[$0.name, default: 0] < $0.newest }) else { return }
-        let gotIt: Bool
-        do {
-            gotIt = try connection.query(AdvisoryLock.tryLockSQL, [lockKey]).first?.bool("locked") == true
-        } catch {
-            throw MigrationError(code: error.code == .connectionLost ? .connectionFailed : .databaseError, message: "error: \(error)")
-        }
-        _ = try acquireLock(connection, alreadyTried: gotIt, timeout: timeout)
-        defer { AdvisoryLock.release(connection, key: lockKey, logger: logger) }
-        try OwnObjects.install(components, on: connection, schema: options.schema, logger: logger)
+        try withLock(on: connection, timeout: timeout) { _ in }
     }
 
     /// Runs `body` holding the migration lock on an existing session, waiting at most `timeout` for it, with

@@ -44,17 +44,7 @@ public struct HistoryStore: Sendable {
     public static let component = OwnObjectsComponent(name: "engine", steps: [
         .init(version: 1, summary: "migration history") { connection, schema, logger in
             let history = HistoryStore(schema: schema)
-            let present = try connection.query(
-                "SELECT to_regclass($1) IS NOT NULL AS legacy, to_regclass($2) IS NOT NULL AS current",
-                [legacyTable, history.table]
-            ).first
-            if present?.bool("legacy") == true, present?.bool("current") == false {
-                try connection.query("ALTER TABLE public.migrator_history SET SCHEMA \(schema.sql)")
-                try connection.query("ALTER TABLE \(schema.qualified("migrator_history")) RENAME TO history")
-                logger.info("moved the history of an earlier release into migrator's schema", metadata: [
-                    "history.from": "\(legacyTable)", "history.table": "\(history.table)",
-                ])
-            }
+            try OwnObjects.adoptLegacyTable(connection, from: "migrator_history", to: "history", schema: schema, logger: logger)
             try connection.query(createSQL(history.table))
             try connection.query("ALTER TABLE \(history.table) ADD COLUMN IF NOT EXISTS superseded text")
         },

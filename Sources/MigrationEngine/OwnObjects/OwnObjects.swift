@@ -33,6 +33,28 @@ public struct OwnObjectsComponent: Sendable {
 /// Creates and upgrades migrator's own objects in its schema: `<schema>.components` records each component's
 /// version, and what is missing is installed in one transaction (all of it or none). The caller holds the lock.
 public enum OwnObjects {
+    /// For a component step: moves an earlier release's table from public into the schema with every row
+    /// (ALTER TABLE … SET SCHEMA keeps rows, indexes, constraints and privileges; nothing is copied), under its new
+    /// name, unless the schema has that table already. Returns whether it moved.
+    @discardableResult
+    public static func adoptLegacyTable(
+        _ connection: Connection, from legacy: String, to name: String, schema: OwnSchema, logger: Logger
+    ) throws(PostgresError) -> Bool {
+        let present = try connection.query(
+            "SELECT to_regclass($1) IS NOT NULL AS legacy, to_regclass($2) IS NOT NULL AS current",
+            ["public.\(legacy)", schema.qualified(name)]
+        ).first
+        guard present?.bool("legacy") == true, present?.bool("current") == false else { return false }
+        try connection.query("ALTER TABLE public.\(SQLIdentifier.quote(legacy)) SET SCHEMA \(schema.sql)")
+        if legacy != name {
+            try connection.query("ALTER TABLE \(schema.qualified(legacy)) RENAME TO \(SQLIdentifier.quote(name))")
+        }
+        logger.info("moved an earlier release's table into migrator's schema", metadata: [
+            "schema.from": "public.\(legacy)", "schema.to": "\(schema.qualified(name))",
+        ])
+        return true
+    }
+
     static func versionsSQL(_ schema: OwnSchema) -> String {
         "SELECT component, version FROM \(schema.qualified("components"))"
     }

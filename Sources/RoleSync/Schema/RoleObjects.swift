@@ -29,27 +29,9 @@ public enum RoleObjects {
     static func installVersion1(_ connection: Connection, _ schema: OwnSchema, _ logger: Logger) throws {
         let versions = schema.qualified("role_version")
         let links = schema.qualified("project_role_group")
-        let present = try connection.query(
-            """
-            SELECT to_regclass('public.role_schema_version') IS NOT NULL AS legacy_versions,
-                   to_regclass('public.project_role_group') IS NOT NULL AS legacy_links,
-                   to_regclass($1) IS NOT NULL AS versions, to_regclass($2) IS NOT NULL AS links
-            """,
-            [versions, links]
-        ).first
         // Tables of an earlier release move with their rows; nothing is copied, so no row can be lost or doubled.
-        if present?.bool("legacy_versions") == true, present?.bool("versions") == false {
-            try connection.query("ALTER TABLE public.role_schema_version SET SCHEMA \(schema.sql)")
-            try connection.query("ALTER TABLE \(schema.qualified("role_schema_version")) RENAME TO role_version")
-            logger.info("moved an earlier release's table into migrator's schema", metadata: [
-                "schema.from": "public.role_schema_version", "schema.to": "\(versions)",
-            ])
-        }
-        if present?.bool("legacy_links") == true, present?.bool("links") == false {
-            try connection.query("ALTER TABLE public.project_role_group SET SCHEMA \(schema.sql)")
-            logger.info("moved an earlier release's table into migrator's schema", metadata: [
-                "schema.from": "public.project_role_group", "schema.to": "\(links)",
-            ])
+        try OwnObjects.adoptLegacyTable(connection, from: "role_schema_version", to: "role_version", schema: schema, logger: logger)
+        if try OwnObjects.adoptLegacyTable(connection, from: "project_role_group", to: "project_role_group", schema: schema, logger: logger) {
             // Its foreign key to main_project goes: the project table is the app's (see above).
             let projectKeys = try connection.query(
                 """

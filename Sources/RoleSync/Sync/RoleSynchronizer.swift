@@ -113,7 +113,14 @@ public struct RoleSynchronizer: Sendable {
     /// Resolves the target and, unless `dryRun`, puts the project table's triggers in step with it (in a short
     /// transaction of its own, only when they differ).
     public func prepareTarget(_ connection: Connection, dryRun: Bool, logger: Logger) throws(RoleSyncError) -> ResolvedTarget {
-        let resolved = try resolveTarget(connection)
+        try installTriggersIfNeeded(connection, resolveInstallingObjects(connection, logger: logger), dryRun: dryRun, logger: logger)
+    }
+
+    /// Puts the project table's triggers in step with an already resolved target, unless `dryRun`; one short
+    /// transaction of its own, only when they differ.
+    public func installTriggersIfNeeded(
+        _ connection: Connection, _ resolved: ResolvedTarget, dryRun: Bool, logger: Logger
+    ) throws(RoleSyncError) -> ResolvedTarget {
         if !resolved.triggersInStep, !dryRun {
             try RoleTargetResolver.installTriggers(connection, resolved, schema: schema, logger: logger)
         }
@@ -186,10 +193,7 @@ public struct RoleSynchronizer: Sendable {
         // Also when nothing is to sync: the project table's triggers must be there (a first run after the upgrade
         // from an earlier release, an app migration that rebuilt the table). One query when they are, which also
         // reads the stored version.
-        let target = try resolveInstallingObjects(connection, logger: logger)
-        if !target.triggersInStep, !options.dryRun {
-            try RoleTargetResolver.installTriggers(connection, target, schema: schema, logger: logger)
-        }
+        let target = try prepareTarget(connection, dryRun: options.dryRun, logger: logger)
         let stored = target.stored
         var report = RoleSyncReport(
             mode: .full, dryRun: options.dryRun, version: version, previousVersion: stored?.version,

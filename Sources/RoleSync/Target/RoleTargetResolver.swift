@@ -16,7 +16,7 @@ public struct ResolvedTarget: Sendable {
     /// auth_group.
     var triggersInStep: Bool
     /// The latest stored role version, read in the same query.
-    var stored: RoleSynchronizer.StoredVersion?
+    public var stored: RoleSynchronizer.StoredVersion?
 }
 
 /// Checks the target and keeps the project table's triggers in step with it.
