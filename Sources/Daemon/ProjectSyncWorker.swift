@@ -26,7 +26,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
     /// The sync's per-phase lines are for a sync run by hand; the daemon logs one line per sync unless debugging.
     private let syncLogger: Logger
 
-    private var connection: Connection?
+    private var session: MigrationSession?
+    private var connection: Connection? { session?.connection }
     /// Whether a session was ever open: a new one after that is a reconnect.
     private var hadSession = false
     private var countedTrips = 0
@@ -60,11 +61,6 @@ final class ProjectSyncWorker: @unchecked Sendable {
         )
     }
 
-    /// The batches' lock waits are reported once by the worker, not on every attempt.
-    private var quietMigrator: Migrator {
-        Migrator(connection: configuration.connection, options: migratorOptions, logger: syncLogger)
-    }
-
     /// A stop request also ends a wait for another runner's lock, and a start-up migrate between two migrations.
     private var migratorOptions: MigratorOptions {
         var options = configuration.migrator
@@ -93,7 +89,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
     }
 
     func run() throws(MigrationError) {
-        defer { state.update { $0.phase = .stopping }; connection = nil; publishReadiness() }
+        defer { state.update { $0.phase = .stopping }; session = nil; publishReadiness() }
         guard try waitForDatabase() else { return }
         if configuration.migrate, !state.isStopping {
             state.update { $0.phase = .migrating }
@@ -132,7 +128,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
                     pending.removeAll()
                     continue
                 }
-                connection = nil
+                session = nil
                 state.update {
                     $0.databaseReachable = false
                     $0.lastError = Self.shortMessage(error)
@@ -150,13 +146,14 @@ final class ProjectSyncWorker: @unchecked Sendable {
 
     /// One turn of the loop: connect if needed, reconcile when due, sync what is pending, wait for notifications.
     private func step() throws {
-        let connection = try session()
+        let session = try openSession()
+        let connection = session.connection
         defer { countTrips() }
         if clock.now >= nextReconcile {
             // Scheduled before it runs, so that a failing reconcile is retried at the interval, not in a loop.
             nextReconcile = clock.now + configuration.reconcileInterval
             do {
-                try reconcile(connection)
+                try reconcile(session)
                 if state.current.reconcileProblem != nil || !state.current.reconciled {
                     state.update {
                         $0.reconcileProblem = nil
@@ -178,7 +175,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
             }
         }
         if !pending.isEmpty, nextBatchAttempt.map({ clock.now >= $0 }) ?? true {
-            try syncPending(connection)
+            try syncPending(session)
         }
         var wait = min(Duration.milliseconds(250), max(.zero, nextReconcile - clock.now))
         if !pending.isEmpty, let retry = nextBatchAttempt { wait = min(wait, max(.zero, retry - clock.now)) }
@@ -193,7 +190,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
             if more.isEmpty { break }
             collect(more)
         }
-        if !state.isStopping { try syncPending(connection) }
+        if !state.isStopping { try syncPending(session) }
     }
 
     private func collect(_ notifications: [PostgresNotification]) {
@@ -213,18 +210,21 @@ final class ProjectSyncWorker: @unchecked Sendable {
 
     /// The open session, or a new one: set up, listening, and due for a reconcile (a notification may have been
     /// missed while there was none).
-    private func session() throws -> Connection {
-        if let connection { return connection }
-        let fresh = try migrator.openSession()
+    private func openSession() throws -> MigrationSession {
+        if let session { return session }
+        let fresh = try MigrationSession(
+            connecting: configuration.connection, options: migratorOptions, hooks: migrator.hooks, purpose: .serve,
+            logger: logger
+        )
         // A sidecar (serve --no-migrate) on a database no migrator ran on yet installs migrator's objects here.
-        try migrator.ensureOwnObjects(on: fresh, timeout: configuration.migrator.lockTimeout)
-        try RoleSynchronizer.prepareSession(fresh)
-        try fresh.listen(Self.channel)
+        try fresh.ensureOwnObjects(timeout: configuration.migrator.lockTimeout)
+        try RoleSynchronizer.prepareSession(fresh.connection)
+        try fresh.connection.listen(Self.channel)
         if hadSession {
             metrics.reconnects.increment()
-            logger.info("reconnected to the database; listening again", metadata: ["db": "\(fresh.safeDescription)"])
+            logger.info("reconnected to the database; listening again", metadata: ["db": "\(fresh.connection.safeDescription)"])
         }
-        connection = fresh
+        session = fresh
         hadSession = true
         countedTrips = 0
         countTrips()
@@ -240,15 +240,16 @@ final class ProjectSyncWorker: @unchecked Sendable {
     // MARK: - Reconcile
 
     /// Re-reads the migration status and the stored role version, then syncs the projects whose rows differ.
-    private func reconcile(_ connection: Connection) throws {
+    private func reconcile(_ session: MigrationSession) throws {
+        let connection = session.connection
         metrics.reconciles.increment()
-        let status = try migrator.status(on: connection)
+        let status = try session.status()
         let pendingMigrations = status.count(.pending) + status.count(.failed)
         metrics.migrationsApplied.record(status.count(.applied))
         metrics.migrationsPending.record(pendingMigrations)
         state.update {
             $0.pendingMigrations = pendingMigrations
-            $0.historyProblems = status.problems
+            $0.historyProblems = status.problems.map(\.summary)
         }
         guard pendingMigrations == 0, status.problems.isEmpty else {
             publishReadiness()
@@ -266,7 +267,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
             // Not ready until it has committed: the app's projects have no groups before.
             state.update { $0.roleVersionProblem = "running the first role sync" }
             publishReadiness()
-            try sync(nil, trigger: "reconcile", connection, firstSync: true)
+            try sync(nil, trigger: "reconcile", session, firstSync: true)
             // Reconcile again at once: now with a version recorded, it counts what the sync had to leave out.
             nextReconcile = clock.now
             return
@@ -309,14 +310,14 @@ final class ProjectSyncWorker: @unchecked Sendable {
                     "daemon.links": "\(drift.orphanedLinks)",
                 ])
             }
-            try sync(nil, trigger: "reconcile", connection)
+            try sync(nil, trigger: "reconcile", session)
         } else if !drift.projectIDs.isEmpty {
             metrics.driftedProjects.increment(by: drift.projectIDs.count)
             logger.info("reconcile found projects whose roles differ", metadata: [
                 "daemon.projects": "\(drift.projectIDs.count)",
                 "daemon.sample": "\(drift.projectIDs.prefix(10).map(String.init).joined(separator: ","))",
             ])
-            try sync(drift.projectIDs, trigger: "reconcile", connection)
+            try sync(drift.projectIDs, trigger: "reconcile", session)
         }
         publishReadiness()
     }
@@ -340,7 +341,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
 
     // MARK: - Sync
 
-    private func syncPending(_ connection: Connection) throws {
+    private func syncPending(_ session: MigrationSession) throws {
         let current = state.current
         guard current.roleVersionProblem == nil, current.pendingMigrations == 0, current.historyProblems.isEmpty else {
             // Not ours to sync now; the reconcile that clears the problem finds these projects.
@@ -349,7 +350,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
         }
         let ids = pending.sorted()
         do {
-            try sync(ids, trigger: "notify", connection)
+            try sync(ids, trigger: "notify", session)
             pending.subtract(ids)
             nextBatchAttempt = nil
             lockBusyReported = false
@@ -365,12 +366,16 @@ final class ProjectSyncWorker: @unchecked Sendable {
     }
 
     /// One transaction under the lock for these projects (nil: every project, recording the version).
-    private func sync(_ ids: [Int64]?, trigger: String, _ connection: Connection, firstSync: Bool = false) throws {
+    private func sync(_ ids: [Int64]?, trigger: String, _ session: MigrationSession, firstSync: Bool = false) throws {
         let start = clock.now
         var options = RoleSynchronizer.Options(force: ids == nil, projectIDs: ids, onlyIfCurrent: !firstSync)
         options.onlyIfNoVersion = firstSync
-        let report = try quietMigrator.withLock(on: connection, timeout: configuration.batchLockWait) { session in
-            try synchronizer.sync(session, options: options, logger: syncLogger)
+        // The batches' lock waits are reported once by the worker, not on every attempt.
+        let logger = session.logger
+        session.logger = syncLogger
+        defer { session.logger = logger }
+        let report = try session.withLock(timeout: configuration.batchLockWait) {
+            try synchronizer.sync(session.connection, options: options, logger: syncLogger)
         }
         let elapsed = clock.now - start
         metrics.syncDuration(trigger: trigger).recordNanoseconds(Int64(elapsed.seconds * 1e9))

@@ -42,6 +42,9 @@ public struct Row: Sendable {
         self.source = source
     }
 
+    /// The text of the column at `index` (which must exist), nil for NULL.
+    public subscript(_ index: Int) -> String? { values[index] }
+
     /// The column's text, nil for NULL.
     /// - Throws: ``RowDecodingError`` when the row has no such column.
     public func text(_ name: String) throws(RowDecodingError) -> String? {

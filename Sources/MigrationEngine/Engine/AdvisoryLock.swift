@@ -34,9 +34,10 @@ enum AdvisoryLock {
         let high = (key >> 32) & 0xFFFF_FFFF
         let low = key & 0xFFFF_FFFF
         guard let row = try? connection.query(holderSQL, [high, low]).first else { return nil }
-        return "pid \(row["pid"] ?? "?") (application_name \(row["application_name"] ?? "?"), "
-            + "user \(row["usename"] ?? "?"), connected since \(row["connected_since"] ?? "?"), "
-            + "\(row["state"] ?? "?") for \(row["busy_s"] ?? "?") s)"
+        func field(_ name: String) -> String { ((try? row.text(name)) ?? nil) ?? "?" }
+        return "pid \(field("pid")) (application_name \(field("application_name")), "
+            + "user \(field("usename")), connected since \(field("connected_since")), "
+            + "\(field("state")) for \(field("busy_s")) s)"
     }
 
     /// Polls until the lock is held or the deadline passes; returns how long it waited.
@@ -62,8 +63,8 @@ enum AdvisoryLock {
                 let holder = holder(connection, key: key) ?? "another session (it could not be identified)"
                 throw MigrationError(
                     code: .lockTimeout,
-                    message: "error: gave up waiting for the migration lock after \(format(elapsed)); it is held by "
-                        + holder + "\nhint: wait for that run to finish, or raise --lock-timeout (MIGRATOR_LOCK_TIMEOUT)"
+                    message: "gave up waiting for the migration lock after \(format(elapsed)); it is held by " + holder,
+                    hint: "wait for that run to finish, or raise --lock-timeout (MIGRATOR_LOCK_TIMEOUT)"
                 )
             }
             if !reported || clock.now - lastReport >= reportEvery {
@@ -76,16 +77,21 @@ enum AdvisoryLock {
             // Jitter spreads many waiting replicas apart (see Backoff.lockPoll).
             let sleepMs = min(backoff.next().milliseconds, (timeout - elapsed).milliseconds)
             usleep(UInt32(max(1, sleepMs) * 1000))
-            do {
-                if try connection.query(tryLockSQL, [key]).first?.bool("locked") == true {
-                    return clock.now - start
-                }
-            } catch {
-                throw MigrationError(
-                    code: error.code == .connectionLost ? .connectionFailed : .databaseError,
-                    message: "error: the connection failed while waiting for the migration lock: \(error)"
-                )
-            }
+            if try tryLock(connection, key: key) { return clock.now - start }
+        }
+    }
+
+    /// One try for the lock.
+    static func tryLock(_ connection: Connection, key: Int64) throws(MigrationError) -> Bool {
+        do {
+            return try connection.query(tryLockSQL, [key]).from("pg_try_advisory_lock").first?.decode("locked", as: Bool.self) == true
+        } catch let error as PostgresError {
+            throw MigrationError(
+                code: error.code == .connectionLost ? .connectionFailed : .databaseError,
+                message: "the connection failed while waiting for the migration lock: \(error)"
+            )
+        } catch {
+            throw MigrationError(code: .databaseError, message: "could not try for the migration lock: \(error)")
         }
     }
 

@@ -15,8 +15,11 @@ struct MigrationPlan {
     }
 
     var statuses: [MigrationStatus] = []
-    var problems: [String] = []
+    var problems: [Diagnostic] = []
     var steps: [Step] = []
+
+    /// Migrations not applied yet: pending, or failed part way.
+    var pendingCount: Int { statuses.count { $0.state == .pending || $0.state == .failed } }
 
     /// Compares the folder with the history.
     ///
@@ -30,7 +33,7 @@ struct MigrationPlan {
         var plan = MigrationPlan()
         let records = Dictionary(history.map { ($0.version, $0) }, uniquingKeysWith: { first, _ in first })
         let newestApplied = history.filter { $0.state == .applied }.map(\.version).max() ?? 0
-        var fileErrors: [String] = []
+        var fileErrors: [Diagnostic] = []
         var byVersion: [Int64: MigrationStatus] = [:]
 
         for entry in entries {
@@ -49,7 +52,7 @@ struct MigrationPlan {
                 }
                 file = try entry.load(bytes: bytes)
             } catch {
-                fileErrors.append(error.message)
+                fileErrors += error.diagnostics
                 continue
             }
             var status = MigrationStatus(
@@ -68,18 +71,20 @@ struct MigrationPlan {
                     status.state = .applied
                 } else if let superseded = record!.superseded {
                     status.state = .changed
-                    plan.problems.append(
-                        "\(entry.displayPath): error: version \(entry.version) is taken by '\(record!.name)', a migration "
-                            + "of an earlier migrator release that \(superseded) took over; give this migration a "
-                            + "number above \(newestApplied)"
-                    )
+                    plan.problems.append(Diagnostic(
+                        message: "version \(entry.version) is taken by '\(record!.name)', a migration of an earlier "
+                            + "migrator release that \(superseded) took over; give this migration a number above "
+                            + "\(newestApplied)",
+                        location: SourceLocation(file: entry.displayPath)
+                    ))
                 } else {
                     status.state = .changed
-                    plan.problems.append(
-                        "\(entry.displayPath): error: migration \(entry.version) was changed after it was applied "
+                    plan.problems.append(Diagnostic(
+                        message: "migration \(entry.version) was changed after it was applied "
                             + "(history has \(record!.checksum.prefix(19))…, the file has \(file.checksum.prefix(19))…); "
-                            + "restore the file as it was applied and put the change in a new migration"
-                    )
+                            + "restore the file as it was applied and put the change in a new migration",
+                        location: SourceLocation(file: entry.displayPath)
+                    ))
                 }
             case .failed?:
                 status.state = .failed
@@ -89,8 +94,8 @@ struct MigrationPlan {
                     do {
                         plan.steps.append(try resumeStep(file: file, record: record!))
                     } catch {
-                        if error.code == .invalidMigrationFile { fileErrors.append(error.message) } else {
-                            plan.problems.append(error.message)
+                        if error.code == .invalidMigrationFile { fileErrors += error.diagnostics } else {
+                            plan.problems += error.diagnostics
                         }
                     }
                 }
@@ -98,11 +103,12 @@ struct MigrationPlan {
                 if entry.version < newestApplied {
                     status.outOfOrder = true
                     if !allowOutOfOrder {
-                        plan.problems.append(
-                            "\(entry.displayPath): error: pending migration \(entry.version) is numbered below the "
-                                + "newest applied migration \(newestApplied); give it a number above \(newestApplied), "
-                                + "or pass --allow-out-of-order to apply it anyway"
-                        )
+                        plan.problems.append(Diagnostic(
+                            message: "pending migration \(entry.version) is numbered below the newest applied "
+                                + "migration \(newestApplied); give it a number above \(newestApplied), or pass "
+                                + "--allow-out-of-order to apply it anyway",
+                            location: SourceLocation(file: entry.displayPath)
+                        ))
                     }
                 }
                 if target.map({ entry.version <= $0 }) ?? true {
@@ -111,7 +117,7 @@ struct MigrationPlan {
                             Step(file: file, statements: try statements(of: file), resumeFrom: 0, previous: nil)
                         )
                     } catch {
-                        fileErrors.append(error.message)
+                        fileErrors += error.diagnostics
                     }
                 }
             }
@@ -132,13 +138,14 @@ struct MigrationPlan {
                 appliedAt: record.appliedAt, appliedBy: record.appliedBy, durationMs: record.durationMs,
                 recordedChecksum: record.checksum, failedStatement: record.failedStatement, error: record.error
             )
-            plan.problems.append(
-                "\(migrationsPath): error: migration \(label) is in the history but its file is gone from this folder; "
-                    + "restore \(label).sql (the history has checksum \(record.checksum.prefix(19))…)"
-            )
+            plan.problems.append(Diagnostic(
+                message: "migration \(label) is in the history but its file is gone from this folder; "
+                    + "restore \(label).sql (the history has checksum \(record.checksum.prefix(19))…)",
+                location: SourceLocation(file: migrationsPath)
+            ))
         }
         if !fileErrors.isEmpty {
-            throw MigrationError(code: .invalidMigrationFile, message: fileErrors.joined(separator: "\n"))
+            throw MigrationError(code: .invalidMigrationFile, diagnostics: fileErrors)
         }
         plan.statuses = byVersion.values.sorted { $0.version < $1.version }
         plan.steps.sort { $0.file.version < $1.file.version }
@@ -153,23 +160,27 @@ struct MigrationPlan {
         do {
             statements = try SQLStatementSplitter.split(file.content)
         } catch {
-            let excerpt: String = SourceText(file.content).excerpt(line: error.line, column: error.column)
-            let message: String = "\(file.displayPath):\(error.line):\(error.column): error: \(error.description)\n"
-            throw MigrationError(code: .invalidMigrationFile, message: message + excerpt)
+            throw MigrationError(
+                code: .invalidMigrationFile, message: error.description,
+                location: file.location(line: error.line, column: error.column)
+            )
         }
         if let control = statements.first(where: SQLStatementSplitter.isTransactionControl) {
             let words: String = control.leadingWords(2).joined(separator: " ")
-            let excerpt: String = SourceText(file.content).excerpt(line: control.line, column: control.column)
             let directive = MigrationFile.noTransactionDirective
-            let place = "\(file.displayPath):\(control.line):\(control.column): error: '\(words)' controls the transaction"
-            let message: String = file.transactional
-                ? place + ", but this migration already runs in one transaction with its history row\n" + excerpt
-                    + "\nhint: remove it, or put '-- \(directive)' in the file's first comment lines to run each "
-                    + "statement on its own"
-                : place + ", but this migration runs outside a transaction, each statement on its own, with its "
-                    + "progress recorded between them\n" + excerpt
-                    + "\nhint: put the statements that must be atomic in a migration of their own without the directive"
-            throw MigrationError(code: .invalidMigrationFile, message: message)
+            let place = "'\(words)' controls the transaction"
+            throw MigrationError(
+                code: .invalidMigrationFile,
+                message: file.transactional
+                    ? place + ", but this migration already runs in one transaction with its history row"
+                    : place + ", but this migration runs outside a transaction, each statement on its own, with its "
+                        + "progress recorded between them",
+                location: file.location(line: control.line, column: control.column),
+                hint: file.transactional
+                    ? "remove it, or put '-- \(directive)' in the file's first comment lines to run each statement on "
+                        + "its own"
+                    : "put the statements that must be atomic in a migration of their own without the directive"
+            )
         }
         return statements
     }
@@ -179,9 +190,10 @@ struct MigrationPlan {
         guard !file.transactional else {
             throw MigrationError(
                 code: .historyMismatch,
-                message: "\(file.displayPath): error: migration \(file.version) failed part way outside a transaction, "
+                message: "migration \(file.version) failed part way outside a transaction, "
                     + "and the file no longer has '-- \(MigrationFile.noTransactionDirective)'; put the directive "
-                    + "back so the remaining statements can run"
+                    + "back so the remaining statements can run",
+                location: SourceLocation(file: file.displayPath)
             )
         }
         let statements = try statements(of: file)
@@ -189,18 +201,19 @@ struct MigrationPlan {
         if statements.count < done.count {
             throw MigrationError(
                 code: .historyMismatch,
-                message: "\(file.displayPath): error: migration \(file.version) had run \(done.count) statements before "
-                    + "it failed, but the file now has only \(statements.count); restore the statements that ran"
+                message: "migration \(file.version) had run \(done.count) statements before "
+                    + "it failed, but the file now has only \(statements.count); restore the statements that ran",
+                location: SourceLocation(file: file.displayPath)
             )
         }
         for (index, checksum) in done.enumerated() where statementChecksum(statements[index]) != checksum {
             let statement = statements[index]
             throw MigrationError(
                 code: .historyMismatch,
-                message: "\(file.displayPath):\(statement.line):\(statement.column): error: statement \(index + 1) "
+                message: "statement \(index + 1) "
                     + "already ran before the migration failed at statement \(done.count + 1), and it has changed "
-                    + "since; restore it as it ran (only the failed statement and the ones after it may change)\n"
-                    + SourceText(file.content).excerpt(line: statement.line, column: statement.column)
+                    + "since; restore it as it ran (only the failed statement and the ones after it may change)",
+                location: file.location(line: statement.line, column: statement.column)
             )
         }
         return Step(file: file, statements: statements, resumeFrom: done.count, previous: record)

@@ -12,11 +12,11 @@ public struct MigratorOptions: Sendable {
     public var dryRun: Bool
     /// How long to wait for another runner's lock before giving up.
     public var lockTimeout: Duration
-    /// `lock_timeout` for the migrations' statements, in milliseconds (0 turns it off): a migration that waits
-    /// behind an application's long transaction fails instead of queueing every other query behind itself.
-    public var ddlLockTimeoutMs: Int
-    /// `statement_timeout` in milliseconds; nil runs with none, whatever the server or role sets.
-    public var statementTimeoutMs: Int?
+    /// `lock_timeout` for the migrations' statements (zero turns it off): a migration that waits behind an
+    /// application's long transaction fails instead of queueing every other query behind itself.
+    public var ddlLockTimeout: Duration
+    /// `statement_timeout`; nil runs with none, whatever the server or role sets.
+    public var statementTimeout: Duration?
     /// Apply pending migrations numbered below the newest applied one instead of refusing.
     public var allowOutOfOrder: Bool
     /// How often to say who holds the lock while waiting.
@@ -34,8 +34,8 @@ public struct MigratorOptions: Sendable {
         target: Int64? = nil,
         dryRun: Bool = false,
         lockTimeout: Duration = defaultLockTimeout,
-        ddlLockTimeoutMs: Int = Int(defaultDDLLockTimeout.components.seconds) * 1000,
-        statementTimeoutMs: Int? = nil,
+        ddlLockTimeout: Duration = defaultDDLLockTimeout,
+        statementTimeout: Duration? = nil,
         allowOutOfOrder: Bool = false,
         lockReportInterval: Duration = .seconds(5)
     ) {
@@ -43,8 +43,8 @@ public struct MigratorOptions: Sendable {
         self.target = target
         self.dryRun = dryRun
         self.lockTimeout = lockTimeout
-        self.ddlLockTimeoutMs = ddlLockTimeoutMs
-        self.statementTimeoutMs = statementTimeoutMs
+        self.ddlLockTimeout = ddlLockTimeout
+        self.statementTimeout = statementTimeout
         self.allowOutOfOrder = allowOutOfOrder
         self.lockReportInterval = lockReportInterval
     }

@@ -27,8 +27,8 @@ public struct MigrateReport: Sendable, Codable {
 /// Every migration's state, for `status` and `verify`.
 public struct StatusReport: Sendable, Codable {
     public var migrations: [MigrationStatus]
-    /// Messages for everything that would stop `migrate` (changed, missing, out of order).
-    public var problems: [String]
+    /// Everything that would stop `migrate` (changed, missing, out of order).
+    public var problems: [Diagnostic]
     /// What each post-migrate hook reports (the role version, for the role sync).
     public var hooks: [HookStatus]
     /// What the reader should know that is not a problem (no migrations folder; a layout an earlier release made).

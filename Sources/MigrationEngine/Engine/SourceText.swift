@@ -1,5 +1,5 @@
-/// A file's text indexed by line, to turn a server's character position into `line:column` and show the line with
-/// a caret under the column, the way a compiler does.
+/// A file's text indexed by line, to turn a server's character position into `line:column` and give that line's
+/// text (the CLI shows it with a caret under the column, the way a compiler does).
 struct SourceText {
     private let scalars: [Unicode.Scalar]
     /// Scalar offset at which each line starts.
@@ -32,18 +32,18 @@ struct SourceText {
         view.append(contentsOf: scalars[start..<max(start, end)])
         return String(view)
     }
+}
 
-    /// ```
-    ///    12 | CREATE INDEX ON sites (name);
-    ///       |                 ^
-    /// ```
-    func excerpt(line number: Int, column: Int) -> String {
-        let text = line(number)
-        let gutter = String(number)
-        let pad = String(repeating: " ", count: max(4, gutter.count + 1))
-        let lead = String(repeating: " ", count: pad.count - gutter.count) + gutter
-        // Keep tabs in the caret line so the caret sits under the column in any terminal.
-        let prefix = text.unicodeScalars.prefix(max(0, column - 1)).map { $0 == "\t" ? "\t" : " " }.joined()
-        return "\(lead) | \(text)\n\(pad) | \(prefix)^"
+extension MigrationFile {
+    /// A place in this file, with the line's text for the caret excerpt.
+    func location(line: Int, column: Int) -> SourceLocation {
+        SourceLocation(file: displayPath, line: line, column: column, lineText: SourceText(content).line(line))
+    }
+
+    /// The place of a 0-based scalar offset in this file.
+    func location(ofOffset offset: Int) -> SourceLocation {
+        let source = SourceText(content)
+        let (line, column) = source.location(ofOffset: offset)
+        return SourceLocation(file: displayPath, line: line, column: column, lineText: source.line(line))
     }
 }

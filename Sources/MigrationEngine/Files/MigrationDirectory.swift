@@ -37,7 +37,8 @@ public struct MigrationDirectory: Sendable {
             guard let bytes = FileSystem.readFile(path) else {
                 throw MigrationError(
                     code: .invalidMigrationFile,
-                    message: "\(displayPath): error: the file cannot be read (\(FileSystem.lastError())); check its permissions"
+                    message: "the file cannot be read (\(FileSystem.lastError())); check its permissions",
+                    location: SourceLocation(file: displayPath)
                 )
             }
             return bytes
@@ -53,17 +54,19 @@ public struct MigrationDirectory: Sendable {
         guard FileSystem.kind(path) == .directory else {
             throw MigrationError(
                 code: .invalidMigrationFile,
-                message: "\(path): error: the migrations folder does not exist; "
-                    + "create it, or point --migrations (MIGRATOR_MIGRATIONS) at the right one"
+                message: "the migrations folder does not exist; "
+                    + "create it, or point --migrations (MIGRATOR_MIGRATIONS) at the right one",
+                location: SourceLocation(file: path)
             )
         }
         guard let names = FileSystem.list(path) else {
             throw MigrationError(
                 code: .invalidMigrationFile,
-                message: "\(path): error: the migrations folder cannot be read (\(FileSystem.lastError()))"
+                message: "the migrations folder cannot be read (\(FileSystem.lastError()))",
+                location: SourceLocation(file: path)
             )
         }
-        var problems: [String] = []
+        var problems: [Diagnostic] = []
         var byVersion: [Int64: Entry] = [:]
         for fileName in names.sorted() where !fileName.hasPrefix(".") && fileName.lowercased().hasSuffix(".sql") {
             let displayPath = Self.join(path, fileName)
@@ -71,34 +74,35 @@ public struct MigrationDirectory: Sendable {
             switch Self.parse(fileName: fileName) {
             case .success(let value): parsed = value
             case .failure(let reason):
-                problems.append("\(displayPath): error: \(reason); expected \(Self.expectedForm)")
+                problems.append(Diagnostic(message: "\(reason); expected \(Self.expectedForm)", location: SourceLocation(file: displayPath)))
                 continue
             }
             switch FileSystem.kind(displayPath) {
             case .missing:
-                problems.append("\(displayPath): error: the file cannot be read (a broken symbolic link?)")
+                problems.append(Diagnostic(message: "the file cannot be read (a broken symbolic link?)", location: SourceLocation(file: displayPath)))
                 continue
             case .directory:
-                problems.append("\(displayPath): error: this is a folder, not a migration file; rename or move it")
+                problems.append(Diagnostic(message: "this is a folder, not a migration file; rename or move it", location: SourceLocation(file: displayPath)))
                 continue
             case .other:
-                problems.append("\(displayPath): error: this is not a regular file (a FIFO, socket or device); a migration must be a file")
+                problems.append(Diagnostic(message: "this is not a regular file (a FIFO, socket or device); a migration must be a file", location: SourceLocation(file: displayPath)))
                 continue
             case .file:
                 break
             }
             let entry = Entry(version: parsed.0, name: parsed.1, fileName: fileName, displayPath: displayPath, path: displayPath)
             if let other = byVersion[parsed.0] {
-                problems.append(
-                    "\(displayPath): error: version \(parsed.0) is also used by \(other.displayPath); "
-                        + "every migration needs its own number (1 and 0001 are the same version)"
-                )
+                problems.append(Diagnostic(
+                    message: "version \(parsed.0) is also used by \(other.displayPath); "
+                        + "every migration needs its own number (1 and 0001 are the same version)",
+                    location: SourceLocation(file: displayPath)
+                ))
                 continue
             }
             byVersion[parsed.0] = entry
         }
         if !problems.isEmpty {
-            throw MigrationError(code: .invalidMigrationFile, message: problems.joined(separator: "\n"))
+            throw MigrationError(code: .invalidMigrationFile, diagnostics: problems)
         }
         return byVersion.values.sorted { $0.version < $1.version }
     }

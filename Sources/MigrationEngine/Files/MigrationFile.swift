@@ -37,8 +37,8 @@ public struct MigrationFile: Sendable {
             let (line, column) = Self.firstInvalidUTF8(normalised)
             throw MigrationError(
                 code: .invalidMigrationFile,
-                message: "\(displayPath):\(line):\(column): error: the file is not valid UTF-8; "
-                    + "save it as UTF-8 (a BOM and CRLF line endings are accepted)"
+                message: "the file is not valid UTF-8; save it as UTF-8 (a BOM and CRLF line endings are accepted)",
+                location: SourceLocation(file: displayPath, line: line, column: column)
             )
         }
         self.content = content
@@ -124,8 +124,8 @@ public struct MigrationFile: Sendable {
             } else {
                 throw MigrationError(
                     code: .invalidMigrationFile,
-                    message: "\(displayPath):\(lineNumber):1: error: unknown directive '\(comment)'; "
-                        + "the only directive is '-- \(noTransactionDirective)'"
+                    message: "unknown directive '\(comment)'; the only directive is '-- \(noTransactionDirective)'",
+                    location: SourceLocation(file: displayPath, line: lineNumber, column: 1)
                 )
             }
         }

@@ -85,30 +85,32 @@ public struct HistoryStore: Sendable {
     }
 
     private func decode(_ result: QueryResult, table: String) throws(PostgresError) -> [HistoryRecord] {
-        func bad(_ column: String, _ row: Row) -> PostgresError {
-            PostgresError(
-                code: .clientError,
-                message: "\(table) has a row whose \(column) cannot be read (version \(row["version"] ?? "NULL")); "
-                    + "fix or delete that row by hand"
-            )
-        }
         var records: [HistoryRecord] = []
-        for row in result.rows {
-            guard let version = row["version"].flatMap({ Int64($0) }) else { throw bad("version", row) }
-            guard let name = row["name"] else { throw bad("name", row) }
-            guard let checksum = row["checksum"] else { throw bad("checksum", row) }
-            guard let transactional = row.bool("transactional") else { throw bad("transactional", row) }
-            guard let state = row["state"].flatMap(HistoryRecord.State.init(rawValue:)) else { throw bad("state", row) }
-            records.append(HistoryRecord(
-                version: version, name: name, checksum: checksum, transactional: transactional, state: state,
-                appliedAt: row["applied_at"] ?? "", appliedBy: row["applied_by"] ?? "",
-                durationMs: row.double("duration_ms") ?? 0,
-                statementsDone: row.int("statements_done"),
-                statementChecksums: row.stringArray("statement_checksums")?.compactMap { $0 },
-                failedStatement: row.int("failed_statement"),
-                error: row["error"],
-                superseded: row["superseded"]
-            ))
+        for row in result.from(table).rows {
+            do throws(RowDecodingError) {
+                guard let state = HistoryRecord.State(rawValue: try row.decode("state", as: String.self)) else {
+                    throw RowDecodingError(
+                        source: table, column: "state", problem: "holds '\(try row.decode("state", as: String.self))', not applied or failed"
+                    )
+                }
+                records.append(HistoryRecord(
+                    version: try row.decode("version"), name: try row.decode("name"), checksum: try row.decode("checksum"),
+                    transactional: try row.decode("transactional"), state: state,
+                    appliedAt: try row.decode("applied_at"), appliedBy: try row.decode("applied_by"),
+                    durationMs: try row.decode("duration_ms"),
+                    statementsDone: try row.decodeIfPresent("statements_done"),
+                    statementChecksums: try row.decodeIfPresent("statement_checksums", as: [String?].self)?.compactMap { $0 },
+                    failedStatement: try row.decodeIfPresent("failed_statement"),
+                    error: try row.decodeIfPresent("error"),
+                    superseded: try row.decodeIfPresent("superseded")
+                ))
+            } catch {
+                let version = ((try? row.text("version")) ?? nil) ?? "NULL"
+                throw PostgresError(
+                    code: .clientError,
+                    message: "\(error) (the row of version \(version)); fix or delete that row by hand"
+                )
+            }
         }
         return records
     }

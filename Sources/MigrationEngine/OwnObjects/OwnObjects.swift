@@ -43,8 +43,10 @@ public enum OwnObjects {
         let present = try connection.query(
             "SELECT to_regclass($1) IS NOT NULL AS legacy, to_regclass($2) IS NOT NULL AS current",
             ["public.\(legacy)", schema.qualified(name)]
-        ).first
-        guard present?.bool("legacy") == true, present?.bool("current") == false else { return false }
+        ).from("to_regclass")
+        guard let row = present.first, try decoded({ try row.decode("legacy", as: Bool.self) }),
+              try !decoded({ try row.decode("current", as: Bool.self) })
+        else { return false }
         try connection.query("ALTER TABLE public.\(SQLIdentifier.quote(legacy)) SET SCHEMA \(schema.sql)")
         if legacy != name {
             try connection.query("ALTER TABLE \(schema.qualified(legacy)) RENAME TO \(SQLIdentifier.quote(name))")
@@ -64,14 +66,8 @@ public enum OwnObjects {
         do throws(PostgresError) {
             let result = try connection.query(versionsSQL(schema))
             var versions: [String: Int] = [:]
-            for row in result.rows {
-                guard let name = row["component"], let version = row.int("version") else {
-                    throw PostgresError(
-                        code: .clientError,
-                        message: "\(schema.qualified("components")) has a row without a component or version"
-                    )
-                }
-                versions[name] = version
+            for row in result.from(schema.qualified("components")).rows {
+                versions[try decoded { try row.decode("component", as: String.self) }] = try decoded { try row.decode("version", as: Int.self) }
             }
             return versions
         } catch where error.sqlState == SQLState.undefinedTable || error.sqlState == SQLState.invalidSchemaName {
@@ -116,7 +112,7 @@ public enum OwnObjects {
         } catch {
             throw MigrationError(
                 code: error.code == .connectionLost ? .connectionFailed : .databaseError,
-                message: "error: could not read the version of migrator's own objects (\(schema.qualified("components"))): \(error)"
+                message: "could not read the version of migrator's own objects (\(schema.qualified("components"))): \(error)"
             )
         }
         let due = components.filter { installed[$0.name, default: 0] < $0.newest }
@@ -180,13 +176,24 @@ public enum OwnObjects {
             let lost = (error as? PostgresError)?.code == .connectionLost
             throw MigrationError(
                 code: lost ? .connectionFailed : .databaseError,
-                message: "error: could not install migrator's own objects in schema \(schema.name) at step \(current): \(error)"
-                    + "\nnote: that installation was rolled back; nothing of it remains, and the next run tries again"
+                message: "could not install migrator's own objects in schema \(schema.name) at step \(current): \(error)",
+                notes: ["that installation was rolled back; nothing of it remains, and the next run tries again"]
             )
         }
         for step in ran {
             logger.info("installed migrator's own objects", metadata: ["schema.name": "\(schema.name)", "schema.step": "\(step)"])
         }
         return ran
+    }
+}
+
+/// A row decoding error as the ``PostgresError`` the caller reports.
+func decoded<T>(_ read: () throws -> T) throws(PostgresError) -> T {
+    do {
+        return try read()
+    } catch let error as PostgresError {
+        throw error
+    } catch {
+        throw PostgresError(code: .clientError, message: "\(error)")
     }
 }

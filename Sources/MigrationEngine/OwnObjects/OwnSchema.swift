@@ -12,13 +12,13 @@ public struct OwnSchema: Sendable, Equatable, CustomStringConvertible {
     /// - Throws: ``MigrationError`` `.invalidInput` saying what is wrong with the name.
     public init(_ name: String) throws(MigrationError) {
         if let problem = SQLIdentifier.problem(name, what: "schema") {
-            throw MigrationError(code: .invalidInput, message: "error: --schema (MIGRATOR_SCHEMA) '\(name)': \(problem)")
+            throw MigrationError(code: .invalidInput, message: "--schema (MIGRATOR_SCHEMA) '\(name)': \(problem)")
         }
         let lowered = name.lowercased()
         guard lowered != "public", lowered != "information_schema", !lowered.hasPrefix("pg_") else {
             throw MigrationError(
                 code: .invalidInput,
-                message: "error: --schema (MIGRATOR_SCHEMA) '\(name)' is a schema that migrator does not own; "
+                message: "--schema (MIGRATOR_SCHEMA) '\(name)' is a schema that migrator does not own; "
                     + "choose a schema of its own, such as the default '\(Self.defaultName)'"
             )
         }

@@ -41,14 +41,14 @@ public struct DatabaseWait {
                 guard error.isTransient else {
                     throw MigrationError(
                         code: .connectionFailed,
-                        message: "error: cannot connect to the database, and waiting will not help: \(error.message)"
+                        message: "cannot connect to the database, and waiting will not help: \(error.message)"
                     )
                 }
                 let elapsed = clock.now - start
                 guard elapsed < timeout else {
                     throw MigrationError(
                         code: .connectionFailed,
-                        message: "error: the database did not accept connections within \(timeout.components.seconds) s: \(error.message)"
+                        message: "the database did not accept connections within \(timeout.components.seconds) s: \(error.message)"
                     )
                 }
                 logger.info("database not reachable yet; retrying", metadata: ["db.error": "\(error.message)", "wait.attempts": "\(attempt)"])

@@ -136,8 +136,8 @@ struct RunOptions: ParsableArguments {
         var options = MigratorOptions(
             migrationsPath: migrations,
             lockTimeout: lock,
-            ddlLockTimeoutMs: DurationParser.milliseconds(ddl),
-            statementTimeoutMs: statement.map(DurationParser.milliseconds),
+            ddlLockTimeout: ddl,
+            statementTimeout: statement,
             allowOutOfOrder: outOfOrder
         )
         options.schema = schema

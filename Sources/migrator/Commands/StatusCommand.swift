@@ -51,7 +51,7 @@ enum StatusTable {
         let summary = states.map { "\(report.count($0)) \($0.rawValue)" }.joined(separator: ", ")
         Output.print("\(report.database): \(summary)")
         for hook in report.hooks { Output.print("\(hook.name): \(hook.summary)") }
-        for problem in report.problems { Output.print(problem) }
-        for note in report.notes { Output.print(note) }
+        for problem in report.problems { Output.print(ErrorText.render(problem).joined(separator: "\n")) }
+        for note in report.notes { Output.print("note: \(note)") }
     }
 }

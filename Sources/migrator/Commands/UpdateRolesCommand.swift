@@ -64,9 +64,9 @@ struct UpdateRolesCommand: ParsableCommand {
         } catch let error as MigrationError {
             throw Output.fail(error, json: json).exitCode
         } catch let error as RoleSyncError where error.input {
-            throw Output.fail(MigrationError(code: .invalidInput, message: "error: \(error)"), json: json).exitCode
+            throw Output.fail(MigrationError(code: .invalidInput, message: "\(error)"), json: json).exitCode
         } catch {
-            throw Output.fail(MigrationError(code: .hookFailed, message: "error: \(error)"), json: json).exitCode
+            throw Output.fail(MigrationError(code: .hookFailed, message: "\(error)"), json: json).exitCode
         }
         if json {
             Output.json(report)

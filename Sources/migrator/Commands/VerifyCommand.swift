@@ -23,14 +23,14 @@ struct VerifyCommand: ParsableCommand {
                     let where_ = migration.file ?? "(file gone)"
                     Output.printError("\(where_): \(migration.state.rawValue): \(MigrationStatus.label(migration.version, migration.name))")
                 }
-                for problem in report.problems { Output.printError(problem) }
+                for problem in report.problems { Output.printError(ErrorText.render(problem).joined(separator: "\n")) }
                 for hook in report.hooks where !hook.upToDate { Output.printError("\(hook.name): \(hook.summary)") }
                 Output.printError("verify failed: \(report.count(.pending)) pending, \(report.count(.changed)) changed, \(report.count(.missing)) missing, \(report.count(.failed)) failed")
             }
             throw ExitStatus.verifyFailed.exitCode
         }
         if !json {
-            for note in report.notes { Output.print(note) }
+            for note in report.notes { Output.print("note: \(note)") }
             // A hook can be current and still have something to say (role groups it had to leave out).
             for hook in report.hooks where hook.details.keys.contains(where: { $0.hasPrefix("groupsName") }) {
                 Output.print("\(hook.name): \(hook.summary)")

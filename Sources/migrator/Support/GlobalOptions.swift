@@ -64,7 +64,7 @@ struct GlobalOptions: ParsableArguments {
             do {
                 return try OwnSchema(name)
             } catch {
-                throw ValidationError(String(error.message.dropFirst("error: ".count)))
+                throw ValidationError(error.message)
             }
         }
     }

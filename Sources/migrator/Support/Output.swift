@@ -19,7 +19,7 @@ enum Output {
         print(String(decoding: data, as: UTF8.self))
     }
 
-    /// A failure as `--json` prints it.
+    /// A failure as `--json` prints it: the error's fields, and the text a terminal shows.
     struct Failure: Encodable {
         var ok = false
         var exitCode: Int32
@@ -27,25 +27,33 @@ enum Output {
 
         struct ErrorBody: Encodable {
             var code: String
+            /// The first problem's message, without location or prefix.
             var message: String
+            var diagnostics: [Diagnostic]
+            var notes: [String]
             var appliedBeforeFailure: [String]
-            var server: SendablePostgresDetails?
+            /// The first problem's server fields, when the server reported it.
+            var server: ServerDiagnostics?
+            /// Everything, as the terminal shows it.
+            var text: String
         }
     }
 
     /// Reports a failure in the chosen form and returns the exit status that goes with it.
     static func fail(_ error: MigrationError, json: Bool) -> ExitStatus {
         let status = ExitStatus(error.code)
+        let text = ErrorText.render(error)
         if json {
             Output.json(Failure(
                 exitCode: status.rawValue,
                 error: .init(
-                    code: error.code.rawValue, message: error.description,
-                    appliedBeforeFailure: error.appliedBeforeFailure, server: error.serverError
+                    code: error.code.rawValue, message: error.message, diagnostics: error.diagnostics,
+                    notes: error.notes, appliedBeforeFailure: error.appliedBeforeFailure, server: error.serverError,
+                    text: text
                 )
             ))
         }
-        printError(error.description)
+        printError(text)
         return status
     }
 

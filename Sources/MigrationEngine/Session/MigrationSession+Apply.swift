@@ -1,0 +1,163 @@
+import Logging
+import Postgres
+import SystemSupport
+
+/// Running one migration: in a transaction with its history row, or outside one statement by statement with its
+/// progress recorded, and a server error turned into a problem located in the file.
+extension MigrationSession {
+    func apply(_ step: MigrationPlan.Step) throws(MigrationError) -> MigrateReport.Applied {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let file = step.file
+        var stepLogger = logger
+        stepLogger[metadataKey: "migration.version"] = "\(file.version)"
+        stepLogger[metadataKey: "migration.file"] = .string(file.displayPath)
+        let previousLogger = connection.logger
+        connection.logger = stepLogger
+        defer { connection.logger = previousLogger }
+        stepLogger.info(
+            step.resumeFrom > 0 ? "resuming migration" : "applying migration",
+            metadata: step.resumeFrom > 0 ? ["migration.statement": "\(step.resumeFrom + 1)"] : [:]
+        )
+        if file.transactional {
+            try applyInTransaction(file, statements: step.statements)
+            // The history row commits with the migration, so the duration is measured before the commit.
+        } else {
+            try applyStatementByStatement(step, start: start)
+        }
+        let durationMs = (clock.now - start).milliseconds
+        stepLogger.info("applied migration", metadata: ["migration.duration_ms": "\(Int(durationMs))"])
+        return Self.report(step, durationMs: durationMs)
+    }
+
+    /// The file and its history row in one transaction: both commit or neither does.
+    private func applyInTransaction(_ file: MigrationFile, statements: [SQLStatement]) throws(MigrationError) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        do throws(PostgresError) {
+            try connection.query("BEGIN")
+            try connection.execute(script: file.content)
+            guard connection.transactionStatus == .inTransaction else {
+                throw PostgresError(
+                    code: .clientError,
+                    message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
+                )
+            }
+            try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+            try connection.query("COMMIT")
+        } catch {
+            if connection.isConnected, connection.transactionStatus != .idle {
+                _ = try? connection.query("ROLLBACK")
+            }
+            // Without a position, the number of statements that completed names the one that failed.
+            let failed = error.completedStatements.flatMap { $0 < statements.count ? statements[$0] : nil }
+            throw failure(error, file: file, statementOffset: 0, statement: failed)
+                .adding(note: "\(file.label) was rolled back; nothing of it remains")
+        }
+    }
+
+    /// One statement at a time, outside a transaction, recording progress before each so that a failure or a kill
+    /// can be resumed where it stopped.
+    private func applyStatementByStatement(_ step: MigrationPlan.Step, start: ContinuousClock.Instant) throws(MigrationError) {
+        let file = step.file
+        let clock = ContinuousClock()
+        var done = Array(step.previous?.statementChecksums ?? [])
+        for index in step.resumeFrom..<step.statements.count {
+            let statement = step.statements[index]
+            do throws(PostgresError) {
+                try history.recordProgress(
+                    connection, file: file, done: done, failedStatement: index + 1,
+                    error: "interrupted: the run stopped before statement \(index + 1) finished",
+                    durationMs: (clock.now - start).milliseconds
+                )
+                try connection.execute(script: statement.text)
+                guard connection.transactionStatus == .idle else {
+                    _ = try? connection.query("ROLLBACK")
+                    throw PostgresError(
+                        code: .clientError,
+                        message: "the statement left a transaction open; a migration outside a transaction runs each "
+                            + "statement on its own"
+                    )
+                }
+                done.append(MigrationPlan.statementChecksum(statement))
+            } catch {
+                var failure = failure(error, file: file, statementOffset: statement.offset, statement: statement)
+                if error.sqlState == "42P07", statement.leadingWords(4).contains("CONCURRENTLY") {
+                    failure.diagnostics[0].hint = "a CREATE INDEX CONCURRENTLY that failed leaves an invalid index behind; "
+                        + "drop it (DROP INDEX CONCURRENTLY) or use IF NOT EXISTS before rerunning"
+                }
+                if connection.isConnected {
+                    _ = try? history.recordProgress(
+                        connection, file: file, done: done, failedStatement: index + 1,
+                        error: String(failure.diagnostics[0].summary.prefix(4000)), durationMs: (clock.now - start).milliseconds
+                    )
+                }
+                throw failure.adding(
+                    note: "\(file.label) runs outside a transaction: statements 1-\(index) are applied and "
+                        + "recorded (\(done.count) of \(step.statements.count)); fix statement \(index + 1) and run "
+                        + "migrate again to resume there"
+                )
+            }
+        }
+        do {
+            try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+        } catch {
+            throw failure(error, file: file, statementOffset: 0, statement: nil)
+        }
+    }
+
+    /// Turns a server error into a problem located in the file.
+    ///
+    /// The server's position wins. Without one (errors found while executing DDL, such as a missing relation, carry
+    /// none), the location is the first mention of the object the message quotes inside the failing statement,
+    /// else the statement's start.
+    private func failure(
+        _ error: PostgresError, file: MigrationFile, statementOffset: Int, statement: SQLStatement?
+    ) -> MigrationError {
+        var location = SourceLocation(file: file.displayPath)
+        if let position = error.position {
+            location = file.location(ofOffset: statementOffset + position - 1)
+        } else if let statement {
+            location = file.location(ofOffset: statement.offset + (Self.mention(in: statement.text, of: error.message) ?? 0))
+        }
+        var notes: [String] = []
+        if error.code == .connectionLost {
+            notes.append("the connection to the server was lost while this migration ran")
+        }
+        return MigrationError(
+            code: .migrationFailed, message: error.message, location: location, notes: notes,
+            server: ServerDiagnostics(
+                sqlState: error.sqlState, message: error.message, detail: error.detail, hint: error.hint,
+                context: error.context, position: error.position
+            )
+        )
+    }
+}
+
+extension MigrationSession {
+    /// The scalar offset, inside `text`, of the first whole-word mention of the first name that `message` puts in
+    /// double quotes (`relation "sites" does not exist` → the offset of `sites`).
+    static func mention(in text: String, of message: String) -> Int? {
+        let parts = message.split(separator: "\"", omittingEmptySubsequences: false)
+        guard parts.count >= 3 else { return nil }
+        let name = Array(parts[1].lowercased().unicodeScalars)
+        // A qualified name is quoted whole ("public.sites"); its last part is what the statement is likeliest to say.
+        let candidates = [name, Array(name.split(separator: ".").last ?? name[...])]
+        let haystack = Array(text.lowercased().unicodeScalars)
+        func isWord(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_" || scalar == "$"
+        }
+        for candidate in candidates where !candidate.isEmpty && candidate.count <= haystack.count {
+            for start in 0...(haystack.count - candidate.count) where haystack[start] == candidate[0] {
+                guard Array(haystack[start..<(start + candidate.count)]) == candidate else { continue }
+                let before = start == 0 || !isWord(haystack[start - 1])
+                let afterIndex = start + candidate.count
+                let after = afterIndex == haystack.count || !isWord(haystack[afterIndex])
+                // lowercased() keeps the scalar count for the names PostgreSQL quotes in practice.
+                if before && after && haystack.count == text.unicodeScalars.count { return start }
+            }
+        }
+        return nil
+    }
+}
+

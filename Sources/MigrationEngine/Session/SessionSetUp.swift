@@ -1,0 +1,83 @@
+import Postgres
+import SystemSupport
+
+/// The session's set-up, in one round trip: its timeouts and keepalives, whether the server takes writes, a first
+/// try for the lock, and the marker of migrator's own objects.
+///
+/// The server-side keepalives let the server notice a runner whose machine vanished and free its lock within about
+/// 25 s (libpq's own keepalives cover the other direction). `client_connection_check_interval` (PostgreSQL 14 and
+/// later; skipped on older servers) makes the server check the socket every second while a statement runs: without
+/// it, a runner killed during a long statement keeps its lock, and its transaction open, until that statement ends.
+struct SessionSetUp {
+    /// Whether the first try got the lock (only a `.migrate` session tries).
+    var locked: Bool?
+    /// The schema's comment (see ``OwnObjects``): a run with nothing to install spends no round trip on it.
+    var ownObjects: String?
+
+    static let sql = """
+        SELECT set_config('lock_timeout', $1, false) AS lock_timeout,
+               set_config('statement_timeout', $2, false) AS statement_timeout,
+               set_config('idle_in_transaction_session_timeout', '0', false) AS idle_timeout,
+               set_config('tcp_keepalives_idle', '10', false) AS keepalives_idle,
+               set_config('tcp_keepalives_interval', '5', false) AS keepalives_interval,
+               set_config('tcp_keepalives_count', '3', false) AS keepalives_count,
+               (SELECT set_config(name, '1s', false) FROM pg_settings
+                WHERE name = 'client_connection_check_interval') AS connection_check,
+               pg_is_in_recovery() AS in_recovery,
+               current_setting('transaction_read_only') AS read_only,
+               CASE WHEN $3::boolean AND NOT pg_is_in_recovery()
+                    THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked,
+               obj_description(to_regnamespace($5::text), 'pg_namespace') AS own_objects
+        """
+
+    static func run(
+        on connection: Connection, options: MigratorOptions, purpose: MigrationSession.Purpose
+    ) throws(MigrationError) -> SessionSetUp {
+        let tryLock = purpose == .migrate
+        let row: Row
+        let inRecovery: Bool
+        let readOnly: Bool
+        var facts = SessionSetUp()
+        do {
+            let result = try connection.query(sql, [
+                milliseconds(options.ddlLockTimeout), options.statementTimeout.map(milliseconds) ?? "0", tryLock,
+                options.schema.lockKey, options.schema.name,
+            ]).from("the session set-up")
+            guard let first = result.first else {
+                throw MigrationError(code: .databaseError, message: "could not set up the session: the server returned no row")
+            }
+            row = first
+            inRecovery = try row.decode("in_recovery", as: Bool.self)
+            readOnly = try row.decode("read_only", as: Bool.self)
+            facts.locked = tryLock ? try row.decode("locked", as: Bool.self) : nil
+            facts.ownObjects = try row.decodeIfPresent("own_objects", as: String.self)
+        } catch let error as MigrationError {
+            throw error
+        } catch {
+            throw MigrationError(code: .databaseError, message: "could not set up the session: \(error)")
+        }
+        guard purpose.writes else { return facts }
+        if inRecovery {
+            throw MigrationError(
+                code: .readOnly,
+                message: "\(connection.safeDescription) is a read-only standby (in recovery), so it cannot be migrated",
+                hint: "point DATABASE_URL at the primary; with several hosts, add target_session_attrs=read-write"
+            )
+        }
+        if readOnly {
+            throw MigrationError(
+                code: .readOnly,
+                message: "the session on \(connection.safeDescription) is read-only "
+                    + "(default_transaction_read_only is on for the server, the database or the role), so it "
+                    + "cannot be migrated",
+                hint: "connect as a role that may write, or turn default_transaction_read_only off for it"
+            )
+        }
+        return facts
+    }
+
+    /// A duration as a setting's value: whole milliseconds, `0` for none.
+    static func milliseconds(_ duration: Duration) -> String {
+        "\(Int(duration.milliseconds.rounded()))ms"
+    }
+}
