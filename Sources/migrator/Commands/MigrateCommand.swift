@@ -49,7 +49,6 @@ struct MigrateCommand: ParsableCommand {
         }
         if thenExec && dryRun { throw ValidationError("--then-exec and --dry-run contradict each other; pass one") }
         if let target, target <= 0 { throw ValidationError("--to must be a positive version number; got \(target)") }
-        _ = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
         if try resolvedSkipRoles && resolvedForceRoles {
             throw ValidationError("--skip-roles and --force-roles contradict each other; pass one")
         }
@@ -108,19 +107,19 @@ struct RunOptions: ParsableArguments {
         name: .customLong("lock-timeout"),
         help: ArgumentHelp("How long to wait for another runner's lock, e.g. 300s, 5m (env: MIGRATOR_LOCK_TIMEOUT; default 5m).", valueName: "duration")
     )
-    var lockTimeout: String?
+    var lockTimeout: DurationArgument?
 
     @Option(
         name: .customLong("ddl-lock-timeout"),
         help: ArgumentHelp("lock_timeout for the migrations' statements; 0 turns it off (env: MIGRATOR_DDL_LOCK_TIMEOUT; default 10s).", valueName: "duration")
     )
-    var ddlLockTimeout: String?
+    var ddlLockTimeout: DurationArgument?
 
     @Option(
         name: .customLong("statement-timeout"),
         help: ArgumentHelp("statement_timeout for migrations; without it none applies, whatever the server sets (env: MIGRATOR_STATEMENT_TIMEOUT).", valueName: "duration")
     )
-    var statementTimeout: String?
+    var statementTimeout: DurationArgument?
 
     @Flag(
         name: .customLong("allow-out-of-order"),

@@ -15,7 +15,7 @@ struct ProbeCommand: ParsableCommand {
     var httpAddress: String?
 
     @Option(help: ArgumentHelp("Give up after this long (default 5s).", valueName: "duration"))
-    var timeout: String?
+    var timeout: DurationArgument?
 
     @Argument(help: ArgumentHelp("The path to GET.", valueName: "path"))
     var path = "/readyz"
@@ -30,14 +30,11 @@ struct ProbeCommand: ParsableCommand {
             if let first = unknown.first { message += " (is '\(first)' misspelt? the options are --http-address and --timeout)" }
             throw ValidationError(message)
         }
-        guard timeout.map({ DurationParser.parse($0) != nil }) ?? true else {
-            throw ValidationError("--timeout has an invalid value '\(timeout ?? "")'")
-        }
     }
 
     func run() throws {
         let address = try HTTPAddressOption.resolve(httpAddress)
-        let limit = timeout.flatMap(DurationParser.parse).map { Double(DurationParser.milliseconds($0)) / 1000 } ?? 5
+        let limit = (timeout?.duration ?? .seconds(5)).seconds
         do {
             let answer = try HTTPProbe.get(host: address.loopbackHost, port: address.port, path: path, timeout: limit)
             let line = "\(answer.status) \(answer.body.trimmingWhitespace())"

@@ -30,13 +30,13 @@ struct ServeCommand: AsyncParsableCommand {
         name: .customLong("reconcile-interval"),
         help: ArgumentHelp("How often every project is compared with the catalogue, e.g. 60s, 5m (env: MIGRATOR_RECONCILE_INTERVAL; default 60s).", valueName: "duration")
     )
-    var reconcileInterval: String?
+    var reconcileInterval: DurationArgument?
 
     @Option(
         name: .customLong("wait-timeout"),
         help: ArgumentHelp("How long to wait for the database on start; only connection errors are retried (env: MIGRATOR_WAIT_TIMEOUT; default 60s).", valueName: "duration")
     )
-    var waitTimeout: String?
+    var waitTimeout: DurationArgument?
 
     @Option(
         name: .customLong("http-address"),
@@ -45,9 +45,6 @@ struct ServeCommand: AsyncParsableCommand {
     var httpAddress: String?
 
     func validate() throws {
-        _ = try daemonSettings()
-        _ = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
-        _ = try resolvedNoMigrate
         if try resolvedNoMigrate && resolvedForceRoles {
             throw ValidationError("--force-roles applies to the start-up migrate, which --no-migrate turns off; pass one")
         }

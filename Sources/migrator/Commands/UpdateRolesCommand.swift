@@ -31,14 +31,13 @@ struct UpdateRolesCommand: ParsableCommand {
         name: .customLong("lock-timeout"),
         help: ArgumentHelp("How long to wait for another runner's lock (env: MIGRATOR_LOCK_TIMEOUT; default 5m).", valueName: "duration")
     )
-    var lockTimeout: String?
+    var lockTimeout: DurationArgument?
 
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
 
     func validate() throws {
         if let bad = projectIDs.first(where: { $0 <= 0 }) { throw ValidationError("--project-id must be a positive id; got \(bad)") }
-        _ = try DurationSetting.lockTimeout.resolved(lockTimeout)
         _ = try environmentFlag("MIGRATOR_FORCE_ROLES")
     }
 

@@ -17,11 +17,7 @@ struct WaitCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     @Option(help: ArgumentHelp("Give up after this long, e.g. 60s (env: MIGRATOR_WAIT_TIMEOUT; default 60s).", valueName: "duration"))
-    var timeout: String?
-
-    func validate() throws {
-        _ = try DurationSetting.waitTimeout.resolved(timeout)
-    }
+    var timeout: DurationArgument?
 
     func run() throws {
         let logger = try global.makeLogger()

@@ -18,9 +18,4 @@ enum DurationParser {
         }
         return .milliseconds(Int64((value * multiplier * 1000).rounded()))
     }
-
-    /// Whole milliseconds, for the session settings.
-    static func milliseconds(_ duration: Duration) -> Int {
-        Int(duration.milliseconds.rounded())
-    }
 }

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Daemon
 import MigrationEngine
 
@@ -9,12 +10,19 @@ struct DurationSetting {
     let env: String
     let defaultValue: Duration?
 
-    func resolve(_ value: String?) throws -> Duration? {
-        try migrator.resolve(value, env: env, option: option, default: defaultValue, parse: DurationParser.parse)
+    /// The option's value, else the variable's (whose text is checked here: the option's is checked by the parser),
+    /// else the default.
+    func resolve(_ value: DurationArgument?) throws -> Duration? {
+        if let value { return value.duration }
+        guard let text = GlobalOptions.environment[env] else { return defaultValue }
+        guard let parsed = DurationParser.parse(text) else {
+            throw ValidationError("\(env) (for \(option)) has an invalid value '\(text)'; \(DurationArgument.forms)")
+        }
+        return parsed
     }
 
     /// For a setting with a default.
-    func resolved(_ value: String?) throws -> Duration {
+    func resolved(_ value: DurationArgument?) throws -> Duration {
         try resolve(value) ?? defaultValue ?? .zero
     }
 
@@ -25,4 +33,17 @@ struct DurationSetting {
     /// `serve --wait-timeout` and `wait --timeout` share the variable and the default.
     static let serveWaitTimeout = DurationSetting(option: "--wait-timeout", env: "MIGRATOR_WAIT_TIMEOUT", defaultValue: DaemonConfiguration.defaultWaitTimeout)
     static let waitTimeout = DurationSetting(option: "--timeout", env: "MIGRATOR_WAIT_TIMEOUT", defaultValue: serveWaitTimeout.defaultValue)
+}
+
+/// A duration as the options take it, checked by the argument parser (an invalid value is a usage error that names
+/// the option).
+struct DurationArgument: ExpressibleByArgument, Sendable {
+    var duration: Duration
+
+    init?(argument: String) {
+        guard let duration = DurationParser.parse(argument) else { return nil }
+        self.duration = duration
+    }
+
+    static let forms = "write a duration such as 30s, 1500ms, 5m or 1h (a bare number is seconds)"
 }
