@@ -54,7 +54,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case .connectionFailed:
             if let sqlState {
                 // 57P03 cannot_connect_now, 53300 too_many_connections, 08xxx connection exceptions.
-                return sqlState == "57P03" || sqlState == "53300" || sqlState.hasPrefix("08")
+                return sqlState == SQLState.cannotConnectNow || sqlState == SQLState.tooManyConnections
+                    || sqlState.hasPrefix(SQLState.connectionExceptionClass)
             }
             // libpq does not expose the SQLSTATE of a refused start-up; the server's refusal is marked FATAL.
             let text = message.lowercased()

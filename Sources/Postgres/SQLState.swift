@@ -10,4 +10,8 @@ public enum SQLState {
     public static let lockNotAvailable = "55P03"
     public static let deadlockDetected = "40P01"
     public static let insufficientPrivilege = "42501"
+    public static let cannotConnectNow = "57P03"
+    public static let tooManyConnections = "53300"
+    /// Class 08, connection exceptions: every code that starts with it.
+    public static let connectionExceptionClass = "08"
 }

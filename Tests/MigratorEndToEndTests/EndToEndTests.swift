@@ -76,6 +76,11 @@ struct EndToEndTests {
             #expect(failure.error.code == "migrationFailed")
             #expect(failure.error.server?.sqlState == "42P01")
             #expect(failure.error.appliedBeforeFailure == [])
+            // The fields, not prose: the message alone, the place apart, and the terminal's text beside them.
+            #expect(failure.error.message == #"relation "sites" does not exist"#)
+            #expect(failure.error.diagnostics.first?.location?.file.hasSuffix("0002_x.sql") == true)
+            #expect(failure.error.diagnostics.first?.location?.line == 5 && failure.error.diagnostics.first?.location?.column == 17)
+            #expect(failure.error.text.contains(#"0002_x.sql:5:17: error: relation "sites" does not exist (SQLSTATE 42P01)"#))
             #expect(try connection.historyVersions() == [1])
         }
     }

@@ -201,7 +201,21 @@ struct StatusJSON: Decodable {
     }
 
     var migrations: [Migration]
-    var problems: [String]
+    var problems: [ProblemJSON]
+}
+
+/// A problem as `--json` gives it.
+struct ProblemJSON: Decodable {
+    struct Location: Decodable {
+        var file: String
+        var line: Int?
+        var column: Int?
+    }
+
+    var message: String
+    var location: Location?
+    var hint: String?
+    var notes: [String]
 }
 
 struct FailureJSON: Decodable {
@@ -213,8 +227,11 @@ struct FailureJSON: Decodable {
 
         var code: String
         var message: String
+        var diagnostics: [ProblemJSON]
+        var notes: [String]
         var appliedBeforeFailure: [String]
         var server: Server?
+        var text: String
     }
 
     var ok: Bool

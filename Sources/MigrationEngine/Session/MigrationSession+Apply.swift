@@ -82,7 +82,7 @@ extension MigrationSession {
                 done.append(MigrationPlan.statementChecksum(statement))
             } catch {
                 var failure = failure(error, file: file, statementOffset: statement.offset, statement: statement)
-                if error.sqlState == "42P07", statement.leadingWords(4).contains("CONCURRENTLY") {
+                if error.sqlState == SQLState.duplicateTable, statement.leadingWords(4).contains("CONCURRENTLY") {
                     failure.diagnostics[0].hint = "a CREATE INDEX CONCURRENTLY that failed leaves an invalid index behind; "
                         + "drop it (DROP INDEX CONCURRENTLY) or use IF NOT EXISTS before rerunning"
                 }
