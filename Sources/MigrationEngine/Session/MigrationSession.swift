@@ -195,8 +195,14 @@ public final class MigrationSession {
     /// pending, in order, and every problem that stops a run. Outside the lock (a dry run) an earlier release's
     /// history table is read where it is; under the lock it has been moved already.
     func plan(entries: [MigrationDirectory.Entry], target: Int64?) throws(MigrationError) -> MigrationPlan {
-        let history = try readHistory(legacyFallback: !holdsLock).records
-        return try MigrationPlan.make(
+        try plan(entries: entries, history: readHistory(legacyFallback: !holdsLock).records, target: target)
+    }
+
+    /// The one place a plan is made from the folder and the history.
+    private func plan(
+        entries: [MigrationDirectory.Entry], history: [HistoryRecord], target: Int64?
+    ) throws(MigrationError) -> MigrationPlan {
+        try MigrationPlan.make(
             entries: entries, history: history, migrationsPath: options.migrationsPath ?? "",
             target: target, allowOutOfOrder: options.allowOutOfOrder
         )
@@ -221,10 +227,7 @@ public final class MigrationSession {
                 roundTrips: connection.roundTrips, database: connection.safeDescription
             )
         }
-        let plan = try MigrationPlan.make(
-            entries: entries, history: history, migrationsPath: options.migrationsPath ?? "",
-            target: nil, allowOutOfOrder: options.allowOutOfOrder
-        )
+        let plan = try plan(entries: entries, history: history, target: nil)
         return StatusReport(
             migrations: plan.statuses, problems: plan.problems, hooks: [], notes: notes,
             roundTrips: connection.roundTrips, database: connection.safeDescription
