@@ -100,6 +100,16 @@ struct RoleCatalogueTests {
         BadFile(label: "codename listed twice", json: #"{"roles": [{"name": "A", "permissions": ["c", "c"]}]}"#, expected: "role 'A': permission 'c': error: the role lists this permission twice"),
         BadFile(label: "conflicting display names", json: #"{"project_permissions": [{"codename": "c", "name": "X"}, {"codename": "c", "name": "Y"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "declared twice"),
         BadFile(label: "permission entry shape", json: #"{"project_permissions": [{"codename": "c"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "project_permissions[0] must be"),
+        BadFile(label: "permission entry with another key", json: #"{"project_permissions": [{"codename": "c", "name": "C", "label": "x"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "project_permissions[0] must be {\"codename\": string, \"name\": string} and nothing else"),
+        BadFile(label: "project_permissions not a list", json: #"{"project_permissions": {}, "roles": [{"name": "A", "permissions": []}]}"#, expected: #"roles.json: error: "project_permissions" must be a list"#),
+        BadFile(label: "roles not a list", json: #"{"roles": {"name": "A"}}"#, expected: #""roles" is missing or not a list"#),
+        BadFile(label: "role entry null", json: #"{"roles": [{"name": "A", "permissions": []}, null]}"#, expected: #"roles.json: error: roles[1] must be an object with a string "name""#),
+        BadFile(label: "role name not a string", json: #"{"roles": [{"name": 1, "permissions": []}]}"#, expected: "roles[0] must be an object"),
+        BadFile(label: "role without permissions", json: #"{"roles": [{"name": "A"}]}"#, expected: "role 'A': error: \"permissions\" must be a list of codename strings"),
+        BadFile(label: "target not an object", json: #"{"roles": [{"name": "A", "permissions": []}], "target": []}"#, expected: #""target" must be an object with any of the keys"#),
+        BadFile(label: "unknown target key", json: #"{"roles": [{"name": "A", "permissions": []}], "target": {"table": "x"}}"#, expected: #"unknown key "table" in "target"; its keys are "project_table""#),
+        BadFile(label: "target value not a string", json: #"{"roles": [{"name": "A", "permissions": []}], "target": {"id_column": 1}}"#, expected: "target.id_column must be a string"),
+        BadFile(label: "bad target content type", json: #"{"roles": [{"name": "A", "permissions": []}], "target": {"content_type": "project"}}"#, expected: "target.content_type: error: the content type 'project' must be app_label.model"),
     ]
 
     @Test("a bad roles file is refused with the file, role and codename at fault", arguments: badFiles)
@@ -111,6 +121,20 @@ struct RoleCatalogueTests {
         let error = #expect(throws: CatalogueError.self) { try RoleCatalogue.load(path: path.path) }
         #expect(error?.description.contains(bad.expected) == true, "\(error?.description ?? "no error")")
         #expect(error?.description.hasPrefix(path.path) == true)
+    }
+
+    @Test("a roles file with a target and any \"source\" reads back the target; the reference file keeps its version")
+    func targetAndSource() throws {
+        let catalogue = try RoleCatalogue.parse(Data(#"""
+            {"source": {"repo": "x", "commit": 1}, "roles": [{"name": "A", "permissions": ["view_site"]}],
+             "target": {"project_table": "app.workspaces", "content_type": "app.workspace", "group_name": "{role}-{id}"}}
+            """#.utf8), source: "t.json")
+        #expect(catalogue.target.projectTable == "app.workspaces" && catalogue.target.idColumn == "id")
+        #expect(catalogue.target.appLabel == "app" && catalogue.target.model == "workspace")
+        #expect(catalogue.target.groupName.text == "{role}-{id}")
+        #expect(catalogue.canonicalJSON.hasSuffix(#","target":{"content_type":"app.workspace","group_name":"{role}-{id}","id_column":"id","name_column":"name","project_table":"app.workspaces"}}"#))
+        // Read from the file as the reference, byte for byte the version the built-in catalogue has.
+        #expect(try RoleCatalogue.parse(try Self.fixture, source: "antenna-roles.json").version == RoleCatalogue.reference.version)
     }
 
     @Test("a missing or huge roles file is refused")

@@ -239,6 +239,132 @@ struct RoleSyncTests {
         }
     }
 
+    /// Every row a sync may write for each existing project (its links, groups, group and object permissions), with
+    /// the row versions, so that any write to a project shows.
+    static func projectRows(_ connection: Connection) throws -> [Int64: String] {
+        let result = try connection.query("""
+            SELECT p.id AS project_id, coalesce(string_agg(r.v, ';' ORDER BY r.v), '') AS rows
+            FROM main_project p LEFT JOIN (
+                SELECT l.project_id, 'l:' || l.role || ':' || l.group_id || ':' || l.xmin || ':' || g.name || ':' || g.xmin AS v
+                FROM migrator.project_role_group l JOIN auth_group g ON g.id = l.group_id
+                UNION ALL
+                SELECT l.project_id, 'gp:' || x.id || ':' || x.xmin
+                FROM migrator.project_role_group l JOIN auth_group_permissions x ON x.group_id = l.group_id
+                UNION ALL
+                SELECT l.project_id, 'op:' || x.id || ':' || x.object_pk || ':' || x.xmin
+                FROM migrator.project_role_group l JOIN guardian_groupobjectpermission x ON x.group_id = l.group_id
+            ) r ON r.project_id = p.id
+            GROUP BY p.id
+            """).from("the projects' rows")
+        var rows: [Int64: String] = [:]
+        for row in result.rows { rows[try row.decode("project_id")] = try row.decode("rows") }
+        return rows
+    }
+
+    /// The drift query, then a sync, in one state of the database: the projects drift names are exactly those whose
+    /// rows the sync writes, the links of deleted projects it counts are the groups the sync removes, and afterwards
+    /// there is no drift. `perProject` syncs as the daemon does: the drifted projects, or everything when only a full
+    /// sync can help; otherwise a forced full sync, or with `incremental` a plain one.
+    @discardableResult
+    static func expectDriftMatchesSync(
+        _ connection: Connection, _ catalogue: RoleCatalogue, perProject: Bool, incremental: Bool = false, _ state: String,
+        sourceLocation: Testing.SourceLocation = #_sourceLocation
+    ) throws -> RoleSynchronizer.Drift {
+        let synchronizer = RoleSynchronizer(catalogue: catalogue)
+        let drift = try synchronizer.drift(connection)
+        let before = try projectRows(connection)
+        let options: RoleSynchronizer.Options
+        if perProject, !drift.permissionsMissing, drift.orphanedLinks == 0 {
+            options = .init(projectIDs: drift.projectIDs)
+        } else {
+            options = .init(force: !incremental)
+        }
+        let report = try synchronizer.sync(connection, options: options, logger: logger)
+        if incremental { #expect(report.mode == .incremental, "\(state)", sourceLocation: sourceLocation) }
+        let after = try projectRows(connection)
+        let changed = Set(before.keys).union(after.keys).filter { before[$0] != after[$0] }
+        #expect(changed == Set(drift.projectIDs), "\(state): drift \(drift.projectIDs), changed \(changed.sorted())", sourceLocation: sourceLocation)
+        #expect(report.groupsOfDeletedProjectsRemoved == drift.orphanedLinks, "\(state)", sourceLocation: sourceLocation)
+        let again = try synchronizer.drift(connection)
+        #expect(again.projectIDs == [] && again.orphanedLinks == 0 && !again.permissionsMissing, "\(state): \(again)", sourceLocation: sourceLocation)
+        #expect(again.blockedGroups == drift.blockedGroups, "\(state)", sourceLocation: sourceLocation)
+        return drift
+    }
+
+    @Test("drift and the sync agree on what is in step: fresh, synced, a group renamed by hand, grants removed or added by hand, projects renamed, added and deleted, a name taken, the catalogue changed", arguments: [false, true])
+    func driftAgreesWithSync(perProject: Bool) throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b", "c", "d"])
+            func group(_ project: Int64, _ role: String) throws -> Int {
+                try #require(try connection.query(
+                    "SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 AND role = $2", [project, role]
+                ).first?.decode("group_id"))
+            }
+            var drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "fresh")
+            #expect(drift.projectIDs == ids)
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "synced")
+            #expect(drift.projectIDs == [])
+
+            try connection.query("UPDATE auth_group SET name = name || ' (edited)' WHERE id = $1::integer", [try group(ids[0], "Researcher")])
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "a group renamed by hand")
+            #expect(drift.projectIDs == [ids[0]])
+
+            try connection.query("""
+                DELETE FROM auth_group_permissions WHERE id = (SELECT min(id) FROM auth_group_permissions WHERE group_id = $1::integer)
+                """, [try group(ids[1], "ProjectManager")])
+            try connection.query("""
+                DELETE FROM guardian_groupobjectpermission WHERE id = (SELECT max(id) FROM guardian_groupobjectpermission WHERE group_id = $1::integer)
+                """, [try group(ids[2], "BasicMember")])
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "a group and an object permission removed by hand")
+            #expect(drift.projectIDs == [ids[1], ids[2]])
+
+            // A grant the role does not give, for the group and on the project, is drift; a grant on another project
+            // is someone else's.
+            try connection.query("""
+                INSERT INTO auth_group_permissions (group_id, permission_id)
+                SELECT $1::integer, id FROM auth_permission WHERE codename = 'delete_project'
+                """, [try group(ids[3], "BasicMember")])
+            try connection.query("""
+                INSERT INTO guardian_groupobjectpermission (object_pk, content_type_id, group_id, permission_id)
+                SELECT $1::text, content_type_id, $2::integer, id FROM auth_permission WHERE codename = 'delete_project'
+                """, [String(ids[3]), try group(ids[0], "BasicMember")])
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "grants added by hand")
+            #expect(drift.projectIDs == [ids[3]])
+
+            let new = try Self.addProjects(connection, ["e"])[0]
+            try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[1]])
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "a project renamed, one added")
+            #expect(drift.projectIDs == [ids[1], new])
+
+            // Deleted while the trigger that takes its groups along was not there (an upgrade from an earlier release).
+            try connection.execute(script: """
+                ALTER TABLE main_project DISABLE TRIGGER migrator_project_delete_groups;
+                DELETE FROM main_project WHERE id = \(ids[2]);
+                ALTER TABLE main_project ENABLE TRIGGER migrator_project_delete_groups;
+                """)
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "a project deleted")
+            #expect(drift.projectIDs == [] && drift.orphanedLinks == 5)
+
+            // The name project d's Identifier group would get after a rename is another group's: its other groups follow.
+            try connection.query("INSERT INTO auth_group (name) VALUES ($1)", ["\(ids[3])_omega_Identifier"])
+            try connection.query("UPDATE main_project SET name = 'omega' WHERE id = $1", [ids[3]])
+            drift = try Self.expectDriftMatchesSync(connection, .reference, perProject: perProject, "a name taken")
+            #expect(drift.projectIDs == [ids[3]] && drift.blockedGroups == 1)
+
+            // A role leaves the catalogue and another gains a permission: every project, through the incremental sync.
+            let changed = try RoleCatalogue(
+                permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.name) },
+                roles: RoleCatalogue.reference.roles.filter { $0.name != "Researcher" }
+                    .map { ($0.name, $0.name == "BasicMember" ? $0.permissions + ["import_data"] : $0.permissions) }
+            )
+            drift = try Self.expectDriftMatchesSync(connection, changed, perProject: perProject, incremental: !perProject, "the catalogue changed")
+            #expect(drift.projectIDs == [ids[0], ids[1], ids[3], new])
+            drift = try Self.expectDriftMatchesSync(connection, changed, perProject: perProject, "synced to the changed catalogue")
+            #expect(drift.projectIDs == [])
+        }
+    }
+
     @Test("a group name another group has: that group is left alone and reported, the project's other rows are synced, drift stops flagging it")
     func nameTakenByAnotherGroup() throws {
         try TestDatabase.with { database in

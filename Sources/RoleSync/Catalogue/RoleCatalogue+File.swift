@@ -29,126 +29,183 @@ extension RoleCatalogue {
     }
 
     public static func parse(_ data: Data, source: String) throws(CatalogueError) -> RoleCatalogue {
-        let object: Any
+        let file: CatalogueFile
         do {
-            object = try JSONDecoder().decode(JSONValue.self, from: data).plain
+            file = try JSONDecoder().decode(CatalogueFile.self, from: data)
+        } catch let problem as CatalogueFile.Problem {
+            throw CatalogueError(source: source, role: problem.role, message: problem.message)
         } catch {
-            throw CatalogueError(source: source, message: "the file is not valid JSON (\(JSONValue.describe(error)))")
+            // Every shape error is a Problem (the types below catch the decoder's own): this is the syntax.
+            throw CatalogueError(source: source, message: "the file is not valid JSON (\(CatalogueFile.describe(error)))")
         }
-        guard let top = object as? [String: Any] else {
-            throw CatalogueError(source: source, message: "the top level must be an object with \"roles\" and \"project_permissions\"")
-        }
-        let knownTop: Set<String> = ["source", "project_permissions", "roles", "target"]
-        if let unknown = top.keys.filter({ !knownTop.contains($0) }).sorted().first {
-            throw CatalogueError(source: source, message: "unknown key \"\(unknown)\"; the keys are \"roles\", \"project_permissions\", \"target\" and \"source\"")
-        }
-        var permissions: [(String, String)] = []
-        if let raw = top["project_permissions"] {
-            guard let list = raw as? [Any] else {
-                throw CatalogueError(source: source, message: "\"project_permissions\" must be a list of {\"codename\", \"name\"} objects")
-            }
-            for (index, item) in list.enumerated() {
-                guard let entry = item as? [String: Any], let codename = entry["codename"] as? String, let name = entry["name"] as? String,
-                      Set(entry.keys).isSubset(of: ["codename", "name"]) else {
-                    throw CatalogueError(
-                        source: source,
-                        message: "project_permissions[\(index)] must be {\"codename\": string, \"name\": string} and nothing else"
-                    )
-                }
-                permissions.append((codename, name))
-            }
-        }
-        guard let rawRoles = top["roles"] as? [Any] else {
-            throw CatalogueError(source: source, message: "\"roles\" is missing or not a list of {\"name\", \"permissions\"} objects")
-        }
-        var roles: [(String, [String])] = []
-        for (index, item) in rawRoles.enumerated() {
-            guard let entry = item as? [String: Any], let name = entry["name"] as? String else {
-                throw CatalogueError(source: source, message: "roles[\(index)] must be an object with a string \"name\"")
-            }
-            if let unknown = entry.keys.filter({ $0 != "name" && $0 != "permissions" }).sorted().first {
-                throw CatalogueError(source: source, role: name, message: "unknown key \"\(unknown)\"; a role has \"name\" and \"permissions\"")
-            }
-            guard let codenames = entry["permissions"] as? [Any], codenames.allSatisfy({ $0 is String }) else {
-                throw CatalogueError(source: source, role: name, message: "\"permissions\" must be a list of codename strings")
-            }
-            roles.append((name, codenames.compactMap { $0 as? String }))
-        }
-        var catalogue = try RoleCatalogue(permissions: permissions, roles: roles, source: source)
-        if let raw = top["target"] {
-            catalogue.target = try parseTarget(raw, source: source)
+        var catalogue = try RoleCatalogue(
+            permissions: file.permissions.map { ($0.codename, $0.name) }, roles: file.roles.map { ($0.name, $0.permissions) },
+            source: source
+        )
+        if let target = file.target {
+            catalogue.target = try target.resolved(source: source)
         }
         return catalogue
+    }
+}
+
+/// A roles file as JSON, decoded through `Decodable` with its keys checked: a key the format does not have is refused
+/// (so a misspelt key never drops a role silently), and every shape error says where it is.
+struct CatalogueFile: Decodable {
+    /// What is wrong and, when it is in a role, which one; the file is added by ``RoleCatalogue/parse(_:source:)``.
+    struct Problem: Error {
+        var role: String?
+        var message: String
+
+        init(role: String? = nil, _ message: String) {
+            self.role = role
+            self.message = message
+        }
+    }
+
+    /// Any key, so that the keys a file has can be compared with the ones the format knows.
+    struct Key: CodingKey, Hashable {
+        var stringValue: String
+        init(_ string: String) { stringValue = string }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The first key (in byte order) of `container` that is not one of `known`, if any.
+    static func unknownKey(_ container: KeyedDecodingContainer<Key>, known: [String]) -> String? {
+        container.allKeys.map(\.stringValue).filter { !known.contains($0) }.sorted().first
+    }
+
+    struct Permission: Decodable {
+        var codename: String
+        var name: String
+
+        /// Thrown as a bare marker: the list that holds the entry knows its index and says what it must be.
+        struct Shape: Error {}
+
+        init(from decoder: any Decoder) throws {
+            guard let container = try? decoder.container(keyedBy: Key.self),
+                  Self.unknown(container) == nil,
+                  let codename = try? container.decode(String.self, forKey: Key("codename")),
+                  let name = try? container.decode(String.self, forKey: Key("name")) else { throw Shape() }
+            self.codename = codename
+            self.name = name
+        }
+
+        private static func unknown(_ container: KeyedDecodingContainer<Key>) -> String? {
+            unknownKey(container, known: ["codename", "name"])
+        }
+    }
+
+    struct Role: Decodable {
+        var name: String
+        var permissions: [String]
+
+        /// Thrown when the entry is not an object with a string name, which the list that holds it reports.
+        struct Shape: Error {}
+
+        init(from decoder: any Decoder) throws {
+            guard let container = try? decoder.container(keyedBy: Key.self),
+                  let name = try? container.decode(String.self, forKey: Key("name")) else { throw Shape() }
+            if let unknown = unknownKey(container, known: ["name", "permissions"]) {
+                throw Problem(role: name, "unknown key \"\(unknown)\"; a role has \"name\" and \"permissions\"")
+            }
+            guard let permissions = try? container.decode([String].self, forKey: Key("permissions")) else {
+                throw Problem(role: name, "\"permissions\" must be a list of codename strings")
+            }
+            self.name = name
+            self.permissions = permissions
+        }
     }
 
     /// `"target": {"project_table", "id_column", "name_column", "content_type": "app_label.model", "group_name"}`,
     /// every key optional (the reference app's value), nothing else allowed.
-    static func parseTarget(_ raw: Any, source: String) throws(CatalogueError) -> RoleTarget {
-        let keys = ["project_table", "id_column", "name_column", "content_type", "group_name"]
-        guard let entry = raw as? [String: Any] else {
-            throw CatalogueError(source: source, message: "\"target\" must be an object with any of the keys \(keys.map { "\"\($0)\"" }.joined(separator: ", "))")
-        }
-        if let unknown = entry.keys.filter({ !keys.contains($0) }).sorted().first {
-            throw CatalogueError(source: source, message: "unknown key \"\(unknown)\" in \"target\"; its keys are \(keys.map { "\"\($0)\"" }.joined(separator: ", "))")
-        }
+    struct Target: Decodable {
+        static let keys = ["project_table", "id_column", "name_column", "content_type", "group_name"]
+        static var keyList: String { keys.map { "\"\($0)\"" }.joined(separator: ", ") }
         var values: [String: String] = [:]
-        for key in keys {
-            guard let value = entry[key] else { continue }
-            guard let text = value as? String else {
-                throw CatalogueError(source: source, message: "target.\(key) must be a string")
+
+        init(from decoder: any Decoder) throws {
+            let list = Self.keyList
+            guard let container = try? decoder.container(keyedBy: Key.self) else {
+                throw Problem("\"target\" must be an object with any of the keys \(list)")
             }
-            values[key] = text
+            if let unknown = unknownKey(container, known: Self.keys) {
+                throw Problem("unknown key \"\(unknown)\" in \"target\"; its keys are \(list)")
+            }
+            for key in Self.keys where container.contains(Key(key)) {
+                guard let text = try? container.decode(String.self, forKey: Key(key)) else {
+                    throw Problem("target.\(key) must be a string")
+                }
+                values[key] = text
+            }
         }
-        let reference = RoleTarget.reference
-        let contentType = try values["content_type"].map { text throws(CatalogueError) in
-            try RoleTarget.parseContentType(text, source: source + ": target.content_type")
-        } ?? (appLabel: reference.appLabel, model: reference.model)
-        let template = try values["group_name"].map { text throws(CatalogueError) in
-            try GroupNameTemplate(text, source: source + ": target.group_name")
-        } ?? reference.groupName
-        return try RoleTarget(
-            projectTable: values["project_table"] ?? reference.projectTable,
-            idColumn: values["id_column"] ?? reference.idColumn, nameColumn: values["name_column"] ?? reference.nameColumn,
-            appLabel: contentType.appLabel, model: contentType.model, groupName: template, source: source + ": target"
-        )
+
+        /// Checked as a target; an absent key is the reference app's value.
+        func resolved(source: String) throws(CatalogueError) -> RoleTarget {
+            let reference = RoleTarget.reference
+            let contentType = try values["content_type"].map { text throws(CatalogueError) in
+                try RoleTarget.parseContentType(text, source: source + ": target.content_type")
+            } ?? (appLabel: reference.appLabel, model: reference.model)
+            let template = try values["group_name"].map { text throws(CatalogueError) in
+                try GroupNameTemplate(text, source: source + ": target.group_name")
+            } ?? reference.groupName
+            return try RoleTarget(
+                projectTable: values["project_table"] ?? reference.projectTable,
+                idColumn: values["id_column"] ?? reference.idColumn, nameColumn: values["name_column"] ?? reference.nameColumn,
+                appLabel: contentType.appLabel, model: contentType.model, groupName: template, source: source + ": target"
+            )
+        }
     }
-}
 
-/// Any JSON value, decoded without JSONSerialization (which needs full Foundation).
-enum JSONValue: Decodable {
-    case object([String: JSONValue])
-    case array([JSONValue])
-    case string(String)
-    case number(Double)
-    case bool(Bool)
-    case null
+    var permissions: [Permission] = []
+    var roles: [Role] = []
+    var target: Target?
 
+    /// `source` is allowed, with any value, and ignored.
     init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONValue].self))
+        guard let container = try? decoder.container(keyedBy: Key.self) else {
+            throw Problem("the top level must be an object with \"roles\" and \"project_permissions\"")
         }
-    }
-
-    /// As dictionaries, arrays, strings, numbers and NSNull-free optionals, for the shape checks.
-    var plain: Any {
-        switch self {
-        case .object(let value): value.mapValues(\.plain)
-        case .array(let value): value.map(\.plain)
-        case .string(let value): value
-        case .number(let value): value
-        case .bool(let value): value
-        case .null: Optional<Any>.none as Any
+        if let unknown = Self.unknownKey(container, known: ["source", "project_permissions", "roles", "target"]) {
+            throw Problem("unknown key \"\(unknown)\"; the keys are \"roles\", \"project_permissions\", \"target\" and \"source\"")
+        }
+        if container.contains(Key("project_permissions")) {
+            guard var list = try? container.nestedUnkeyedContainer(forKey: Key("project_permissions")) else {
+                throw Problem("\"project_permissions\" must be a list of {\"codename\", \"name\"} objects")
+            }
+            while !list.isAtEnd {
+                let index = list.currentIndex
+                do {
+                    permissions.append(try list.decode(Permission.self))
+                } catch {
+                    throw Problem("project_permissions[\(index)] must be {\"codename\": string, \"name\": string} and nothing else")
+                }
+            }
+        }
+        guard var list = try? container.nestedUnkeyedContainer(forKey: Key("roles")) else {
+            throw Problem("\"roles\" is missing or not a list of {\"name\", \"permissions\"} objects")
+        }
+        while !list.isAtEnd {
+            let index = list.currentIndex
+            do {
+                roles.append(try list.decode(Role.self))
+            } catch let problem as Problem {
+                throw problem
+            } catch {
+                // Role.Shape, or the decoder's own error for a null entry.
+                throw Problem("roles[\(index)] must be an object with a string \"name\"")
+            }
+        }
+        if container.contains(Key("target")) {
+            do {
+                target = try container.decode(Target.self, forKey: Key("target"))
+            } catch let problem as Problem {
+                throw problem
+            } catch {
+                throw Problem("\"target\" must be an object with any of the keys \(Target.keyList)")
+            }
         }
     }
 

@@ -9,6 +9,12 @@ extension RoleCatalogue {
     /// The catalogue as canonical JSON: fixed key order, sorted roles and codenames, no white space, minimal string
     /// escapes. Declaration order and JSON formatting of the source cannot change it; any name, membership or display
     /// name does. It is also what `role_schema_version.catalogue` stores, so the next sync can diff against it.
+    ///
+    /// Written by hand on purpose, while the roles file is read with `Decodable`: the version is a hash of these bytes,
+    /// and it must stay byte-for-byte the same across releases and Foundation versions, or every database would
+    /// re-sync after an upgrade (and a stored version would no longer name its catalogue). JSONEncoder promises none
+    /// of that: its key order (even with `.sortedKeys`, which sorts by its own rules), its escaping of `/` and of
+    /// non-ASCII text, and its number formatting have changed between Foundation implementations.
     public var canonicalJSON: String {
         var text = "{\"format\":" + Self.quote(Self.formatTag) + ",\"permissions\":["
         text += permissions.map { "{\"codename\":" + Self.quote($0.codename) + ",\"name\":" + Self.quote($0.name) + "}" }

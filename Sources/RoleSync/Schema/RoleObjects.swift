@@ -33,15 +33,14 @@ public enum RoleObjects {
         try OwnObjects.adoptLegacyTable(connection, from: "role_schema_version", to: "role_version", schema: schema, logger: logger)
         if try OwnObjects.adoptLegacyTable(connection, from: "project_role_group", to: "project_role_group", schema: schema, logger: logger) {
             // Its foreign key to main_project goes: the project table is the app's (see above).
-            let projectKeys = try connection.query(
+            let projectKeys = SyncStatement("find the links' other foreign keys", reads: "pg_constraint") { p in
                 """
                 SELECT conname FROM pg_constraint
-                WHERE conrelid = to_regclass($1) AND contype = 'f' AND confrelid <> to_regclass('auth_group')
-                """,
-                [links]
-            )
-            for row in projectKeys.rows {
-                guard let name = row["conname"] else { continue }
+                WHERE conrelid = to_regclass(\(p.text(links))) AND contype = 'f' AND confrelid <> to_regclass('auth_group')
+                """
+            }
+            for row in try projectKeys.run(on: connection).rows {
+                let name: String = try row.decode("conname")
                 try connection.query("ALTER TABLE \(links) DROP CONSTRAINT \(SQLIdentifier.quote(name))")
             }
         }

@@ -47,6 +47,26 @@ public struct RoleSynchronizer: Sendable {
         public var catalogue: RoleCatalogue?
         /// Read from an earlier release's `public.role_schema_version`, which the next run moves.
         public var legacy = false
+
+        init(version: String, catalogue: RoleCatalogue?, legacy: Bool = false) {
+            self.version = version
+            self.catalogue = catalogue
+            self.legacy = legacy
+        }
+
+        /// From a row with `version` and `catalogue` (a stored catalogue of another format reads as nil: the next
+        /// sync is then a full one). `prefix` names the columns (`stored_` in the target check's query).
+        init(_ row: Row, phase: String, legacy: Bool = false, prefix: String = "") throws(RoleSyncError) {
+            do {
+                self.init(
+                    version: try row.decode(prefix + "version"),
+                    catalogue: try row.decodeIfPresent(prefix + "catalogue", as: String.self).flatMap(RoleCatalogue.fromStored),
+                    legacy: legacy
+                )
+            } catch {
+                throw RoleSyncError(phase: phase, decoding: error)
+            }
+        }
     }
 
     /// Reads the latest stored version (one query); nil when none is recorded, or migrator's objects are not
@@ -56,24 +76,30 @@ public struct RoleSynchronizer: Sendable {
         _ connection: Connection, schema: OwnSchema = .default, legacyFallback: Bool = false
     ) throws(RoleSyncError) -> StoredVersion? {
         let missing = [SQLState.undefinedTable, SQLState.invalidSchemaName]
+        let phase = "read the stored role version"
+        let table = schema.qualified("role_version")
+        let current: Row?
+        var readLegacy = false
         do {
-            guard let row = try connection.query(SyncSQL.latestVersion(schema.qualified("role_version"))).first,
-                  let version = row["version"] else { return nil }
-            return StoredVersion(version: version, catalogue: row["catalogue"].flatMap(RoleCatalogue.fromStored))
+            current = try SyncSQL.latestVersion(table).run(on: connection).first
         } catch where missing.contains(error.sqlState ?? "") {
             guard legacyFallback else { return nil }
+            current = nil
+            readLegacy = true
         } catch {
-            throw RoleSyncError(phase: "read the stored role version", error: error)
+            throw RoleSyncError(phase: phase, error: error)
         }
+        guard readLegacy else { return try current.map { row throws(RoleSyncError) in try StoredVersion(row, phase: phase) } }
+        let legacy = "public.role_schema_version"
+        let row: Row?
         do {
-            guard let row = try connection.query(SyncSQL.latestVersion("public.role_schema_version")).first,
-                  let version = row["version"] else { return nil }
-            return StoredVersion(version: version, catalogue: row["catalogue"].flatMap(RoleCatalogue.fromStored), legacy: true)
+            row = try SyncSQL.latestVersion(legacy).run(on: connection).first
         } catch where error.sqlState == SQLState.undefinedTable {
             return nil
         } catch {
-            throw RoleSyncError(phase: "read the stored role version", error: error)
+            throw RoleSyncError(phase: phase, error: error)
         }
+        return try row.map { row throws(RoleSyncError) in try StoredVersion(row, phase: phase, legacy: true) }
     }
 
     /// The target checked against the database, with the stored version read in the same query; when migrator's
@@ -99,10 +125,28 @@ public struct RoleSynchronizer: Sendable {
     }
 
     /// The counts of groups left out at the last sync that recorded a version (see ``RoleSyncReport/BlockedGroup``).
+    /// Nil when none is recorded, and when that cannot be read (for `status`, which reports what it can; see
+    /// ``leftOutAtLastSync(_:schema:)`` for the error).
     public static func storedLeftOut(_ connection: Connection, schema: OwnSchema) -> (taken: Int, tooLong: Int)? {
-        let sql = "SELECT groups_name_taken, groups_name_too_long FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1"
-        guard let row = try? connection.query(sql).first else { return nil }
-        return (row.int("groups_name_taken") ?? 0, row.int("groups_name_too_long") ?? 0)
+        try? leftOutAtLastSync(connection, schema: schema)
+    }
+
+    /// ``storedLeftOut(_:schema:)``, whose failures (the table cannot be read, a malformed row) are errors.
+    public static func leftOutAtLastSync(_ connection: Connection, schema: OwnSchema) throws(RoleSyncError) -> (taken: Int, tooLong: Int)? {
+        let phase = "read what the last sync left out"
+        let table = schema.qualified("role_version")
+        let row: Row?
+        do {
+            row = try SyncSQL.storedLeftOut(table).run(on: connection).first
+        } catch {
+            throw RoleSyncError(phase: phase, error: error)
+        }
+        guard let row else { return nil }
+        do {
+            return (try row.decode("groups_name_taken"), try row.decode("groups_name_too_long"))
+        } catch {
+            throw RoleSyncError(phase: phase, decoding: error)
+        }
     }
 
     /// Checks the catalogue's target against the database (one query).
@@ -159,21 +203,33 @@ public struct RoleSynchronizer: Sendable {
 
     /// ``drift(_:)`` with the target already checked (the daemon checks it once per reconcile).
     public func drift(_ connection: Connection, target: ResolvedTarget) throws(RoleSyncError) -> Drift {
-        let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
-        let sql = SyncSQL(schema: schema, target: target)
+        let phase = "look for projects whose roles differ"
+        let statement = SyncSQL(schema: schema, target: target, catalogue: catalogue)
+            .drift(appLabel: target.target.appLabel, model: target.target.model)
+        let result: QueryResult
         do {
-            let row = try connection.query(sql.drift, [
-                catalogue.roles.map(\.name), pairs.map(\.0), pairs.map(\.1), Set(pairs.map(\.1)).count,
-                target.target.appLabel, target.target.model,
-            ] + sql.nameParameters).first
-            let ids = (row?["projects"]).map(SyncSQL.parseBigintArray) ?? []
+            result = try statement.run(on: connection)
+        } catch {
+            throw RoleSyncError(phase: phase, error: error)
+        }
+        // A SELECT without FROM: always exactly one row.
+        guard let row = result.first else {
+            throw RoleSyncError(phase: phase, error: PostgresError(code: .clientError, message: "the drift query returned no row"))
+        }
+        do {
+            let ids = try row.decode("projects", as: [String?].self).map { text throws(RowDecodingError) in
+                guard let text, let id = Int64(text) else {
+                    throw RowDecodingError(source: row.source, column: "projects", problem: "holds an element that is not a project id")
+                }
+                return id
+            }
             return Drift(
-                projectIDs: ids, permissionsMissing: row?.bool("permissions_missing") ?? false,
-                blockedGroups: row?.int("groups_name_taken") ?? 0, tooLongGroups: row?.int("groups_name_too_long") ?? 0,
-                orphanedLinks: row?.int("orphaned_links") ?? 0
+                projectIDs: ids, permissionsMissing: try row.decode("permissions_missing"),
+                blockedGroups: try row.decode("groups_name_taken"), tooLongGroups: try row.decode("groups_name_too_long"),
+                orphanedLinks: try row.decode("orphaned_links")
             )
         } catch {
-            throw RoleSyncError(phase: "look for projects whose roles differ", error: error)
+            throw RoleSyncError(phase: phase, decoding: error)
         }
     }
 
@@ -232,16 +288,12 @@ public struct RoleSynchronizer: Sendable {
             try apply(connection, target: target, diff: diff, options: options, logger: logger, phases: &phases, report: &report)
             report.durationMs = (clock.now - start).milliseconds
             if options.projectIDs == nil && !options.dryRun {
-                let totals = report.totals
-                try run("record version", connection, logger, &phases) {
-                    try connection.query(SyncSQL(schema: schema, target: target).recordVersion, [
-                        version, catalogue.canonicalJSON, totals.groupsCreated, totals.groupsRenamed,
-                        totals.groupPermissionsAdded + totals.objectPermissionsAdded,
-                        totals.groupPermissionsRemoved + totals.objectPermissionsRemoved,
-                        report.durationMs, options.force,
-                        report.blockedGroupsTotal, report.tooLongGroupsTotal,
-                    ]).affectedRows
-                }
+                let statement = SyncSQL(schema: schema, target: target, catalogue: catalogue).recordVersion(
+                    version: version, canonicalJSON: catalogue.canonicalJSON, totals: report.totals,
+                    durationMs: report.durationMs, forced: options.force,
+                    groupsNameTaken: report.blockedGroupsTotal, groupsNameTooLong: report.tooLongGroupsTotal
+                )
+                try run(statement.name, connection, logger, &phases) { try statement.run(on: connection).affectedRows }
                 report.recordedVersion = true
             }
             try run(options.dryRun ? "roll back (dry run)" : "commit", connection, logger, &phases) {
@@ -276,11 +328,19 @@ public struct RoleSynchronizer: Sendable {
 
     /// Links of another project table cannot be carried over: their project ids mean other rows.
     private func refuseTableChange(_ connection: Connection, from old: RoleTarget, to target: ResolvedTarget) throws(RoleSyncError) {
+        let phase = "check the project table"
+        let links = schema.qualified("project_role_group")
+        let row: Row
+        do {
+            row = try SyncSQL.linkCount(links).one(on: connection)
+        } catch {
+            throw RoleSyncError(phase: phase, error: error)
+        }
         let count: Int
         do {
-            count = try connection.query("SELECT count(*) AS n FROM \(schema.qualified("project_role_group"))").first?.int("n") ?? 0
+            count = try row.decode("n")
         } catch {
-            throw RoleSyncError(phase: "check the project table", error: error)
+            throw RoleSyncError(phase: phase, decoding: error)
         }
         guard count > 0 else { return }
         throw RoleSyncError(
@@ -301,90 +361,98 @@ public struct RoleSynchronizer: Sendable {
         _ connection: Connection, target: ResolvedTarget, diff: CatalogueDiff?, options: Options, logger: Logger,
         phases: inout [RoleSyncReport.Phase], report: inout RoleSyncReport
     ) throws(RoleSyncError) {
-        let sql = SyncSQL(schema: schema, target: target)
-        let roles = catalogue.roles.map(\.name)
+        let sql = SyncSQL(schema: schema, target: target, catalogue: catalogue)
         let projects: [Int64]? = options.projectIDs
-        let pairs = catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
-        let everyGroup = diff == nil
-        // Added and removed pairs alike: the universe an incremental sync compares.
-        let changed = (diff?.addedPairs ?? []) + (diff?.removedPairs ?? [])
 
         try run("prepare", connection, logger, &phases) { try connection.execute(script: SyncSQL.prepare).count }
         var contentType = 0
-        try run("content type", connection, logger, &phases) {
-            contentType = try connection.query(SyncSQL.contentType, [target.target.appLabel, target.target.model]).first?.int("id") ?? 0
+        let contentTypeStatement = SyncSQL.contentType(appLabel: target.target.appLabel, model: target.target.model)
+        try run(contentTypeStatement.name, connection, logger, &phases) {
+            // Inserted when missing, so there is always a row.
+            contentType = try contentTypeStatement.one(on: connection).decode("id")
             return 0
         }
-        try run("permissions", connection, logger, &phases) {
-            let row = try connection.query(SyncSQL.permissions, [
-                contentType, catalogue.permissions.map(\.codename), catalogue.permissions.map(\.name),
-            ]).first
-            report.permissionsCreated = row?.int("created") ?? 0
-            report.permissionsRenamed = row?.int("renamed") ?? 0
+        let permissions = SyncSQL.permissions(contentType: contentType, catalogue.permissions)
+        try run(permissions.name, connection, logger, &phases) {
+            let row = try permissions.one(on: connection)
+            report.permissionsCreated = try row.decode("created")
+            report.permissionsRenamed = try row.decode("renamed")
             return report.permissionsCreated + report.permissionsRenamed
         }
         if projects == nil {
-            try run("remove groups of deleted projects", connection, logger, &phases) {
-                let removed = try connection.query(sql.removeOrphans).first?.int("n") ?? 0
+            let orphans = sql.removeOrphans()
+            try run(orphans.name, connection, logger, &phases) {
+                let removed: Int = try orphans.one(on: connection).decode("n")
                 report.groupsOfDeletedProjectsRemoved = removed
                 return removed
             }
         }
-        let names = sql.nameParameters
-        try countByRole("rename groups", connection, logger, &phases, &report, sql.renameGroups, [projects] + names) { $0.groupsRenamed += $1.int("n") ?? 0 }
-        try countByRole("adopt groups", connection, logger, &phases, &report, sql.adoptGroups, [roles, projects] + names) { $0.groupsAdopted += $1.int("n") ?? 0 }
-        try countByRole("create groups", connection, logger, &phases, &report, sql.createGroups, [roles, projects] + names) { $0.groupsCreated += $1.int("n") ?? 0 }
-        let parameters: [(any PostgresBindable)?] = [
-            contentType, pairs.map(\.0), pairs.map(\.1), projects, everyGroup, changed.map(\.role), changed.map(\.codename),
-        ]
-        // A full sync compares by counting per group; an incremental one compares only the changed pairs.
-        let groupSQL = everyGroup ? sql.groupPermissionsFull : sql.groupPermissions
-        let objectSQL = everyGroup ? sql.objectPermissionsFull : sql.objectPermissions
-        let statementParameters = everyGroup ? Array(parameters.prefix(4)) : parameters
-        try countByRole("group permissions", connection, logger, &phases, &report, groupSQL, statementParameters) {
-            $0.groupPermissionsAdded += $1.int("added") ?? 0
-            $0.groupPermissionsRemoved += $1.int("removed") ?? 0
+        try countByRole(sql.renameGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+            changes.groupsRenamed += try row.decode("n")
         }
-        try countByRole("object permissions", connection, logger, &phases, &report, objectSQL, statementParameters) {
-            $0.objectPermissionsAdded += $1.int("added") ?? 0
-            $0.objectPermissionsRemoved += $1.int("removed") ?? 0
+        try countByRole(sql.adoptGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+            changes.groupsAdopted += try row.decode("n")
+        }
+        try countByRole(sql.createGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+            changes.groupsCreated += try row.decode("n")
+        }
+        // A full sync compares by counting per group; an incremental one compares only the pairs that changed, added
+        // and removed alike.
+        let changed = diff.map { $0.addedPairs + $0.removedPairs }
+        for table in [PermissionTable.group, .object] {
+            let statement = changed.map { sql.permissionsIncremental(table, contentType: contentType, changed: $0) }
+                ?? sql.permissionsFull(table, contentType: contentType, projects: projects)
+            try countByRole(statement, connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+                let added: Int = try row.decode("added")
+                let removed: Int = try row.decode("removed")
+                switch table {
+                case .group:
+                    changes.groupPermissionsAdded += added
+                    changes.groupPermissionsRemoved += removed
+                case .object:
+                    changes.objectPermissionsAdded += added
+                    changes.objectPermissionsRemoved += removed
+                }
+            }
         }
         try run("count", connection, logger, &phases) {
-            report.projects = try connection.query(sql.projectCount, [projects]).first?.int("n") ?? 0
-            let retired = try connection.query(sql.retiredRoles, [roles])
-            for row in retired.rows { report.retiredRoles[row["role"] ?? "?"] = row.int("n") ?? 0 }
+            report.projects = try sql.projectCount(projects: projects).one(on: connection).decode("n")
+            for row in try sql.retiredRoles().run(on: connection).rows {
+                report.retiredRoles[try row.decode("role")] = try row.decode("n")
+            }
             return 0
         }
     }
 
     /// Runs a statement that answers one row per role and adds its counts to the report.
     private func countByRole(
-        _ phase: String, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
-        _ report: inout RoleSyncReport, _ sql: String, _ parameters: [(any PostgresBindable)?],
-        _ add: (inout RoleSyncReport.RoleChanges, Row) -> Void
+        _ statement: SyncStatement, _ connection: Connection, _ logger: Logger, _ phases: inout [RoleSyncReport.Phase],
+        _ report: inout RoleSyncReport, _ add: (inout RoleSyncReport.RoleChanges, Row) throws(RowDecodingError) -> Void
     ) throws(RoleSyncError) {
-        try run(phase, connection, logger, &phases) {
+        try run(statement.name, connection, logger, &phases) {
             var rows = 0
-            let result = try connection.query(sql, parameters)
+            let result = try statement.run(on: connection)
             // Renaming and creating groups also answer rows for groups that cannot get their name (`blockedRows`);
             // each row carries the total of its reason, and the two statements' groups are disjoint.
             let reportsBlocked = result.columns.contains("wanted")
             var totals: [String: Int] = [:]
             for row in result.rows {
-                if reportsBlocked, let wanted = row["wanted"], let project = row["project_id"].flatMap({ Int64($0) }) {
+                let role: String = try row.decode("role")
+                if reportsBlocked, let wanted = try row.decodeIfPresent("wanted", as: String.self) {
                     let group = RoleSyncReport.BlockedGroup(
-                        projectID: project, role: row["role"] ?? "?", currentName: row["current_name"], wantedName: wanted
+                        projectID: try row.decode("project_id"), role: role,
+                        currentName: try row.decodeIfPresent("current_name"), wantedName: wanted
                     )
-                    let reason = row["reason"] ?? "taken"
-                    totals[reason] = row.int("total") ?? 0
+                    let reason: String = try row.decode("reason")
+                    totals[reason] = try row.decode("total")
                     if reason == "too_long" { report.tooLongGroups.append(group) } else { report.blockedGroups.append(group) }
                     continue
                 }
-                var changes = report.roles[row["role"] ?? "?", default: RoleSyncReport.RoleChanges()]
+                var changes = report.roles[role, default: RoleSyncReport.RoleChanges()]
                 let before = changes.rowsWritten
-                add(&changes, row)
+                try add(&changes, row)
                 rows += changes.rowsWritten - before
-                report.roles[row["role"] ?? "?"] = changes
+                report.roles[role] = changes
             }
             report.blockedGroupsTotal += totals["taken"] ?? 0
             report.tooLongGroupsTotal += totals["too_long"] ?? 0
@@ -426,6 +494,11 @@ public struct RoleSyncError: Error, Sendable, CustomStringConvertible {
         self.phase = phase
         self.error = error
         self.input = input
+    }
+
+    /// A row that could not be read as the sync expects: what it read from and which column are in the message.
+    public init(phase: String, decoding error: RowDecodingError) {
+        self.init(phase: phase, error: PostgresError(code: .clientError, message: error.description))
     }
 
     public var description: String {

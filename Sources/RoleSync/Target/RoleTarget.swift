@@ -159,23 +159,22 @@ public struct GroupNameTemplate: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { text }
 
-    /// The literal parts, in order: the parameters of ``sql(id:name:role:firstParameter:)``.
+    /// The literal parts, in order: what ``sql(id:name:role:literals:)`` takes the placeholders of.
     var literals: [String] {
         parts.compactMap { if case .literal(let text) = $0 { text } else { nil } }
     }
 
-    /// The name as an SQL expression. Literal text is never spliced: it arrives as parameters numbered from
-    /// `firstParameter`, in the order of ``literals``.
-    func sql(id: String, name: String, role: String, firstParameter: Int) -> String {
-        var next = firstParameter
+    /// The name as an SQL expression. Literal text is never spliced: `literals` are the placeholders of the
+    /// parameters bound to ``literals``, in their order.
+    func sql(id: String, name: String, role: String, literals: [String]) -> String {
+        precondition(literals.count == self.literals.count, "one placeholder per literal part of \(text)")
+        var next = literals.makeIterator()
         return parts.map { part in
             switch part {
-            case .literal:
-                defer { next += 1 }
-                return "$\(next)::text"
-            case .id: return "\(id)::text"
-            case .name: return "\(name)::text"
-            case .role: return "\(role)::text"
+            case .literal: next.next()!
+            case .id: "\(id)::text"
+            case .name: "\(name)::text"
+            case .role: "\(role)::text"
             }
         }.joined(separator: " || ")
     }

@@ -28,81 +28,125 @@ enum RoleTargetResolver {
 
     /// Also reads the latest stored role version, so that a sync with nothing to do needs no query of its own for
     /// it. Fails with 42P01 / 3F000 when migrator's role objects are not installed.
-    static func resolveSQL(_ schema: OwnSchema) -> String {
-        """
-        WITH t AS (SELECT to_regclass($1) AS oid),
+    static func resolveStatement(_ target: RoleTarget, schema: OwnSchema) -> SyncStatement {
+        SyncStatement("check the project table") { p in
+        let table = p.text(target.tableSQL)
+        let idColumn = p.text(target.idColumn)
+        let nameColumn = p.text(target.nameColumn)
+        let schemaName = p.text(schema.name)
+        let links = p.text(schema.qualified("project_role_group"))
+        return """
+        WITH t AS (SELECT to_regclass(\(table)) AS oid),
         stored AS (
             SELECT version, catalogue::text AS catalogue FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1
         )
         SELECT t.oid::text AS table_sql, (SELECT relkind::text FROM pg_class WHERE oid = t.oid) AS relkind,
                (SELECT format_type(atttypid, NULL) FROM pg_attribute
-                WHERE attrelid = t.oid AND attname = $2 AND attnum > 0 AND NOT attisdropped) AS id_type,
+                WHERE attrelid = t.oid AND attname = \(idColumn) AND attnum > 0 AND NOT attisdropped) AS id_type,
                (SELECT format_type(atttypid, NULL) FROM pg_attribute
-                WHERE attrelid = t.oid AND attname = $3 AND attnum > 0 AND NOT attisdropped) AS name_type,
+                WHERE attrelid = t.oid AND attname = \(nameColumn) AND attnum > 0 AND NOT attisdropped) AS name_type,
                (SELECT CASE WHEN a.atttypmod > 4 THEN a.atttypmod - 4 END FROM pg_attribute a
                 WHERE a.attrelid = to_regclass('auth_group') AND a.attname = 'name') AS group_name_max,
                to_regclass('auth_group') IS NOT NULL AS has_auth_group,
                current_setting('search_path') AS search_path,
-               EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($5) AND contype = 'f'
+               EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(links)) AND contype = 'f'
                        AND confrelid = to_regclass('auth_group')) AS links_reference_groups,
                (SELECT string_agg(tg.tgname || '|' || tg.tgrelid::regclass::text || '|'
                                   || replace(encode(tg.tgargs, 'escape'), '\\000', ','), ';' ORDER BY tg.tgname)
                 FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
-                WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $4)
+                WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))
                   AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')) AS triggers,
                (SELECT version FROM stored) AS stored_version, (SELECT catalogue FROM stored) AS stored_catalogue
         FROM t
         """
+        }
     }
 
     /// - Throws: ``RoleSyncError`` that says what is wrong with the table or a column, and which option sets it.
     static func resolve(_ connection: Connection, _ target: RoleTarget, schema: OwnSchema) throws(RoleSyncError) -> ResolvedTarget {
-        let phase = "check the project table"
-        let row: Row?
+        let statement = resolveStatement(target, schema: schema)
+        let phase = statement.name
+        let row: Row
         do {
-            row = try connection.query(resolveSQL(schema), [target.tableSQL, target.idColumn, target.nameColumn, schema.name, schema.qualified("project_role_group")]).first
+            // A SELECT FROM a one-row CTE: always one row.
+            row = try statement.one(on: connection)
         } catch {
             throw RoleSyncError(phase: phase, error: error)
+        }
+        let found: Found
+        do {
+            found = try Found(row)
+        } catch {
+            throw RoleSyncError(phase: phase, decoding: error)
         }
         func refuse(_ message: String) -> RoleSyncError {
             RoleSyncError(phase: phase, error: PostgresError(code: .clientError, message: message), input: true)
         }
-        guard let row, row.bool("has_auth_group") == true else {
+        guard found.hasAuthGroup else {
             throw refuse(
-                "there is no auth_group table (search_path \(row?["search_path"] ?? "?")): the role sync needs Django's "
+                "there is no auth_group table (search_path \(found.searchPath)): the role sync needs Django's "
                     + "auth tables; run the app's `manage.py migrate` first (or migrator's example Migrations/)"
             )
         }
-        guard let table = row["table_sql"], ["r", "p"].contains(row["relkind"] ?? "") else {
+        guard let table = found.tableSQL, ["r", "p"].contains(found.relkind ?? "") else {
             throw refuse(
-                "the project table '\(target.projectTable)' does not exist (search_path \(row["search_path"] ?? "?")); "
+                "the project table '\(target.projectTable)' does not exist (search_path \(found.searchPath)); "
                     + "create it, or set --project-table (MIGRATOR_PROJECT_TABLE, or \"target\" in the roles file)"
             )
         }
-        guard let idType = row["id_type"] else {
+        guard let idType = found.idType else {
             throw refuse("the project table \(table) has no column '\(target.idColumn)'; set --project-id-column (MIGRATOR_PROJECT_ID_COLUMN)")
         }
         guard ["smallint", "integer", "bigint"].contains(idType) else {
             throw refuse("the project id column \(table).\(target.idColumn) is \(idType); it must be smallint, integer or bigint")
         }
-        guard let nameType = row["name_type"] else {
+        guard let nameType = found.nameType else {
             throw refuse("the project table \(table) has no column '\(target.nameColumn)'; set --project-name-column (MIGRATOR_PROJECT_NAME_COLUMN)")
         }
         guard ["text", "character varying", "character", "citext"].contains(nameType) else {
             throw refuse("the project name column \(table).\(target.nameColumn) is \(nameType), not text; a group name is made of it")
         }
-        let expected = expectedTriggers(table: table, target: target)
         return ResolvedTarget(
             target: target, tableSQL: table, idSQL: SQLIdentifier.quote(target.idColumn),
-            nameSQL: SQLIdentifier.quote(target.nameColumn), maxGroupName: row.int("group_name_max"),
-            triggersInStep: (row["triggers"] ?? "") == expected && row.bool("links_reference_groups") == true,
-            stored: row["stored_version"].map {
-                RoleSynchronizer.StoredVersion(version: $0, catalogue: row["stored_catalogue"].flatMap(RoleCatalogue.fromStored))
+            nameSQL: SQLIdentifier.quote(target.nameColumn), maxGroupName: found.groupNameMax,
+            triggersInStep: found.triggers == expectedTriggers(table: table, target: target) && found.linksReferenceGroups,
+            stored: found.storedVersion.map {
+                RoleSynchronizer.StoredVersion(version: $0, catalogue: found.storedCatalogue.flatMap(RoleCatalogue.fromStored))
             }
         )
     }
 
-    /// What `resolveSQL` reads back when the triggers are right: `name|table|args,` sorted by name.
+    /// The row of ``resolveStatement(_:schema:)``. NULL means: no such table, column or type (`to_regclass` and the
+    /// subqueries), no limit on `auth_group.name`, no trigger of ours, no stored version.
+    private struct Found {
+        var searchPath: String
+        var hasAuthGroup: Bool
+        var tableSQL: String?
+        var relkind: String?
+        var idType: String?
+        var nameType: String?
+        var groupNameMax: Int?
+        var triggers: String
+        var linksReferenceGroups: Bool
+        var storedVersion: String?
+        var storedCatalogue: String?
+
+        init(_ row: Row) throws(RowDecodingError) {
+            searchPath = try row.decode("search_path")
+            hasAuthGroup = try row.decode("has_auth_group")
+            tableSQL = try row.decodeIfPresent("table_sql")
+            relkind = try row.decodeIfPresent("relkind")
+            idType = try row.decodeIfPresent("id_type")
+            nameType = try row.decodeIfPresent("name_type")
+            groupNameMax = try row.decodeIfPresent("group_name_max")
+            triggers = try row.decodeIfPresent("triggers") ?? ""
+            linksReferenceGroups = try row.decode("links_reference_groups")
+            storedVersion = try row.decodeIfPresent("stored_version")
+            storedCatalogue = try row.decodeIfPresent("stored_catalogue")
+        }
+    }
+
+    /// What ``resolveStatement(_:schema:)`` reads back when the triggers are right: `name|table|args,` sorted by name.
     static func expectedTriggers(table: String, target: RoleTarget) -> String {
         let id = target.idColumn
         let arguments = [
@@ -113,6 +157,28 @@ enum RoleTargetResolver {
             "migrator_project_truncate": "",
         ]
         return triggerNames.map { "\($0)|\(table)|\(arguments[$0] ?? "")" }.joined(separator: ";")
+    }
+
+    /// Triggers on any table that call our trigger functions: `tgname`, `tbl`.
+    static func ourTriggers(_ schema: OwnSchema) -> SyncStatement {
+        SyncStatement("find our triggers", reads: "pg_trigger") { p in
+            """
+            SELECT tg.tgname, tg.tgrelid::regclass::text AS tbl
+            FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
+            WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(p.text(schema.name)))
+              AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')
+            """
+        }
+    }
+
+    /// Whether the links reference auth_group yet: `present`.
+    static func linksReferenceGroups(_ links: String) -> SyncStatement {
+        SyncStatement("check the links' foreign key", reads: "pg_constraint") { p in
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(p.text(links))) AND contype = 'f'
+                           AND confrelid = to_regclass('auth_group')) AS present
+            """
+        }
     }
 
     /// Replaces whatever triggers of ours exist (on this table or on a table that was the target before) with the
@@ -138,30 +204,28 @@ enum RoleTargetResolver {
             CREATE TRIGGER migrator_project_notify_delete AFTER DELETE ON \(table)
                 FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)');
             """
-        do {
+        let phase = "install the triggers on the project table \(table)"
+        let links = schema.qualified("project_role_group")
+        func failed(_ error: PostgresError) -> RoleSyncError {
+            if connection.isConnected, connection.transactionStatus != .idle { _ = try? connection.query("ROLLBACK") }
+            return RoleSyncError(phase: phase, error: error)
+        }
+        do throws(PostgresError) {
             try connection.query("BEGIN")
-            let existing = try connection.query(
-                """
-                SELECT tg.tgname, tg.tgrelid::regclass::text AS tbl
-                FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
-                WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
-                  AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')
-                """,
-                [schema.name]
-            )
-            for row in existing.rows {
-                guard let trigger = row["tgname"], let on = row["tbl"] else { continue }
-                try connection.query("DROP TRIGGER \(SQLIdentifier.quote(trigger)) ON \(on)")
+            let existing = try ourTriggers(schema).run(on: connection)
+            let referenced = try linksReferenceGroups(links).one(on: connection)
+            let drops: [String]
+            let present: Bool
+            do {
+                drops = try existing.rows.map { row throws(RowDecodingError) in
+                    "DROP TRIGGER \(SQLIdentifier.quote(try row.decode("tgname"))) ON \(try row.decode("tbl", as: String.self))"
+                }
+                present = try referenced.decode("present")
+            } catch {
+                throw PostgresError(code: .clientError, message: error.description)
             }
-            let links = schema.qualified("project_role_group")
-            let referenced = try connection.query(
-                """
-                SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f'
-                               AND confrelid = to_regclass('auth_group')) AS present
-                """,
-                [links]
-            ).first?.bool("present") == true
-            if !referenced {
+            for drop in drops { try connection.query(drop) }
+            if !present {
                 // A group deleted by the app (Django deletes the rows that reference it first) takes its link along.
                 try connection.query(
                     "ALTER TABLE \(links) ADD FOREIGN KEY (group_id) REFERENCES auth_group (id) ON DELETE CASCADE"
@@ -170,8 +234,7 @@ enum RoleTargetResolver {
             _ = try connection.execute(script: create)
             try connection.query("COMMIT")
         } catch {
-            if connection.isConnected, connection.transactionStatus != .idle { _ = try? connection.query("ROLLBACK") }
-            throw RoleSyncError(phase: "install the triggers on the project table \(table)", error: error)
+            throw failed(error)
         }
         logger.info("installed the project table's triggers", metadata: ["roles.project_table": "\(table)"])
     }

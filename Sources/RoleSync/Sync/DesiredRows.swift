@@ -1,0 +1,212 @@
+/// What "in step with the catalogue" means, written once: the rows the catalogue wants for every project (its groups'
+/// names, their group permissions, their object permissions on the project) and how existing rows are held against
+/// them. The sync's statements diff against these fragments and the drift query compares against the same ones, so a
+/// project the drift query calls out of step is exactly one a sync changes, and a synced project is never drift.
+///
+/// - A project has one group per role of the catalogue, linked in `project_role_group`, named by the template
+///   (``groupName(project:role:)``). A linked group whose name differs is renamed, unless the name is not free
+///   (``nameFree(_:linked:)``): then it is left as it is and reported, and is not drift, since no sync can change that.
+/// - A linked group's rows in a permission table are ours when ``PermissionTable`` says so (our content type, and for
+///   object permissions the group's own project). Its role's (role, permission) pairs from ``catalogue`` are the rows
+///   it should have; ``rowState(_:named:scope:)`` counts the valid ones per group and collects the others (a role that
+///   left the catalogue grants nothing, so all its rows are extra). A group is in step with a table when it
+///   is not ``lacking(_:expected:)`` and has no ``extra(_:)``.
+///
+/// Values are bound through the statement's ``StatementParameters`` when a fragment first needs them (each once).
+struct DesiredRows {
+    let sql: SyncSQL
+    let parameters: StatementParameters
+    /// The content type of projects, as an integer expression (a parameter, or a subquery of the statement); nil in
+    /// a statement that only names groups.
+    let projectContentType: String?
+
+    private var contentType: String {
+        guard let projectContentType else { preconditionFailure("a statement reads permissions without a content type") }
+        return projectContentType
+    }
+
+    /// The catalogue's role names, `text[]`.
+    var roles: String {
+        parameters.once("roles") { parameters.texts(sql.catalogue.roles.map(\.name)) }
+    }
+
+    /// The catalogue's (role, codename) pairs, as two `text[]` of the same length.
+    private var pairs: (roles: String, codenames: String) {
+        let pairs = sql.catalogue.roles.flatMap { role in role.permissions.map { (role.name, $0) } }
+        return (
+            parameters.once("pair roles") { parameters.texts(pairs.map(\.0)) },
+            parameters.once("pair codenames") { parameters.texts(pairs.map(\.1)) }
+        )
+    }
+
+    /// `(X IS NULL OR column = ANY(X))` for a project filter (NULL: every project), or nothing without one.
+    func inScope(_ column: String, _ projects: String?) -> String {
+        guard let projects else { return "true" }
+        return "(\(projects) IS NULL OR \(column) = ANY(\(projects)))"
+    }
+
+    // MARK: Group names
+
+    /// The template's literal parts, then the longest name `auth_group.name` holds (NULL: no limit).
+    private var literals: [String] {
+        sql.template.literals.enumerated().map { index, literal in
+            parameters.once("literal \(index)") { parameters.text(literal) }
+        }
+    }
+
+    private var maxGroupName: String {
+        parameters.once("max group name") { parameters.integer(sql.maxGroupName) }
+    }
+
+    /// The name the group of project `project` (an alias of the project table) for `role` (an expression) should have.
+    func groupName(project: String, role: String) -> String {
+        "(" + sql.template.sql(id: "\(project).\(sql.id)", name: "\(project).\(sql.name)", role: role, literals: literals) + ")"
+    }
+
+    /// Whether a name fits `auth_group.name`.
+    func fits(_ expression: String) -> String {
+        "(\(maxGroupName) IS NULL OR char_length(\(expression)) <= \(maxGroupName))"
+    }
+
+    /// Whether a group can be given the name `wanted`: it fits, and no other group has it. For a linked group
+    /// (`linked`, a rename) any group with the name is in the way; for a (project, role) without a group, only a linked
+    /// one is, since an unlinked group of exactly that name is adopted.
+    func nameFree(_ wanted: String, linked: Bool) -> String {
+        let holders = linked
+            ? "SELECT name FROM auth_group"
+            : "SELECT g.name FROM auth_group g WHERE g.id IN (SELECT group_id FROM \(sql.links))"
+        return "(\(fits(wanted)) AND \(wanted) NOT IN (\(holders)))"
+    }
+
+    /// Why a name that is not free cannot be had: 'taken' or 'too_long'.
+    func nameProblem(_ wanted: String) -> String {
+        "CASE WHEN \(fits(wanted)) THEN 'taken' ELSE 'too_long' END"
+    }
+
+    /// CTE `linked(group_id, project_id, role, name)`: every linked group of an existing project in scope, with the
+    /// name it should have. Links of roles that left the catalogue are included: their groups follow renames too.
+    func linkedCTE(scope projects: String?) -> String {
+        """
+        linked AS (
+            SELECT l.group_id, l.project_id, l.role, \(groupName(project: "p", role: "l.role")) AS name
+            FROM \(sql.links) l JOIN \(sql.projectTable) p ON p.\(sql.id) = l.project_id
+            WHERE \(inScope("l.project_id", projects))
+        )
+        """
+    }
+
+    /// CTE `unlinked(project_id, role)`: the (project, role) pairs in scope that have no group yet. A hashed EXCEPT
+    /// reads the links completely before a statement that uses it appends to them.
+    func unlinkedCTE(scope projects: String?) -> String {
+        """
+        unlinked AS (
+            SELECT p.\(sql.id)::bigint AS project_id, r.role
+            FROM \(sql.projectTable) p CROSS JOIN unnest(\(roles)) AS r(role)
+            WHERE \(inScope("p.\(sql.id)", projects))
+            EXCEPT
+            SELECT project_id, role FROM \(sql.links)
+        )
+        """
+    }
+
+    // MARK: Permissions
+
+    /// CTE `catalogue(role, permission_id)`: the permissions each role grants, as `auth_permission` rows of our content
+    /// type (a codename without its row is missing, which only the permissions statement of a sync creates).
+    var catalogueCTE: String {
+        """
+        catalogue AS (
+            SELECT w.role, ap.id AS permission_id
+            FROM unnest(\(pairs.roles), \(pairs.codenames)) AS w(role, codename)
+            JOIN auth_permission ap ON ap.content_type_id = \(contentType) AND ap.codename = w.codename
+        )
+        """
+    }
+
+    /// CTE `expected(role, n)`: how many rows each role's groups should have in each permission table.
+    static let expectedCTE = "expected AS (SELECT role, count(*) AS n FROM catalogue GROUP BY role)"
+
+    /// The rows a group should have in each permission table: its role's pairs, joined to groups aliased `group` (a
+    /// relation with `group_id` and `role`) as `c.permission_id`.
+    static func desiredPermissions(of group: String) -> String {
+        "JOIN catalogue c ON c.role = \(group).role"
+    }
+
+    /// CTE `name(group_id, valid, extra)`: one pass over `table` that classifies every row of ours against the
+    /// catalogue (a hash of its pairs): how many of a linked group's rows its role grants, and the ids of those it
+    /// does not (NULL when there are none). A group without rows has no line.
+    func rowState(_ table: PermissionTable, named name: String, scope projects: String?) -> String {
+        """
+        \(name) AS (
+            SELECT x.group_id, count(c.permission_id) AS valid,
+                   array_agg(x.id) FILTER (WHERE c.permission_id IS NULL) AS extra
+            FROM \(table.name) x
+            JOIN \(sql.links) s ON s.group_id = x.group_id
+            LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id
+            WHERE \(inScope("s.project_id", projects)) \(table.rowCondition(contentType: contentType))
+              \(table.permissionCondition(contentType: contentType))
+            GROUP BY x.group_id
+        )
+        """
+    }
+
+    /// A group (its ``rowState(_:named:scope:)`` line `state`, its role's ``expectedCTE`` line `expected`, either
+    /// possibly absent) lacks some of the rows its role grants.
+    static func lacking(_ state: String, expected: String) -> String {
+        "coalesce(\(state).valid, 0) < coalesce(\(expected).n, 0)"
+    }
+
+    /// A group has rows its role does not grant.
+    static func extra(_ state: String) -> String {
+        "\(state).extra IS NOT NULL"
+    }
+}
+
+/// The two tables of grants the sync keeps, and which of their rows are its own.
+enum PermissionTable {
+    /// `auth_group_permissions`: a group's global permissions.
+    case group
+    /// `guardian_groupobjectpermission`: a group's permissions on its project.
+    case object
+
+    var name: String {
+        switch self {
+        case .group: "auth_group_permissions"
+        case .object: "guardian_groupobjectpermission"
+        }
+    }
+
+    var insertColumns: String {
+        switch self {
+        case .group: "group_id, permission_id"
+        case .object: "object_pk, content_type_id, group_id, permission_id"
+        }
+    }
+
+    /// The values inserted, from a relation with `want_group`, `want_permission` and `object_pk`.
+    func insertValues(contentType: String) -> String {
+        switch self {
+        case .group: "want_group, want_permission"
+        case .object: "object_pk, \(contentType), want_group, want_permission"
+        }
+    }
+
+    /// What makes a row `x` of a group linked as `s` ours, on the row itself: only a group's permissions on its own
+    /// project are ours; a grant on another object was made by someone else. Guardian stores the content type on the
+    /// row (and assign_perm checks it matches the permission's). Empty, or `AND …`.
+    func rowCondition(contentType: String) -> String {
+        switch self {
+        case .group: ""
+        case .object: "AND x.content_type_id = \(contentType) AND x.object_pk = s.project_id::text"
+        }
+    }
+
+    /// What makes a row `x` ours through its permission: a global permission of another content type is not. Not
+    /// needed where the row's permission comes from ``DesiredRows/catalogueCTE`` already. Empty, or `AND …`.
+    func permissionCondition(contentType: String) -> String {
+        switch self {
+        case .group: "AND x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = \(contentType))"
+        case .object: ""
+        }
+    }
+}
