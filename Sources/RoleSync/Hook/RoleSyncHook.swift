@@ -74,7 +74,9 @@ public struct RoleSyncHook: PostMigrateHook {
         if stored?.legacy == true {
             summary += " (read from public.role_schema_version, where an earlier release kept it; the next run moves it into schema \(schema.name))"
         }
-        if upToDate, let leftOut = RoleSynchronizer.storedLeftOut(connection, schema: schema), leftOut.taken + leftOut.tooLong > 0 {
+        // An earlier release's layout has no record of groups left out.
+        if upToDate, stored?.legacy != true, let leftOut = try RoleSynchronizer.leftOutAtLastSync(connection, schema: schema),
+           leftOut.taken + leftOut.tooLong > 0 {
             var parts: [String] = []
             if leftOut.tooLong > 0 { parts.append("\(leftOut.tooLong) role groups with a name too long for auth_group.name") }
             if leftOut.taken > 0 { parts.append("\(leftOut.taken) role groups whose name another group has") }

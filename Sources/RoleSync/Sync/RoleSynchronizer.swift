@@ -124,14 +124,8 @@ public struct RoleSynchronizer: Sendable {
         }
     }
 
-    /// The counts of groups left out at the last sync that recorded a version (see ``RoleSyncReport/BlockedGroup``).
-    /// Nil when none is recorded, and when that cannot be read (for `status`, which reports what it can; see
-    /// ``leftOutAtLastSync(_:schema:)`` for the error).
-    public static func storedLeftOut(_ connection: Connection, schema: OwnSchema) -> (taken: Int, tooLong: Int)? {
-        try? leftOutAtLastSync(connection, schema: schema)
-    }
-
-    /// ``storedLeftOut(_:schema:)``, whose failures (the table cannot be read, a malformed row) are errors.
+    /// The counts of groups left out at the last sync that recorded a version (see ``RoleSyncReport/BlockedGroup``);
+    /// nil when none is recorded. A table that cannot be read or a malformed row is an error.
     public static func leftOutAtLastSync(_ connection: Connection, schema: OwnSchema) throws(RoleSyncError) -> (taken: Int, tooLong: Int)? {
         let phase = "read what the last sync left out"
         let table = schema.qualified("role_version")
