@@ -15,7 +15,7 @@ public enum Daemon {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let state = DaemonState()
-        let worker = ProjectSyncWorker(configuration: configuration, state: state, metrics: DaemonMetrics(), logger: logger)
+        let metrics = DaemonMetrics()
 
         var httpLogger = logger
         // Hummingbird logs each request at debug; keep those out unless asked for.
@@ -37,7 +37,8 @@ public enum Daemon {
             services: [
                 .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(
-                    service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup,
+                    service: WorkerService(configuration: configuration, state: state, metrics: metrics, logger: logger),
+                    successTerminationBehavior: .gracefullyShutdownGroup,
                     failureTerminationBehavior: .gracefullyShutdownGroup
                 ),
             ],
@@ -46,25 +47,5 @@ public enum Daemon {
         ))
         try await group.run()
         logger.info("stopped")
-    }
-}
-
-/// The worker as a ServiceLifecycle service: a graceful shutdown or a cancellation asks it to stop, and it returns
-/// once its transaction is over.
-struct WorkerService: Service {
-    let worker: ProjectSyncWorker
-
-    func run() async throws {
-        let state = worker.state
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await worker.runDetached()
-            } onCancel: {
-                state.requestStop()
-            }
-        } onGracefulShutdown: {
-            worker.logger.info("shutdown requested; finishing the transaction in progress")
-            state.requestStop()
-        }
     }
 }
