@@ -1,6 +1,5 @@
 import Hummingbird
 import Logging
-import Metrics
 import MigrationEngine
 import NIOCore
 import Prometheus
@@ -11,11 +10,14 @@ import UnixSignals
 /// worker between transactions, then the HTTP server.
 public enum Daemon {
     /// Runs until a signal stops it (returns) or the start-up fails (throws the ``MigrationError`` that ended it).
-    public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    /// - Parameters:
+    ///   - registry: where the daemon's metrics are kept and what `/metrics` exports. The executable makes it, and
+    ///     bootstraps `MetricsSystem` with it once; the daemon's own metrics are made through it directly.
+    public static func run(
+        _ configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
+    ) async throws {
         let state = DaemonState()
-        let metrics = DaemonMetrics()
+        let metrics = DaemonMetrics(factory: PrometheusMetricsFactory(registry: registry))
 
         var httpLogger = logger
         // Hummingbird logs each request at debug; keep those out unless asked for.
