@@ -1,6 +1,5 @@
 import Hummingbird
 import Logging
-import Metrics
 import MigrationEngine
 import NIOCore
 import Prometheus
@@ -11,11 +10,14 @@ import UnixSignals
 /// worker between transactions, then the HTTP server.
 public enum Daemon {
     /// Runs until a signal stops it (returns) or the start-up fails (throws the ``MigrationError`` that ended it).
-    public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    /// - Parameters:
+    ///   - registry: where the daemon's metrics are kept and what `/metrics` exports. The executable makes it, and
+    ///     bootstraps `MetricsSystem` with it once; the daemon's own metrics are made through it directly.
+    public static func run(
+        _ configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
+    ) async throws {
         let state = DaemonState()
-        let worker = ProjectSyncWorker(configuration: configuration, state: state, metrics: DaemonMetrics(), logger: logger)
+        let metrics = DaemonMetrics(factory: PrometheusMetricsFactory(registry: registry))
 
         var httpLogger = logger
         // Hummingbird logs each request at debug; keep those out unless asked for.
@@ -37,7 +39,8 @@ public enum Daemon {
             services: [
                 .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(
-                    service: WorkerService(worker: worker), successTerminationBehavior: .gracefullyShutdownGroup,
+                    service: WorkerService(configuration: configuration, state: state, metrics: metrics, logger: logger),
+                    successTerminationBehavior: .gracefullyShutdownGroup,
                     failureTerminationBehavior: .gracefullyShutdownGroup
                 ),
             ],
@@ -46,25 +49,5 @@ public enum Daemon {
         ))
         try await group.run()
         logger.info("stopped")
-    }
-}
-
-/// The worker as a ServiceLifecycle service: a graceful shutdown or a cancellation asks it to stop, and it returns
-/// once its transaction is over.
-struct WorkerService: Service {
-    let worker: ProjectSyncWorker
-
-    func run() async throws {
-        let state = worker.state
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await worker.runDetached()
-            } onCancel: {
-                state.requestStop()
-            }
-        } onGracefulShutdown: {
-            worker.logger.info("shutdown requested; finishing the transaction in progress")
-            state.requestStop()
-        }
     }
 }

@@ -1,30 +1,50 @@
 import CoreMetrics
 import Metrics
 
-/// The daemon's metrics, through swift-metrics (exported in Prometheus text by ``HTTPEndpoints``).
+/// The daemon's metrics, through swift-metrics (exported in Prometheus text by ``HTTPEndpoints``). Made through the
+/// factory they are given, not the global `MetricsSystem`, so that each daemon (and each test) has its own registry.
 struct DaemonMetrics: Sendable {
-    let migrationsApplied = Gauge(label: "migrator_migrations_applied")
-    let migrationsPending = Gauge(label: "migrator_migrations_pending")
-    let notificationsReceived = Counter(label: "migrator_notifications_received_total")
-    let projectsSynced = Counter(label: "migrator_projects_synced_total")
-    let rowsWritten = Counter(label: "migrator_role_rows_written_total")
-    let reconnects = Counter(label: "migrator_reconnects_total")
-    let reconciles = Counter(label: "migrator_reconciles_total")
-    let driftedProjects = Counter(label: "migrator_reconcile_drifted_projects_total")
+    let factory: any MetricsFactory
+    let migrationsApplied: Gauge
+    let migrationsPending: Gauge
+    let notificationsReceived: Counter
+    let projectsSynced: Counter
+    let rowsWritten: Counter
+    let reconnects: Counter
+    let reconciles: Counter
+    let driftedProjects: Counter
     /// Role groups whose name another group has (left as they are), as the last reconcile counted them.
-    let blockedGroups = Gauge(label: "migrator_role_groups_name_taken")
+    let blockedGroups: Gauge
     /// Role groups left out because their name is longer than auth_group.name holds, as the last reconcile counted.
-    let tooLongGroups = Gauge(label: "migrator_role_groups_name_too_long")
-    let databaseQueries = Counter(label: "migrator_database_queries_total")
-    let lastSuccessfulSync = Gauge(label: "migrator_last_successful_sync_timestamp_seconds")
-    let ready = Gauge(label: "migrator_ready")
+    let tooLongGroups: Gauge
+    let databaseQueries: Counter
+    let lastSuccessfulSync: Gauge
+    let ready: Gauge
+
+    init(factory: any MetricsFactory) {
+        self.factory = factory
+        migrationsApplied = Gauge(label: "migrator_migrations_applied", factory: factory)
+        migrationsPending = Gauge(label: "migrator_migrations_pending", factory: factory)
+        notificationsReceived = Counter(label: "migrator_notifications_received_total", factory: factory)
+        projectsSynced = Counter(label: "migrator_projects_synced_total", factory: factory)
+        rowsWritten = Counter(label: "migrator_role_rows_written_total", factory: factory)
+        reconnects = Counter(label: "migrator_reconnects_total", factory: factory)
+        reconciles = Counter(label: "migrator_reconciles_total", factory: factory)
+        driftedProjects = Counter(label: "migrator_reconcile_drifted_projects_total", factory: factory)
+        blockedGroups = Gauge(label: "migrator_role_groups_name_taken", factory: factory)
+        tooLongGroups = Gauge(label: "migrator_role_groups_name_too_long", factory: factory)
+        databaseQueries = Counter(label: "migrator_database_queries_total", factory: factory)
+        lastSuccessfulSync = Gauge(label: "migrator_last_successful_sync_timestamp_seconds", factory: factory)
+        ready = Gauge(label: "migrator_ready", factory: factory)
+    }
 
     /// `trigger` is notify or reconcile; `result` ok, error or superseded.
     func syncCompleted(trigger: String, result: String) {
-        Counter(label: "migrator_role_syncs_total", dimensions: [("trigger", trigger), ("result", result)]).increment()
+        Counter(label: "migrator_role_syncs_total", dimensions: [("trigger", trigger), ("result", result)], factory: factory)
+            .increment()
     }
 
     func syncDuration(trigger: String) -> Metrics.Timer {
-        Metrics.Timer(label: "migrator_role_sync_duration_seconds", dimensions: [("trigger", trigger)])
+        Metrics.Timer(label: "migrator_role_sync_duration_seconds", dimensions: [("trigger", trigger)], factory: factory)
     }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Daemon
+import Metrics
 import MigrationEngine
+import Prometheus
 import RoleSync
 
 struct ServeCommand: AsyncParsableCommand {
@@ -80,8 +82,11 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.reconcileInterval = settings.reconcile
         configuration.waitTimeout = settings.wait
         configuration.httpAddress = settings.address
+        // The process's one metrics system; /metrics exports this registry.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
-            try await Daemon.run(configuration, logger: logger)
+            try await Daemon.run(configuration, registry: registry, logger: logger)
         } catch let error as MigrationError {
             throw Output.fail(error, json: false).exitCode
         } catch {

@@ -13,11 +13,22 @@ import SystemSupport
 /// The daemon's database side: waits for the database, migrates, then keeps projects' roles in step from
 /// notifications and periodic reconciles, reconnecting when the connection breaks.
 ///
-/// libpq blocks, so the worker runs on its own thread; everything but `state` is confined to that thread. It stops
-/// between transactions when `state.isStopping` becomes true, so a sync in progress always commits or rolls back
-/// and the lock is released before the process exits.
-final class ProjectSyncWorker: @unchecked Sendable {
+/// libpq blocks, so the worker lives on its own serial queue (``WorkerService`` creates it there), off Swift's
+/// cooperative pool; it is not `Sendable`, and its entry points check the queue. Only `state` is shared. It stops
+/// between transactions when `state.isStopping` becomes true, so a sync in progress always commits or rolls back and
+/// the lock is released before the process exits.
+final class ProjectSyncWorker {
     static let channel = "migrator_projects"
+
+    /// Where the loop is. The published ``DaemonState/Phase`` says the same to `/readyz`, with the start-up's steps.
+    enum Phase {
+        /// No session: the next turn opens one (after the first, that is a reconnect).
+        case connecting
+        /// A session is open and listening.
+        case running(MigrationSession)
+        /// Asked to stop; no transaction is in progress.
+        case stopping
+    }
 
     let configuration: DaemonConfiguration
     let state: DaemonState
@@ -25,34 +36,50 @@ final class ProjectSyncWorker: @unchecked Sendable {
     let logger: Logger
     /// The sync's per-phase lines are for a sync run by hand; the daemon logs one line per sync unless debugging.
     private let syncLogger: Logger
-
-    private var session: MigrationSession?
-    private var connection: Connection? { session?.connection }
-    /// Whether a session was ever open: a new one after that is a reconnect.
-    private var hadSession = false
-    private var countedTrips = 0
-    /// Projects notified and not yet synced.
-    private var pending = Set<Int64>()
-    private var nextBatchAttempt: ContinuousClock.Instant?
-    private var nextReconcile: ContinuousClock.Instant
-    private var lockBusyReported = false
-    /// The last reconcile's counts of groups whose name another group has or is too long: warned about when they
-    /// change.
-    private var blockedGroups = 0
-    private var tooLongGroups = 0
-    private var lastReadiness = ""
+    /// The queue the worker was made on and must run on.
+    private let queue: DispatchQueue
     private let clock = ContinuousClock()
 
-    init(configuration: DaemonConfiguration, state: DaemonState, metrics: DaemonMetrics, logger: Logger) {
+    private var phase = Phase.connecting
+    private var batch: NotificationBatch<ContinuousClock>
+    private var schedule: ReconcileSchedule<ContinuousClock>
+    /// Whether a session was ever open: a new one after that is a reconnect.
+    private var hadSession = false
+    /// The session's round trips already added to `migrator_database_queries_total`.
+    private var countedTrips = 0
+    /// The last reconcile's counts of groups left out: warned about when they change.
+    private var leftOut = LeftOutGroups()
+    private var lastReadiness = ""
+
+    private struct LeftOutGroups {
+        /// Whose name another group has.
+        var nameTaken = 0
+        /// Whose name is too long for auth_group.name.
+        var tooLong = 0
+    }
+
+    init(
+        configuration: DaemonConfiguration, state: DaemonState, metrics: DaemonMetrics, logger: Logger,
+        queue: DispatchQueue
+    ) {
+        dispatchPrecondition(condition: .onQueue(queue))
         self.configuration = configuration
         self.state = state
         self.metrics = metrics
         self.logger = logger
+        self.queue = queue
         var quiet = logger
         if quiet.logLevel > .debug { quiet.logLevel = .warning }
         syncLogger = quiet
-        nextReconcile = clock.now
+        batch = NotificationBatch(clock: clock, gap: configuration.batchGap, maxDelay: configuration.batchMaxDelay)
+        schedule = ReconcileSchedule(clock: clock, interval: configuration.reconcileInterval)
     }
+
+    private var session: MigrationSession? {
+        if case .running(let session) = phase { session } else { nil }
+    }
+
+    private var connection: Connection? { session?.connection }
 
     private var migrator: Migrator {
         Migrator(
@@ -73,145 +100,163 @@ final class ProjectSyncWorker: @unchecked Sendable {
         RoleSynchronizer(catalogue: configuration.catalogue, schema: configuration.migrator.schema)
     }
 
-    /// Runs the worker on its own thread until it stops; throws what ends the daemon with an error (the database
-    /// never became reachable, a migration failed).
-    func runDetached() async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            DispatchQueue(label: "migrator.worker").async {
-                do throws(MigrationError) {
-                    try self.run()
-                    continuation.resume()
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
-        }
-    }
+    // MARK: - The loop
 
+    /// Runs until asked to stop; throws what ends the daemon with an error (the database never became reachable, a
+    /// migration failed).
     func run() throws(MigrationError) {
-        defer { state.update { $0.phase = .stopping }; session = nil; publishReadiness() }
-        guard try waitForDatabase() else { return }
-        if configuration.migrate, !state.isStopping {
-            state.update { $0.phase = .migrating }
+        dispatchPrecondition(condition: .onQueue(queue))
+        defer {
+            state.update { $0.phase = .stopping }
+            phase = .stopping
             publishReadiness()
-            let report: MigrateReport
-            do {
-                report = try migrator.migrate()
-            } catch where error.code == .stopped {
-                logger.info("stopped during the start-up migrate; nothing was cut short", metadata: [
-                    "reason": "\(error.message)",
-                ])
-                return
-            }
-            metrics.databaseQueries.increment(by: report.roundTrips)
-            logger.info("migrate finished", metadata: [
-                "migrate.applied": "\(report.applied.count)", "migrate.duration_ms": "\(Int(report.durationMs))",
-                "migrate.hooks": "\(report.hooks.map { "\($0.name): \($0.summary)" }.joined(separator: "; "))",
-            ])
         }
+        guard try startUp() else { return }
         state.update { $0.phase = .running }
         logger.info("watching projects", metadata: [
             "daemon.channel": "\(Self.channel)",
             "daemon.reconcile_interval_s": "\(TextFormat.fixed(configuration.reconcileInterval.seconds, 1))",
         ])
         var backoff = Backoff.reconnect
-        while !state.isStopping {
-            do {
-                try step()
-                backoff.reset()
-            } catch {
-                countTrips()
-                if let connection, connection.isConnected {
-                    // A statement failed but the session is fine: report it; the next reconcile retries.
-                    logger.error("role sync failed; the next reconcile retries", metadata: ["error": "\(error)"])
-                    metrics.syncCompleted(trigger: "notify", result: "error")
-                    pending.removeAll()
-                    continue
+        while true {
+            if state.isStopping { phase = .stopping }
+            switch phase {
+            case .connecting:
+                do {
+                    phase = .running(try openSession())
+                } catch {
+                    if handle(error, during: .connecting) == .reconnect { reconnect(after: error, backoff: &backoff) }
                 }
-                session = nil
-                state.update {
-                    $0.databaseReachable = false
-                    $0.lastError = Self.shortMessage(error)
+            case .running:
+                do {
+                    // The session is not held here: a reconnect drops it before its backoff sleep.
+                    try turn()
+                    backoff.reset()
+                } catch {
+                    // `perform` passes on what `classify` calls a lost connection; waiting for notifications comes
+                    // here directly.
+                    if handle(error, during: .listening) == .reconnect { reconnect(after: error, backoff: &backoff) }
                 }
-                publishReadiness()
-                let delay = backoff.next()
-                logger.warning("lost the database connection; reconnecting", metadata: [
-                    "db.error": "\(Self.shortMessage(error))", "retry_in_ms": "\(Int(delay.milliseconds))",
-                ])
-                sleep(delay)
+            case .stopping:
+                logger.info("stopping: no transaction in progress, lock released")
+                return
             }
         }
-        logger.info("stopping: no transaction in progress, lock released")
     }
 
-    /// One turn of the loop: connect if needed, reconcile when due, sync what is pending, wait for notifications.
-    private func step() throws {
-        let session = try openSession()
-        let connection = session.connection
+    /// One turn on an open session: reconcile when due, sync what is due, wait for notifications and sync what they
+    /// name. Each part ends the turn early on a stop request or a reported error.
+    private func turn() throws {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let session else { return }
         defer { countTrips() }
-        if clock.now >= nextReconcile {
+        if schedule.isDue {
             // Scheduled before it runs, so that a failing reconcile is retried at the interval, not in a loop.
-            nextReconcile = clock.now + configuration.reconcileInterval
-            do {
-                try reconcile(session)
-                if state.current.reconcileProblem != nil || !state.current.reconciled {
-                    state.update {
-                        $0.reconcileProblem = nil
-                        $0.reconciled = true
-                    }
-                    publishReadiness()
-                }
-            } catch let error as MigrationError where error.code == .stopped {
-                return  // SIGTERM while waiting for another runner's lock: nothing was started.
-            } catch {
-                if connection.isConnected {
-                    state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
-                    publishReadiness()
-                    metrics.syncCompleted(trigger: "reconcile", result: "error")
-                    logger.error("reconcile failed; retrying at the next interval", metadata: ["error": "\(error)"])
-                    return
-                }
-                throw error
-            }
+            schedule.start()
+            guard try perform(.reconcile, { try reconcile(session); markReconciled() }) else { return }
         }
-        if !pending.isEmpty, nextBatchAttempt.map({ clock.now >= $0 }) ?? true {
-            try syncPending(session)
+        if batch.isDue {
+            guard try perform(.batch, { try syncBatch(session) }) else { return }
         }
-        var wait = min(Duration.milliseconds(250), max(.zero, nextReconcile - clock.now))
-        if !pending.isEmpty, let retry = nextBatchAttempt { wait = min(wait, max(.zero, retry - clock.now)) }
-        let received = try connection.waitForNotifications(timeout: wait)
+        let received = try session.connection.waitForNotifications(
+            timeout: batch.wait(atMost: min(.milliseconds(250), schedule.timeUntilDue))
+        )
         guard !received.isEmpty else { return }
         // Gather what arrives close together into one batch.
-        let batchStart = clock.now
+        batch.startGathering()
         collect(received)
-        while clock.now - batchStart < configuration.batchMaxDelay {
-            let remaining = configuration.batchMaxDelay - (clock.now - batchStart)
-            let more = try connection.waitForNotifications(timeout: min(configuration.batchGap, remaining))
+        while let wait = batch.gatheringWait {
+            let more = try session.connection.waitForNotifications(timeout: wait)
             if more.isEmpty { break }
             collect(more)
         }
-        if !state.isStopping { try syncPending(session) }
+        batch.stopGathering()
+        guard !state.isStopping, batch.isDue else { return }
+        _ = try perform(.batch, { try syncBatch(session) })
+    }
+
+    /// Runs one part of a turn. Returns whether the turn goes on; rethrows only an error `classify` says needs a new
+    /// connection (the loop reconnects).
+    private func perform(_ work: ErrorClass.Work, _ body: () throws -> Void) throws -> Bool {
+        do {
+            try body()
+        } catch {
+            if handle(error, during: work) == .reconnect { throw error }
+            return false
+        }
+        return !state.isStopping
+    }
+
+    /// What the worker does about an error, by the class `classify` gives it: every catch site in the loop comes
+    /// here. A lost connection is left to the loop, which alone owns the session (``reconnect(after:backoff:)``).
+    private func handle(_ error: any Error, during work: ErrorClass.Work) -> ErrorClass {
+        countTrips()
+        let kind = ErrorClass.classify(error, during: work, connected: connection?.isConnected ?? false)
+        switch kind {
+        case .stop:
+            phase = .stopping  // SIGTERM while waiting for another runner's lock: nothing was started.
+        case .lockBusy:
+            if batch.lockBusy() {
+                logger.info("another runner holds the migration lock; the batch waits", metadata: [
+                    "daemon.projects": "\(batch.projectIDs.count)",
+                ])
+            }
+        case .report where work == .reconcile:
+            state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
+            publishReadiness()
+            metrics.syncCompleted(trigger: "reconcile", result: "error")
+            logger.error("reconcile failed; retrying at the next interval", metadata: ["db.error": "\(error)"])
+        case .report:
+            logger.error("role sync failed; the next reconcile retries", metadata: ["db.error": "\(error)"])
+            metrics.syncCompleted(trigger: "notify", result: "error")
+            batch.discard()
+        case .reconnect, .fail:
+            // `.fail` is the start-up's, which throws it; in the loop a session that cannot go on is replaced.
+            return .reconnect
+        }
+        return kind
+    }
+
+    /// The connection is gone: drop the session, say so on `/readyz`, and wait a backoff step before connecting again.
+    private func reconnect(after error: any Error, backoff: inout Backoff) {
+        phase = .connecting
+        state.update {
+            $0.databaseReachable = false
+            $0.lastError = Self.shortMessage(error)
+        }
+        publishReadiness()
+        let delay = backoff.next()
+        logger.warning("lost the database connection; reconnecting", metadata: [
+            "db.error": "\(Self.shortMessage(error))", "daemon.retry_in_ms": "\(Int(delay.milliseconds))",
+        ])
+        sleep(delay)
+    }
+
+    /// A reconcile completed (whatever it found): the daemon may be ready again.
+    private func markReconciled() {
+        guard state.current.reconcileProblem != nil || !state.current.reconciled else { return }
+        state.update {
+            $0.reconcileProblem = nil
+            $0.reconciled = true
+        }
+        publishReadiness()
     }
 
     private func collect(_ notifications: [PostgresNotification]) {
         metrics.notificationsReceived.increment(by: notifications.count)
-        for notification in notifications {
-            if let id = Int64(notification.payload.trimmingWhitespace()) {
-                pending.insert(id)
-            } else {
-                logger.warning("ignored a notification without a project id; reconciling instead", metadata: [
-                    "daemon.channel": "\(notification.channel)", "daemon.payload": "\(notification.payload.prefix(80))",
-                ])
-                nextReconcile = clock.now
-            }
+        let rejected = batch.add(notifications.map(\.payload))
+        for payload in rejected {
+            logger.warning("ignored a notification without a project id; reconciling instead", metadata: [
+                "daemon.channel": "\(Self.channel)", "daemon.payload": "\(payload.prefix(80))",
+            ])
+            schedule.dueNow()
         }
-        nextBatchAttempt = nil
     }
 
-    /// The open session, or a new one: set up, listening, and due for a reconcile (a notification may have been
-    /// missed while there was none).
+    /// A new session: set up, listening, and due for a reconcile (a notification may have been missed while there
+    /// was none).
     private func openSession() throws -> MigrationSession {
-        if let session { return session }
+        dispatchPrecondition(condition: .onQueue(queue))
         let fresh = try MigrationSession(
             connecting: configuration.connection, options: migratorOptions, hooks: migrator.hooks, purpose: .serve,
             logger: logger
@@ -224,17 +269,61 @@ final class ProjectSyncWorker: @unchecked Sendable {
             metrics.reconnects.increment()
             logger.info("reconnected to the database; listening again", metadata: ["db": "\(fresh.connection.safeDescription)"])
         }
-        session = fresh
         hadSession = true
         countedTrips = 0
-        countTrips()
+        countTrips(fresh.connection)
         state.update {
             $0.databaseReachable = true
             $0.lastError = nil
             $0.reconciled = false
         }
-        nextReconcile = clock.now
+        schedule.dueNow()
         return fresh
+    }
+
+    // MARK: - Start-up
+
+    /// Waits for the database and runs the start-up migrate. Returns false when asked to stop meanwhile.
+    private func startUp() throws(MigrationError) -> Bool {
+        guard try waitForDatabase() else { return false }
+        guard configuration.migrate, !state.isStopping else { return true }
+        state.update { $0.phase = .migrating }
+        publishReadiness()
+        let report: MigrateReport
+        do {
+            report = try migrator.migrate()
+        } catch {
+            guard ErrorClass.classify(error, during: .startUp, connected: false) == .stop else { throw error }
+            logger.info("stopped during the start-up migrate; nothing was cut short", metadata: [
+                "daemon.reason": "\(error.message)",
+            ])
+            return false
+        }
+        metrics.databaseQueries.increment(by: report.roundTrips)
+        logger.info("migrate finished", metadata: [
+            "migrate.applied": "\(report.applied.count)", "migrate.duration_ms": "\(Int(report.durationMs))",
+            "migrate.hooks": "\(report.hooks.map { "\($0.name): \($0.summary)" }.joined(separator: "; "))",
+        ])
+        return true
+    }
+
+    /// Waits until the database accepts connections, retrying only connection errors, with backoff, until the
+    /// deadline. Returns false when asked to stop meanwhile.
+    private func waitForDatabase() throws(MigrationError) -> Bool {
+        state.update { $0.phase = .waitingForDatabase }
+        publishReadiness()
+        var wait = DatabaseWait(
+            connection: configuration.connection, timeout: configuration.waitTimeout, logger: logger, sleep: sleep
+        )
+        let state = state
+        wait.stopRequested = { state.isStopping }
+        wait.onFailure = { error in state.update { $0.lastError = error.message } }
+        guard try wait.run() != nil else { return false }
+        state.update {
+            $0.databaseReachable = true
+            $0.lastError = nil
+        }
+        return true
     }
 
     // MARK: - Reconcile
@@ -269,7 +358,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
             publishReadiness()
             try sync(nil, trigger: "reconcile", session, firstSync: true)
             // Reconcile again at once: now with a version recorded, it counts what the sync had to leave out.
-            nextReconcile = clock.now
+            schedule.dueNow()
             return
         }
         guard stored?.version == ours else {
@@ -281,26 +370,26 @@ final class ProjectSyncWorker: @unchecked Sendable {
         let drift = try synchronizer.drift(connection, target: resolved)
         metrics.blockedGroups.record(drift.blockedGroups)
         metrics.tooLongGroups.record(drift.tooLongGroups)
-        if drift.tooLongGroups != tooLongGroups {
+        if drift.tooLongGroups != leftOut.tooLong {
             if drift.tooLongGroups > 0 {
                 logger.warning("role groups whose name is too long for auth_group.name are left out; `migrator update-roles` lists them", metadata: [
                     "daemon.groups": "\(drift.tooLongGroups)",
                 ])
             }
-            tooLongGroups = drift.tooLongGroups
+            leftOut.tooLong = drift.tooLongGroups
         }
         let notice = [
             drift.tooLongGroups > 0 ? "\(drift.tooLongGroups) role groups left out: their names are too long for auth_group.name" : nil,
             drift.blockedGroups > 0 ? "\(drift.blockedGroups) role groups keep their old name or are not created: another group has the name" : nil,
         ].compactMap { $0 }.joined(separator: "; ")
         state.update { $0.rolesNotice = notice.isEmpty ? nil : notice + " (`migrator update-roles` lists them)" }
-        if drift.blockedGroups != blockedGroups {
+        if drift.blockedGroups != leftOut.nameTaken {
             if drift.blockedGroups > 0 {
                 logger.warning("role groups whose name another group has are left as they are; `migrator update-roles` lists them", metadata: [
                     "daemon.groups": "\(drift.blockedGroups)",
                 ])
             }
-            blockedGroups = drift.blockedGroups
+            leftOut.nameTaken = drift.blockedGroups
         }
         if drift.permissionsMissing || drift.orphanedLinks > 0 {
             if drift.permissionsMissing {
@@ -334,35 +423,24 @@ final class ProjectSyncWorker: @unchecked Sendable {
     private func setRoleVersionProblem(_ problem: String?) {
         let previous = state.current.roleVersionProblem
         state.update { $0.roleVersionProblem = problem }
-        if let problem, problem != previous { logger.warning("role sync paused", metadata: ["reason": "\(problem)"]) }
+        if let problem, problem != previous { logger.warning("role sync paused", metadata: ["daemon.reason": "\(problem)"]) }
         if problem == nil, previous != nil { logger.info("role version is current again; syncing resumes") }
         publishReadiness()
     }
 
     // MARK: - Sync
 
-    private func syncPending(_ session: MigrationSession) throws {
+    /// Syncs the batch in one transaction; a busy lock or a stop request comes out as an error for `classify`.
+    private func syncBatch(_ session: MigrationSession) throws {
         let current = state.current
         guard current.roleVersionProblem == nil, current.pendingMigrations == 0, current.historyProblems.isEmpty else {
             // Not ours to sync now; the reconcile that clears the problem finds these projects.
-            pending.removeAll()
+            batch.discard()
             return
         }
-        let ids = pending.sorted()
-        do {
-            try sync(ids, trigger: "notify", session)
-            pending.subtract(ids)
-            nextBatchAttempt = nil
-            lockBusyReported = false
-        } catch let error as MigrationError where error.code == .lockTimeout {
-            if !lockBusyReported {
-                logger.info("another runner holds the migration lock; the batch waits", metadata: ["daemon.projects": "\(ids.count)"])
-                lockBusyReported = true
-            }
-            nextBatchAttempt = clock.now + .milliseconds(500)
-        } catch let error as MigrationError where error.code == .stopped {
-            return  // SIGTERM while waiting for another runner's lock: the batch was not started.
-        }
+        let ids = batch.ids
+        try sync(ids, trigger: "notify", session)
+        batch.synced(ids)
     }
 
     /// One transaction under the lock for these projects (nil: every project, recording the version).
@@ -395,27 +473,6 @@ final class ProjectSyncWorker: @unchecked Sendable {
         ])
     }
 
-    // MARK: - Start-up
-
-    /// Waits until the database accepts connections, retrying only connection errors, with backoff, until the
-    /// deadline. Returns false when asked to stop meanwhile.
-    private func waitForDatabase() throws(MigrationError) -> Bool {
-        state.update { $0.phase = .waitingForDatabase }
-        publishReadiness()
-        var wait = DatabaseWait(
-            connection: configuration.connection, timeout: configuration.waitTimeout, logger: logger, sleep: sleep
-        )
-        let state = state
-        wait.stopRequested = { state.isStopping }
-        wait.onFailure = { error in state.update { $0.lastError = error.message } }
-        guard try wait.run() != nil else { return false }
-        state.update {
-            $0.databaseReachable = true
-            $0.lastError = nil
-        }
-        return true
-    }
-
     // MARK: - Helpers
 
     /// Sleeps in short steps so that a stop request is honoured promptly.
@@ -427,8 +484,8 @@ final class ProjectSyncWorker: @unchecked Sendable {
         }
     }
 
-    private func countTrips() {
-        guard let connection else { return }
+    private func countTrips(_ connection: Connection? = nil) {
+        guard let connection = connection ?? self.connection else { return }
         let trips = connection.roundTrips
         if trips > countedTrips { metrics.databaseQueries.increment(by: trips - countedTrips) }
         countedTrips = trips
@@ -442,7 +499,7 @@ final class ProjectSyncWorker: @unchecked Sendable {
         if ready {
             logger.info("ready")
         } else {
-            logger.info("not ready", metadata: ["reason": "\(reason)"])
+            logger.info("not ready", metadata: ["daemon.reason": "\(reason)"])
         }
     }
 

@@ -1,0 +1,47 @@
+import MigrationEngine
+
+/// What an error means to the worker, decided in one place (``classify(_:during:connected:)``) for every catch
+/// site, so that "reconnect or report" is not decided differently in three places.
+enum ErrorClass: Equatable, Sendable {
+    /// The connection is gone: drop the session, reconnect with backoff, reconcile on the new one.
+    case reconnect
+    /// A statement failed and the session is fine: log it, count it, and let the next reconcile retry.
+    case report
+    /// A stop was requested (SIGTERM while waiting for another runner's lock): nothing was started; stop.
+    case stop
+    /// A batch found another runner holding the lock past its wait: try the batch again shortly, reported once.
+    case lockBusy
+    /// The start-up failed (the database never became reachable, a migration failed): the daemon ends with it.
+    case fail
+
+    /// The part of its work the worker was doing when the error came.
+    enum Work: Sendable {
+        /// Waiting for the database, the start-up migrate.
+        case startUp
+        /// Opening a session: connect, set up, LISTEN.
+        case connecting
+        /// Waiting for notifications on an open session.
+        case listening
+        case reconcile
+        /// Syncing a batch of notified projects.
+        case batch
+    }
+
+    /// - Parameters:
+    ///   - connected: whether the worker's session is still connected after the error. The connection's own state
+    ///     is the test of a lost connection: an error from deep inside a sync may wrap the server's message in
+    ///     another error, but a broken socket always shows there.
+    static func classify(_ error: any Error, during work: Work, connected: Bool) -> ErrorClass {
+        let code = (error as? MigrationError)?.code
+        if code == .stopped { return .stop }
+        switch work {
+        case .startUp: return .fail
+        // No session yet: whatever failed, the next attempt starts from a new connection.
+        case .connecting: return .reconnect
+        case .listening, .reconcile, .batch: break
+        }
+        guard connected else { return .reconnect }
+        if work == .batch, code == .lockTimeout { return .lockBusy }
+        return .report
+    }
+}
