@@ -34,10 +34,12 @@ COPY Sources ./Sources
 # the context; none of it is compiled here.
 COPY Tests ./Tests
 
-# Static Swift runtime and Foundation: the runtime stage needs only libpq5 (plus libstdc++6 and libgcc-s1, which
+# Built by scripts/build-release, the one place that says how (scripts/run and the benchmarks use it too): release,
+# static Swift runtime and Foundation, so the runtime stage needs only libpq5 (plus libstdc++6 and libgcc-s1, which
 # Debian slim already ships as dependencies of apt). The binary is copied out of .build so the next stage can take it.
-RUN swift build -c release --static-swift-stdlib --product migrator \
-    && install -D -m 0755 "$(swift build -c release --static-swift-stdlib --show-bin-path)/migrator" /staging/migrator
+COPY scripts/build-release ./scripts/
+RUN bin=$(scripts/build-release .build) \
+    && install -D -m 0755 "$bin" /staging/migrator
 
 # ---- runtime --------------------------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime

@@ -127,16 +127,31 @@ struct ContainerFilesTests {
         let file = try DockerfileDocument.load()
         try #require(file.stages.count >= 2, "a multi-stage build: the toolchain must not ship")
         let runtime = file.stages[file.stages.count - 1]
-        let builders = file.stages.dropLast().filter { stage in stage.runCommands.contains { $0.contains("swift build") } }
-        let build = try #require(builders.last, "no stage runs `swift build`")
+        let recipe = "scripts/build-release"
+        let builders = file.stages.dropLast().filter { stage in stage.runCommands.contains { $0.contains(recipe) } }
+        let build = try #require(builders.last, "no stage runs \(recipe), the one place that says how the binary is built")
 
-        // The build: a Swift toolchain image, libpq headers, a release build of the migrator product.
+        // The build: a Swift toolchain image, libpq headers, the recipe copied in from the context and run, and the
+        // recipe a release build of the migrator product with the static Swift runtime (as scripts/run builds it too).
         #expect(build.base.contains("swift"), "build stage base: \(build.base)")
         #expect(build.aptPackages.contains("libpq-dev"), "build stage packages: \(build.aptPackages)")
-        let swiftBuild = try #require(build.commands.first { $0.hasPrefix("swift build") && $0.contains("--product migrator") }, "no `swift build --product migrator`")
-        for part in ["-c release", "--static-swift-stdlib", "--product migrator"] {
-            #expect(swiftBuild.contains(part), "\(swiftBuild) lacks \(part)")
+        #expect(build.copies.contains { $0.from == nil && $0.sources.map(ContainerFiles.clean).contains(recipe) }, "the build stage does not copy \(recipe)")
+        #expect(!build.commands.contains { $0.hasPrefix("swift build") }, "the build stage runs `swift build` itself instead of \(recipe)")
+        let recipeBuild = try #require(
+            try ContainerFiles.text(recipe).components(separatedBy: "\n").first { $0.hasPrefix("swift build") && $0.contains("--product migrator") },
+            "\(recipe) has no `swift build ... --product migrator` line"
+        )
+        let recipeFlags = try #require(
+            try ContainerFiles.text(recipe).components(separatedBy: "\n").first { $0.hasPrefix("flags=(") },
+            "\(recipe) has no flags=(...) line"
+        )
+        #expect(recipeBuild.contains("\"${flags[@]}\""), "\(recipe): \(recipeBuild) does not use the flags")
+        for part in ["-c release", "--static-swift-stdlib"] {
+            #expect(recipeFlags.contains(part), "\(recipe): \(recipeFlags) lacks \(part)")
         }
+        let run = try ContainerFiles.text("scripts/run")
+        #expect(run.contains("$(scripts/build-release"), "scripts/run does not build through \(recipe), so users of it get another binary")
+        #expect(!run.contains("swift build"), "scripts/run runs `swift build` itself instead of \(recipe)")
 
         // The runtime: slim, the same Debian release as the toolchain (glibc, libpq), libpq5 and nothing to build with.
         #expect(!runtime.base.contains("swift"), "the runtime stage is based on the toolchain: \(runtime.base)")

@@ -40,7 +40,9 @@ struct GlobalOptions: ParsableArguments {
     )
     var logFormat: String?
 
-    static var environment: [String: String] { ProcessInfo.processInfo.environment }
+    /// The process environment, read once: `ProcessInfo.environment` copies every variable into a new dictionary on each
+    /// call, and a `migrate` looks up a dozen names before it connects. Nothing in migrator changes its own environment.
+    static let environment: [String: String] = ProcessInfo.processInfo.environment
 
     var resolvedDatabaseURL: String? { databaseURL ?? Self.environment["DATABASE_URL"] }
     /// The folder `migrate` and `new` work on: the option, the variable (an empty one counts as unset), or ./Migrations.
