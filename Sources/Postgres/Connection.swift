@@ -84,6 +84,9 @@ public final class Connection {
     /// The server process serving this connection, as `pg_stat_activity.pid` shows it.
     public var backendPID: Int32 { PQbackendPID(handle) }
 
+    /// The server's version as libpq reports it at connection (150004 for 15.4), known without a query.
+    public var serverVersion: Int { Int(PQserverVersion(handle)) }
+
     public var isConnected: Bool { PQstatus(handle) == CONNECTION_OK }
 
     public enum TransactionStatus: Sendable {

@@ -6,7 +6,7 @@ import SystemSupport
 ///
 /// The server-side keepalives let the server notice a runner whose machine vanished and free its lock within about
 /// 25 s (libpq's own keepalives cover the other direction). `client_connection_check_interval` (PostgreSQL 14 and
-/// later; skipped on older servers) makes the server check the socket every second while a statement runs: without
+/// later; left out on older servers) makes the server check the socket every second while a statement runs: without
 /// it, a runner killed during a long statement keeps its lock, and its transaction open, until that statement ends.
 struct SessionSetUp {
     /// Whether the first try got the lock (only a `.migrate` session tries).
@@ -14,21 +14,26 @@ struct SessionSetUp {
     /// The schema's comment (see ``OwnObjects``): a run with nothing to install spends no round trip on it.
     var ownObjects: String?
 
-    static let sql = """
+    /// `client_connection_check_interval` exists from PostgreSQL 14; the server's version is known from the
+    /// connection, so no query of `pg_settings` (which builds every setting's row) is needed to find out.
+    static func sql(serverVersion: Int) -> String {
+        let connectionCheck = serverVersion >= 140000
+            ? "set_config('client_connection_check_interval', '1s', false)" : "NULL::text"
+        return """
         SELECT set_config('lock_timeout', $1, false) AS lock_timeout,
                set_config('statement_timeout', $2, false) AS statement_timeout,
                set_config('idle_in_transaction_session_timeout', '0', false) AS idle_timeout,
                set_config('tcp_keepalives_idle', '10', false) AS keepalives_idle,
                set_config('tcp_keepalives_interval', '5', false) AS keepalives_interval,
                set_config('tcp_keepalives_count', '3', false) AS keepalives_count,
-               (SELECT set_config(name, '1s', false) FROM pg_settings
-                WHERE name = 'client_connection_check_interval') AS connection_check,
+               \(connectionCheck) AS connection_check,
                pg_is_in_recovery() AS in_recovery,
                current_setting('transaction_read_only') AS read_only,
                CASE WHEN $3::boolean AND NOT pg_is_in_recovery()
                     THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked,
                obj_description(to_regnamespace($5::text), 'pg_namespace') AS own_objects
         """
+    }
 
     static func run(
         on connection: Connection, options: MigratorOptions, purpose: MigrationSession.Purpose
@@ -39,7 +44,7 @@ struct SessionSetUp {
         let readOnly: Bool
         var facts = SessionSetUp()
         do {
-            let result = try connection.query(sql, [
+            let result = try connection.query(sql(serverVersion: connection.serverVersion), [
                 milliseconds(options.ddlLockTimeout), options.statementTimeout.map(milliseconds) ?? "0", tryLock,
                 options.schema.lockKey, options.schema.name,
             ]).from("the session set-up")

@@ -261,15 +261,18 @@ public struct RoleSynchronizer: Sendable {
             report.durationMs = (clock.now - start).milliseconds
             return report
         }
+        // The stored catalogue is read only now that a sync runs (a no-op spends neither the transfer nor the decoding
+        // on it), and trusted only when it hashes to its own version: one edited by hand makes a full reconcile.
+        let storedCatalogue = try stored.flatMap { stored throws(RoleSyncError) in try verifiedStoredCatalogue(connection, stored, logger: logger) }
         var diff: CatalogueDiff?
         if options.projectIDs != nil {
             report.mode = .projects
-        } else if !options.force, let old = stored?.catalogue, old.target == catalogue.target {
+        } else if !options.force, let old = storedCatalogue, old.target == catalogue.target {
             // A changed target (another name template, content type or table) is a full reconcile.
             report.mode = .incremental
             diff = CatalogueDiff(from: old, to: catalogue)
         }
-        if let old = stored?.catalogue?.target, old.projectTable != catalogue.target.projectTable {
+        if let old = storedCatalogue?.target, old.projectTable != catalogue.target.projectTable {
             try refuseTableChange(connection, from: old, to: target)
         }
         logger.info("role sync started", metadata: [
@@ -318,6 +321,23 @@ public struct RoleSynchronizer: Sendable {
             "roles.rows_written": "\(report.totals.rowsWritten)", "roles.dry_run": "\(options.dryRun)",
         ])
         return report
+    }
+
+    /// The latest stored catalogue when it is the one of `stored.version` and hashes to it; nil otherwise (none stored,
+    /// another format, or edited by hand: logged), which makes the sync a full reconcile.
+    private func verifiedStoredCatalogue(
+        _ connection: Connection, _ stored: StoredVersion, logger: Logger
+    ) throws(RoleSyncError) -> RoleCatalogue? {
+        guard let read = try Self.storedVersion(connection, schema: schema), read.version == stored.version,
+              let old = read.catalogue
+        else { return nil }
+        guard old.version == read.version else {
+            logger.warning("the stored role catalogue does not hash to its stored version (edited by hand?); running a full reconcile", metadata: [
+                "roles.stored_version": "\(read.version)", "roles.stored_catalogue_hash": "\(old.version)",
+            ])
+            return nil
+        }
+        return old
     }
 
     /// Links of another project table cannot be carried over: their project ids mean other rows.

@@ -38,7 +38,7 @@ enum RoleTargetResolver {
         return """
         WITH t AS (SELECT to_regclass(\(table)) AS oid),
         stored AS (
-            SELECT version, catalogue::text AS catalogue FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1
+            SELECT version FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1
         )
         SELECT t.oid::text AS table_sql, (SELECT relkind::text FROM pg_class WHERE oid = t.oid) AS relkind,
                (SELECT format_type(atttypid, NULL) FROM pg_attribute
@@ -56,7 +56,7 @@ enum RoleTargetResolver {
                 FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
                 WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))
                   AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')) AS triggers,
-               (SELECT version FROM stored) AS stored_version, (SELECT catalogue FROM stored) AS stored_catalogue
+               (SELECT version FROM stored) AS stored_version
         FROM t
         """
         }
@@ -110,9 +110,8 @@ enum RoleTargetResolver {
             target: target, tableSQL: table, idSQL: SQLIdentifier.quote(target.idColumn),
             nameSQL: SQLIdentifier.quote(target.nameColumn), maxGroupName: found.groupNameMax,
             triggersInStep: found.triggers == expectedTriggers(table: table, target: target) && found.linksReferenceGroups,
-            stored: found.storedVersion.map {
-                RoleSynchronizer.StoredVersion(version: $0, catalogue: found.storedCatalogue.flatMap(RoleCatalogue.fromStored))
-            }
+            // The stored catalogue itself is read only when a sync needs it (RoleSynchronizer.sync).
+            stored: found.storedVersion.map { RoleSynchronizer.StoredVersion(version: $0, catalogue: nil) }
         )
     }
 
@@ -129,7 +128,6 @@ enum RoleTargetResolver {
         var triggers: String
         var linksReferenceGroups: Bool
         var storedVersion: String?
-        var storedCatalogue: String?
 
         init(_ row: Row) throws(RowDecodingError) {
             searchPath = try row.decode("search_path")
@@ -142,7 +140,6 @@ enum RoleTargetResolver {
             triggers = try row.decodeIfPresent("triggers") ?? ""
             linksReferenceGroups = try row.decode("links_reference_groups")
             storedVersion = try row.decodeIfPresent("stored_version")
-            storedCatalogue = try row.decodeIfPresent("stored_catalogue")
         }
     }
 
