@@ -1,4 +1,5 @@
 import Foundation
+import InMemoryLogging
 import Logging
 import MigrationEngine
 import MigratorTestSupport
@@ -153,6 +154,34 @@ struct RoleSyncTests {
             #expect(removed.totals.groupPermissionsRemoved == ids.count && removed.totals.objectPermissionsRemoved == ids.count)
             #expect(removed.totals.rowsWritten == 2 * ids.count)
             #expect(Set(try Self.rowVersions(connection)) == before)
+        }
+    }
+
+    @Test("a stored catalogue edited by hand is not trusted: the next sync is a full reconcile that brings every group in step")
+    func handEditedStoredCatalogue() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, (1...5).map { "p\($0)" })
+            try Self.sync(connection)
+            let base = RoleCatalogue.reference
+            let plus = try RoleCatalogue(
+                permissions: base.permissions.map { ($0.codename, $0.name) },
+                roles: base.roles.map { ($0.name, $0.name == "Researcher" ? $0.permissions + ["update_project"] : $0.permissions) }
+            )
+            // The stored catalogue claims Researcher has update_project already; its version says otherwise.
+            let edited = try connection.query("""
+                UPDATE migrator.role_version SET catalogue = replace(catalogue::text,
+                    '"name": "Researcher", "permissions": [', '"name": "Researcher", "permissions": ["update_project", ')::jsonb
+                WHERE id = (SELECT max(id) FROM migrator.role_version)
+                """).affectedRows
+            #expect(edited == 1)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.role_version WHERE catalogue::text LIKE '%\"Researcher\", \"permissions\": [\"update_project\"%'") == 1)
+            let logs = InMemoryLogHandler()
+            let report = try RoleSynchronizer(catalogue: plus).sync(connection, logger: Logger(label: "test") { _ in logs })
+            #expect(report.mode == .full)
+            #expect(report.totals.groupPermissionsAdded == ids.count && report.totals.objectPermissionsAdded == ids.count)
+            #expect(try Self.grants(connection).group == Self.expected(ids.map { ($0, "p\($0 - ids[0] + 1)") }, plus).group)
+            #expect(logs.entries.contains { $0.message.description.contains("does not hash to its stored version") })
         }
     }
 
