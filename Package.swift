@@ -34,7 +34,10 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
-        // Text and file helpers, so that no module needs full Foundation (whose ICU data slows every start).
+        // What the modules need below Foundation: file calls straight to the C library (stat to refuse a FIFO
+        // before opening it, errno's own text in messages), the HTTP probe of `migrator probe` (no client library in
+        // the image), and small text helpers. With them the library modules import at most FoundationEssentials;
+        // only `serve`'s dependencies (Hummingbird) bring full Foundation into the binary.
         .target(
             name: "SystemSupport",
             swiftSettings: swiftSettings

@@ -4,8 +4,9 @@ import Glibc
 import Darwin
 #endif
 
-// Small text helpers. The executable avoids full Foundation (and its ICU data), which costs milliseconds at
-// every start; these are the few pieces of it the modules need.
+// Small text helpers that the library modules would otherwise take from full Foundation: they import at most
+// FoundationEssentials, so that they stay free of ICU (today `serve`'s Hummingbird links full Foundation into the
+// binary anyway; a binary without the daemon would not need it).
 
 extension StringProtocol {
     /// The text without leading and trailing white space and newlines.
