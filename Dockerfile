@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 
-# The `migrator` image: the static-stdlib binary and the shipped migrations on Debian slim.
+# The `migrator` image: the static-stdlib binaries (migrator, migrator-serve) and the shipped migrations on Debian slim.
 #
 #   docker build -t migrator .
 #   docker run --rm -e DATABASE_URL=postgres://user:pass@host:5432/db migrator migrate
@@ -36,10 +36,13 @@ COPY Tests ./Tests
 
 # Built by scripts/build-release, the one place that says how (scripts/run and the benchmarks use it too): release,
 # static Swift runtime and Foundation, so the runtime stage needs only libpq5 (plus libstdc++6 and libgcc-s1, which
-# Debian slim already ships as dependencies of apt). The binary is copied out of .build so the next stage can take it.
+# Debian slim already ships as dependencies of apt). The binaries are copied out of .build so the next stage can take
+# them: `migrator`, and `migrator-serve` beside it, which `migrator serve` execs (only the daemon loads its HTTP
+# server, SwiftNIO and full Foundation).
 COPY scripts/build-release ./scripts/
 RUN bin=$(scripts/build-release .build) \
-    && install -D -m 0755 "$bin" /staging/migrator
+    && install -D -m 0755 "$bin" /staging/migrator \
+    && install -D -m 0755 "$bin-serve" /staging/migrator-serve
 
 # ---- runtime --------------------------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
@@ -55,6 +58,7 @@ RUN groupadd --system --gid 10001 migrator \
     && useradd --system --uid 10001 --gid migrator --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin migrator
 
 COPY --from=build /staging/migrator /usr/local/bin/migrator
+COPY --from=build /staging/migrator-serve /usr/local/bin/migrator-serve
 # Owned by root and not writable by the runtime user: the migrations are part of the image, not state.
 COPY Migrations /app/Migrations
 

@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "migrator", targets: ["migrator"]),
+        .executable(name: "migrator-serve", targets: ["migrator-serve"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -91,17 +92,36 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(
-            name: "migrator",
+        // The command line, shared by the two executables; it does not depend on the daemon, so `migrator` does not
+        // load Hummingbird, SwiftNIO or full Foundation.
+        .target(
+            name: "MigratorCLI",
             dependencies: [
                 "Postgres",
                 "SystemSupport",
                 "MigrationEngine",
                 "RoleSync",
-                "Daemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                // `serve` bootstraps the metrics system once, here, and hands the registry to the daemon.
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `migrator`: every command; `serve` execs `migrator-serve` beside it.
+        .executableTarget(
+            name: "migrator",
+            dependencies: ["MigratorCLI"],
+            swiftSettings: swiftSettings
+        ),
+        // `migrator serve`: the daemon, in a binary of its own (see MigratorCLI's CommandLineTool).
+        .executableTarget(
+            name: "migrator-serve",
+            dependencies: [
+                "MigratorCLI",
+                "MigrationEngine",
+                "RoleSync",
+                "SystemSupport",
+                "Daemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -159,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "MigratorEndToEndTests",
             dependencies: [
-                "migrator", "Postgres", "MigratorTestSupport", "SystemSupport",
+                "migrator", "migrator-serve", "MigratorCLI", "Postgres", "MigratorTestSupport", "SystemSupport",
                 // The reference catalogue, to build a database the way an earlier release left it.
                 "RoleSync",
                 .product(name: "Yams", package: "Yams"),

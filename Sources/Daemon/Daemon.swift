@@ -4,6 +4,7 @@ import MigrationEngine
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import SystemSupport
 import UnixSignals
 
 /// `migrator serve`: the HTTP endpoints and the worker in one ServiceLifecycle group. SIGTERM or SIGINT stops the

@@ -3,7 +3,8 @@ import Foundation
 import MigratorTestSupport
 import Testing
 import Yams
-@testable import migrator
+@testable import MigratorCLI
+@testable import migrator_serve
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -146,6 +147,8 @@ struct ContainerFilesTests {
             "\(recipe) has no flags=(...) line"
         )
         #expect(recipeBuild.contains("\"${flags[@]}\""), "\(recipe): \(recipeBuild) does not use the flags")
+        let serveBuild = try ContainerFiles.text(recipe).components(separatedBy: "\n").first { $0.hasPrefix("swift build") && $0.contains("--product migrator-serve") }
+        #expect(serveBuild?.contains("\"${flags[@]}\"") == true, "\(recipe) does not build migrator-serve with the same flags")
         for part in ["-c release", "--static-swift-stdlib"] {
             #expect(recipeFlags.contains(part), "\(recipe): \(recipeFlags) lacks \(part)")
         }
@@ -184,6 +187,9 @@ struct ContainerFilesTests {
         #expect(ContainerFiles.isMigratorBinary(binary), "ENTRYPOINT \(entrypoint)")
         let binaryCopy = runtime.copies.first { $0.from != nil && ContainerFiles.clean($0.destination) == binary }
         #expect(binaryCopy.map { copy in file.stages.contains { $0.name == copy.from } } == true, "\(binary) is not copied from a build stage")
+        // `migrator serve` execs migrator-serve from the same folder: it must be there, from the same build.
+        let serveCopy = runtime.copies.first { $0.from != nil && ContainerFiles.clean($0.destination) == binary + "-serve" }
+        #expect(serveCopy.map { copy in file.stages.contains { $0.name == copy.from } } == true, "\(binary)-serve is not copied beside \(binary) from a build stage")
 
         // The default command and the healthcheck are lines the CLI accepts.
         let cmdInstruction = try #require(runtime.last("CMD"))
@@ -681,11 +687,16 @@ enum ContainerFiles {
     /// Nil when the CLI accepts the line (parsing and every command's validate()); otherwise its message.
     static func rejection(of arguments: [String]) -> String? {
         do {
+            // `migrator serve …` is `migrator-serve …`: its own command checks the line.
+            if arguments.first == "serve" {
+                _ = try ServeCommand.parseAsRoot(Array(arguments.dropFirst()))
+                return nil
+            }
             let command = try MigratorCommand.parseAsRoot(arguments)
             if command is MigratorCommand { return "no subcommand: `migrator` alone only prints the help" }
             return nil
         } catch {
-            let message = MigratorCommand.fullMessage(for: error)
+            let message = arguments.first == "serve" ? ServeCommand.fullMessage(for: error) : MigratorCommand.fullMessage(for: error)
             return message.isEmpty ? String(describing: error) : message
         }
     }
@@ -863,7 +874,9 @@ enum ContainerFiles {
             let commandName = subcommand._commandName
             // A command that needs arguments of its own (`new NAME`) cannot be run with the option alone.
             let runsAlone = rejection(of: [commandName]) == nil
-            for entry in optionEntries(MigratorCommand.helpMessage(for: subcommand, columns: 10_000)) where mentions(entry.help, variable: name) {
+            let help = subcommand == ServeForwarder.self
+                ? ServeCommand.helpMessage(columns: 10_000) : MigratorCommand.helpMessage(for: subcommand, columns: 10_000)
+            for entry in optionEntries(help) where mentions(entry.help, variable: name) {
                 readers += 1
                 guard runsAlone else { continue }
                 var arguments = [commandName]

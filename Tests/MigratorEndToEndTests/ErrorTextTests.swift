@@ -1,6 +1,6 @@
 import MigrationEngine
 import Testing
-@testable import migrator
+@testable import MigratorCLI
 
 /// The one renderer of errors: what a terminal shows for the error data the engine gives.
 @Suite("Error text")

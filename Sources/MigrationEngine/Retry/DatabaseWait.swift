@@ -5,6 +5,9 @@ import Postgres
 /// can cure (the server is starting, unreachable, refusing for now) are retried, with ``Backoff/databaseWait``, until
 /// the deadline; a wrong password or an unknown database fails at once.
 public struct DatabaseWait {
+    /// How long `wait` and `serve`'s start wait when not told (`--timeout`, `--wait-timeout`, MIGRATOR_WAIT_TIMEOUT).
+    public static let defaultTimeout = Duration.seconds(60)
+
     public var connection: ConnectionConfig
     public var timeout: Duration
     public var backoff = Backoff.databaseWait

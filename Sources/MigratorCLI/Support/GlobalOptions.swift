@@ -6,7 +6,9 @@ import Postgres
 import SystemSupport
 
 /// Options every command shares. Each one a container would set has an environment variable too.
-struct GlobalOptions: ParsableArguments {
+public struct GlobalOptions: ParsableArguments {
+    public init() {}
+
     @Option(
         name: .customLong("database-url"),
         help: ArgumentHelp(
@@ -42,11 +44,11 @@ struct GlobalOptions: ParsableArguments {
 
     /// The process environment, read once: `ProcessInfo.environment` copies every variable into a new dictionary on each
     /// call, and a `migrate` looks up a dozen names before it connects. Nothing in migrator changes its own environment.
-    static let environment: [String: String] = ProcessInfo.processInfo.environment
+    public static let environment: [String: String] = ProcessInfo.processInfo.environment
 
     var resolvedDatabaseURL: String? { databaseURL ?? Self.environment["DATABASE_URL"] }
     /// The folder `migrate` and `new` work on: the option, the variable (an empty one counts as unset), or ./Migrations.
-    var resolvedMigrations: String { explicitMigrations ?? "./Migrations" }
+    public var resolvedMigrations: String { explicitMigrations ?? "./Migrations" }
 
     private var explicitMigrations: String? {
         migrations ?? Self.environment["MIGRATOR_MIGRATIONS"].flatMap { $0.isEmpty ? nil : $0 }
@@ -55,12 +57,12 @@ struct GlobalOptions: ParsableArguments {
     /// For the commands that also work without a folder (`status`, `verify`, `update-roles`, `serve --no-migrate`):
     /// the folder given, else ./Migrations if it exists, else none. A folder that was named but is missing is still an
     /// error, reported by the engine.
-    var optionalMigrations: String? {
+    public var optionalMigrations: String? {
         if let explicitMigrations { return explicitMigrations }
         return FileSystem.kind("./Migrations") == .missing ? nil : "./Migrations"
     }
 
-    var resolvedSchema: OwnSchema {
+    public var resolvedSchema: OwnSchema {
         get throws {
             let name = schema ?? Self.environment["MIGRATOR_SCHEMA"].flatMap { $0.isEmpty ? nil : $0 } ?? OwnSchema.defaultName
             do {
@@ -91,16 +93,16 @@ struct GlobalOptions: ParsableArguments {
         }
     }
 
-    func validate() throws {
+    public func validate() throws {
         _ = try resolvedLogLevel
         _ = try resolvedLogFormat
         _ = try resolvedSchema
     }
 
-    var connectionConfig: ConnectionConfig { ConnectionConfig(connectionString: resolvedDatabaseURL) }
+    public var connectionConfig: ConnectionConfig { ConnectionConfig(connectionString: resolvedDatabaseURL) }
 
     /// Sets up logging once for the process and returns the root logger.
-    func makeLogger() throws -> Logger {
+    public func makeLogger() throws -> Logger {
         let level = try resolvedLogLevel
         let format = try resolvedLogFormat
         let redactor = connectionConfig.redactor

@@ -102,7 +102,9 @@ struct MigrateCommand: ParsableCommand {
 }
 
 /// Options of the commands that take the lock and apply migrations.
-struct RunOptions: ParsableArguments {
+public struct RunOptions: ParsableArguments {
+    public init() {}
+
     @Option(
         name: .customLong("lock-timeout"),
         help: ArgumentHelp("How long to wait for another runner's lock, e.g. 300s, 5m (env: MIGRATOR_LOCK_TIMEOUT; default 5m).", valueName: "duration")
@@ -127,7 +129,7 @@ struct RunOptions: ParsableArguments {
     )
     var allowOutOfOrder = false
 
-    func options(migrations: String?, schema: OwnSchema) throws -> MigratorOptions {
+    public func options(migrations: String?, schema: OwnSchema) throws -> MigratorOptions {
         let lock = try DurationSetting.lockTimeout.resolved(lockTimeout)
         let ddl = try DurationSetting.ddlLockTimeout.resolved(ddlLockTimeout)
         let statement = try DurationSetting.statementTimeout.resolve(statementTimeout)

@@ -1,18 +1,23 @@
 import ArgumentParser
-import Daemon
 import MigrationEngine
 
 /// A duration option, its environment variable and its default, declared once; every command that takes it resolves
 /// it through here (the option wins over the variable, the variable over the default). The defaults themselves
 /// live with the types that use them (``MigratorOptions``, the daemon's configuration).
-struct DurationSetting {
-    let option: String
-    let env: String
-    let defaultValue: Duration?
+public struct DurationSetting: Sendable {
+    public let option: String
+    public let env: String
+    public let defaultValue: Duration?
+
+    public init(option: String, env: String, defaultValue: Duration?) {
+        self.option = option
+        self.env = env
+        self.defaultValue = defaultValue
+    }
 
     /// The option's value, else the variable's (whose text is checked here: the option's is checked by the parser),
     /// else the default.
-    func resolve(_ value: DurationArgument?) throws -> Duration? {
+    public func resolve(_ value: DurationArgument?) throws -> Duration? {
         if let value { return value.duration }
         guard let text = GlobalOptions.environment[env] else { return defaultValue }
         guard let parsed = DurationParser.parse(text) else {
@@ -22,25 +27,25 @@ struct DurationSetting {
     }
 
     /// For a setting with a default.
-    func resolved(_ value: DurationArgument?) throws -> Duration {
+    public func resolved(_ value: DurationArgument?) throws -> Duration {
         try resolve(value) ?? defaultValue ?? .zero
     }
 
     static let lockTimeout = DurationSetting(option: "--lock-timeout", env: "MIGRATOR_LOCK_TIMEOUT", defaultValue: MigratorOptions.defaultLockTimeout)
     static let ddlLockTimeout = DurationSetting(option: "--ddl-lock-timeout", env: "MIGRATOR_DDL_LOCK_TIMEOUT", defaultValue: MigratorOptions.defaultDDLLockTimeout)
     static let statementTimeout = DurationSetting(option: "--statement-timeout", env: "MIGRATOR_STATEMENT_TIMEOUT", defaultValue: nil)
-    static let reconcileInterval = DurationSetting(option: "--reconcile-interval", env: "MIGRATOR_RECONCILE_INTERVAL", defaultValue: DaemonConfiguration.defaultReconcileInterval)
-    /// `serve --wait-timeout` and `wait --timeout` share the variable and the default.
-    static let serveWaitTimeout = DurationSetting(option: "--wait-timeout", env: "MIGRATOR_WAIT_TIMEOUT", defaultValue: DaemonConfiguration.defaultWaitTimeout)
+    /// `serve --wait-timeout` and `wait --timeout` share the variable and the default. (`serve`'s own settings are
+    /// declared in migrator-serve, beside the daemon's defaults.)
+    public static let serveWaitTimeout = DurationSetting(option: "--wait-timeout", env: "MIGRATOR_WAIT_TIMEOUT", defaultValue: DatabaseWait.defaultTimeout)
     static let waitTimeout = DurationSetting(option: "--timeout", env: "MIGRATOR_WAIT_TIMEOUT", defaultValue: serveWaitTimeout.defaultValue)
 }
 
 /// A duration as the options take it, checked by the argument parser (an invalid value is a usage error that names
 /// the option).
-struct DurationArgument: ExpressibleByArgument, Sendable {
-    var duration: Duration
+public struct DurationArgument: ExpressibleByArgument, Sendable {
+    public var duration: Duration
 
-    init?(argument: String) {
+    public init?(argument: String) {
         guard let duration = DurationParser.parse(argument) else { return nil }
         self.duration = duration
     }

@@ -3,12 +3,12 @@ import MigrationEngine
 import SystemSupport
 
 /// Prints results: human text by default, one JSON document with `--json`.
-enum Output {
+public enum Output {
     static func print(_ text: String) {
         writeStandardOutput(text + "\n")
     }
 
-    static func printError(_ text: String) {
+    public static func printError(_ text: String) {
         writeStandardError(text + "\n")
     }
 
@@ -40,7 +40,7 @@ enum Output {
     }
 
     /// Reports a failure in the chosen form and returns the exit status that goes with it.
-    static func fail(_ error: MigrationError, json: Bool) -> ExitStatus {
+    public static func fail(_ error: MigrationError, json: Bool) -> ExitStatus {
         let status = ExitStatus(error.code)
         let text = ErrorText.render(error)
         if json {

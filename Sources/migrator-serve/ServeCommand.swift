@@ -2,12 +2,17 @@ import ArgumentParser
 import Daemon
 import Metrics
 import MigrationEngine
+import MigratorCLI
 import Prometheus
 import RoleSync
+import SystemSupport
 
+/// `migrator serve`, the binary `migrator-serve`: `migrator` execs it for `serve` (see `CommandLineTool`), so that
+/// only the daemon loads its HTTP server, SwiftNIO and full Foundation.
+@main
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve",
+        commandName: "migrator serve",
         abstract: "Run as a daemon: wait for the database, migrate, then keep every project's roles in step.",
         discussion: """
             New, renamed and deleted projects are synced from the NOTIFYs of the shipped trigger, in batches; a \
@@ -56,7 +61,7 @@ struct ServeCommand: AsyncParsableCommand {
     var resolvedForceRoles: Bool { get throws { try forceRoles || environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
     private func daemonSettings() throws -> (reconcile: Duration, wait: Duration, address: HTTPAddress) {
-        let reconcile = try DurationSetting.reconcileInterval.resolved(reconcileInterval)
+        let reconcile = try Self.reconcileSetting.resolved(reconcileInterval)
         guard reconcile >= .milliseconds(100) else {
             throw ValidationError("--reconcile-interval (MIGRATOR_RECONCILE_INTERVAL) must be at least 100ms")
         }
@@ -96,12 +101,13 @@ struct ServeCommand: AsyncParsableCommand {
     }
 }
 
-/// `--http-address`, shared by `serve` and `probe`.
-enum HTTPAddressOption {
-    static func resolve(_ value: String?) throws -> HTTPAddress {
-        try migrator.resolve(
-            value, env: "MIGRATOR_HTTP_ADDRESS", option: "--http-address",
-            default: HTTPAddress(host: "0.0.0.0", port: 8080), parse: HTTPAddress.init(parsing:)
-        )
+extension ServeCommand {
+    static func main() async {
+        await CommandLineTool.run(ServeCommand.self)
     }
+
+    static let reconcileSetting = DurationSetting(
+        option: "--reconcile-interval", env: "MIGRATOR_RECONCILE_INTERVAL",
+        defaultValue: DaemonConfiguration.defaultReconcileInterval
+    )
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import MigrationEngine
 
 /// The documented exit codes (README "Exit codes"). Each case is distinct so a deploy script can tell them apart.
-enum ExitStatus: Int32 {
+public enum ExitStatus: Int32, Sendable {
     case success = 0
     case migrationFailed = 1
     case invalidMigrations = 2
@@ -24,5 +24,5 @@ enum ExitStatus: Int32 {
         }
     }
 
-    var exitCode: ExitCode { ExitCode(rawValue) }
+    public var exitCode: ExitCode { ExitCode(rawValue) }
 }

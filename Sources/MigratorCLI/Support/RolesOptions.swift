@@ -3,7 +3,9 @@ import MigrationEngine
 import RoleSync
 
 /// `--roles`, on every command that syncs or reports roles.
-struct RolesOptions: ParsableArguments {
+public struct RolesOptions: ParsableArguments {
+    public init() {}
+
     @Option(
         name: .customLong("roles"),
         help: ArgumentHelp("A JSON role catalogue replacing the built-in one (env: MIGRATOR_ROLES).", valueName: "file")
@@ -49,7 +51,7 @@ struct RolesOptions: ParsableArguments {
 
     /// The catalogue (the file's, or the built-in one) with the target options applied over the file's "target",
     /// or the documented exit for bad input after saying what is wrong with it.
-    func catalogue(json: Bool) throws -> RoleCatalogue {
+    public func catalogue(json: Bool) throws -> RoleCatalogue {
         do {
             var catalogue = try resolvedRolesFile.map { path throws(CatalogueError) in try RoleCatalogue.load(path: path) }
                 ?? RoleCatalogue.reference
@@ -97,7 +99,7 @@ extension RolesOptions {
 }
 
 /// Reads a yes/no environment variable; nil when unset.
-func environmentFlag(_ name: String) throws -> Bool? {
+public func environmentFlag(_ name: String) throws -> Bool? {
     guard let text = GlobalOptions.environment[name]?.lowercased(), !text.isEmpty else { return nil }
     if ["1", "true", "yes", "on"].contains(text) { return true }
     if ["0", "false", "no", "off"].contains(text) { return false }

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Postgres
+import SystemSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The command line: each subcommand parses its options, calls the engine and prints the result.
+///
+/// `serve` lives in a binary of its own, `migrator-serve`, installed beside this one: the daemon's dependencies
+/// (Hummingbird, SwiftNIO, full Foundation) are then loaded only by the daemon, and every other command, the no-op
+/// deploy step above all, starts without them. `migrator serve …` replaces itself with `migrator-serve …`.
+struct MigratorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrator",
+        abstract: "Applies numbered SQL migrations to PostgreSQL, safely, from many replicas at once.",
+        discussion: """
+            Connection: --database-url, else DATABASE_URL, else libpq's PG* variables and defaults \
+            (.pgpass, PGSERVICE, sslmode and multi-host strings work as in psql).
+
+            Exit codes: 0 success or nothing to do; 1 a migration or hook failed; 2 the migration files are \
+            invalid or disagree with the history; 3 verify found problems; 4 cannot connect; 5 gave up waiting \
+            for the lock; 6 the server is read-only; 64 usage error; 127 the --then-exec command (or, for serve, \
+            migrator-serve) could not be started.
+            """,
+        subcommands: [
+            MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,
+            UpdateRolesCommand.self, ServeForwarder.self, ProbeCommand.self,
+        ]
+    )
+}
+
+/// `serve` as the root command lists it; running it execs `migrator-serve` (see ``MigratorCommand``).
+struct ServeForwarder: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run as a daemon: wait for the database, migrate, then keep every project's roles in step."
+    )
+
+    @Argument(parsing: .allUnrecognized, help: "The options of `migrator serve --help`.")
+    var arguments: [String] = []
+
+    func run() throws {
+        ServeForwarder.exec(arguments)
+    }
+
+    /// Replaces the process with `migrator-serve ARGUMENTS`, found beside this binary. Only returns on failure,
+    /// which exits 127 as a shell does for a command it cannot run.
+    static func exec(_ arguments: [String]) -> Never {
+        let path = servePath()
+        var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
+        argv.append(nil)
+        execv(path, &argv)
+        let reason = String(cString: strerror(errno))
+        writeStandardError(
+            "error: `migrator serve` runs \(path), which could not be started: \(reason)\n"
+                + "hint: migrator-serve ships beside migrator (scripts/build-release builds both; the image has both)\n"
+        )
+        Glibc.exit(127)
+    }
+
+    /// `migrator-serve` in the folder of the running binary (its real path, through /proc/self/exe).
+    static func servePath() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let own = count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+        let folder = own.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return (folder.isEmpty ? "." : folder) + "/migrator-serve"
+    }
+}
+
+/// The executables' entry points.
+public enum CommandLineTool {
+    /// `migrator`: `serve` goes straight to `migrator-serve` (its own `--help` included); every other command is
+    /// parsed here.
+    public static func main() async -> Never {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "serve" { ServeForwarder.exec(Array(arguments.dropFirst())) }
+        await run(MigratorCommand.self)
+    }
+
+    /// ArgumentParser's own `main`, except that every message passes through the redactor: a usage error quotes the
+    /// argument it did not expect, which may be a connection URL with a password.
+    public static func run<Root: ParsableCommand>(_ root: Root.Type) async -> Never {
+        do {
+            var command = try root.parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Glibc.exit(0)
+        } catch {
+            let code = root.exitCode(for: error)
+            let redactor = ConnectionConfig(connectionString: GlobalOptions.environment["DATABASE_URL"]).redactor
+            let message = redactor.redact(root.fullMessage(for: error))
+            if !message.isEmpty {
+                if code == .success {
+                    writeStandardOutput(message + "\n")
+                } else {
+                    writeStandardError(message + "\n")
+                }
+            }
+            Glibc.exit(code.rawValue)
+        }
+    }
+}
