@@ -84,6 +84,16 @@ struct MigrationDirectoryTests {
         #expect(error?.reports(at: "0002_broken.sql", "the file cannot be read") == true)
     }
 
+    @Test("a NUL byte is refused where it is, before anything could be sent without what follows it")
+    func nulByte() throws {
+        let folder = try MigrationFolder()
+        try folder.write("0001_nul.sql", "SELECT 1;\nSELECT 'a\u{0}b';\n")
+        let entry = try #require(try MigrationDirectory(path: folder.path).entries().first)
+        let error = #expect(throws: MigrationError.self) { try entry.load() }
+        #expect(error?.code == .invalidMigrationFile)
+        #expect(error?.reports(at: "0001_nul.sql:2:10", "NUL byte") == true, "\(String(describing: error))")
+    }
+
     @Test("BOM and CRLF do not change the checksum; content changes do")
     func checksumNormalisation() throws {
         let folder = try MigrationFolder()

@@ -2,6 +2,7 @@ import Logging
 @testable import MigrationEngine
 import MigratorTestSupport
 import Postgres
+import Synchronization
 import Testing
 
 /// The session type the CLI, the daemon and a fleet run hold: its set-up, its lock, and many at once.
@@ -119,6 +120,101 @@ struct MigrationSessionTests {
             #expect(report.applied.isEmpty)
             // 1 set-up (with the lock's first try and the own objects' marker), 1 history read, 1 unlock.
             #expect(report.roundTrips == 3)
+        }
+    }
+}
+
+/// Each migration and the hook start from the session the set-up made; a migration that drops the lock is stopped.
+@Suite("Session state between migrations")
+struct SessionStateTests {
+    static func migrator(_ database: TestDatabase, _ folder: MigrationFolder, hooks: [any PostMigrateHook] = []) -> Migrator {
+        Migrator(
+            connection: ConnectionConfig(connectionString: database.url),
+            options: MigratorOptions(migrationsPath: folder.path, lockTimeout: .seconds(20), statementTimeout: .seconds(30)),
+            hooks: hooks, logger: Logger(label: "test")
+        )
+    }
+
+    /// Records the session the hook runs in.
+    final class Seen: Sendable {
+        let values = Mutex<[String: String]>([:])
+    }
+
+    struct SessionProbe: PostMigrateHook {
+        let name = "probe"
+        let box = Seen()
+        func run(_ context: HookContext) throws -> HookReport {
+            let row = try #require(try context.connection.query(
+                "SELECT current_user AS who, current_setting('search_path') AS path, current_setting('statement_timeout') AS timeout, current_setting('default_transaction_isolation') AS isolation"
+            ).first)
+            box.values.withLock { $0 = ["who": row["who"] ?? "", "path": row["path"] ?? "", "timeout": row["timeout"] ?? "", "isolation": row["isolation"] ?? ""] }
+            return HookReport(name: name, summary: "probed")
+        }
+    }
+
+    @Test("SET ROLE, search_path, statement_timeout and session characteristics in one file do not reach later files or the hook")
+    func settingsDoNotLeak() throws {
+        try TestDatabase.with { database in
+            let admin = try database.connect()
+            let owner = try #require(try admin.query("SELECT current_user AS u").first?["u"])
+            try admin.query("DROP ROLE IF EXISTS \(database.name)_other")
+            try admin.query("CREATE ROLE \(database.name)_other")
+            defer { _ = try? admin.query("DROP OWNED BY \(database.name)_other; DROP ROLE IF EXISTS \(database.name)_other") }
+            let folder = try MigrationFolder()
+            try folder.write("0001_set.sql", """
+                CREATE SCHEMA elsewhere;
+                GRANT ALL ON SCHEMA elsewhere, public TO \(database.name)_other;
+                SET search_path = elsewhere;
+                SET statement_timeout = '1ms';
+                SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE;
+                SET ROLE \(database.name)_other;
+                """)
+            try folder.write("0002_later.sql", "CREATE TABLE later (id int); SELECT pg_sleep(0.05);")
+            try folder.write("0003_outside.sql", "-- migrator:no-transaction\nCREATE TABLE outside (id int);\n")
+            let probe = SessionProbe()
+            _ = try Self.migrator(database, folder, hooks: [probe]).migrate()
+            // In public, by the session's own role, with the run's statement_timeout (the 1ms one would have cancelled the sleep).
+            #expect(try admin.query("SELECT to_regclass('public.later') IS NOT NULL AND to_regclass('elsewhere.later') IS NULL AS ok").first?["ok"] == "t")
+            #expect(try admin.query("SELECT to_regclass('public.outside') IS NOT NULL AS ok").first?["ok"] == "t")
+            #expect(try admin.query("SELECT tableowner FROM pg_tables WHERE tablename = 'later'").first?["tableowner"] == owner)
+            #expect(try admin.query("SELECT string_agg(DISTINCT applied_by, ',') AS who FROM migrator.history").first?["who"] == owner)
+            let seen = probe.box.values.withLock { $0 }
+            #expect(seen["who"] == owner)
+            #expect(seen["path"] == "\"$user\", public")
+            #expect(seen["timeout"] == "30s")
+            #expect(seen["isolation"] == "read committed")
+        }
+    }
+
+    @Test("a transactional migration that releases the lock is rolled back and recorded nowhere")
+    func unlockInTransaction() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);\nSELECT pg_advisory_unlock_all();\n")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .migrationFailed)
+            #expect(error?.message.contains("released migrator's advisory lock") == true, "\(String(describing: error))")
+            #expect(error?.notes.contains { $0.contains("rolled back") } == true)
+            let admin = try database.connect()
+            #expect(try admin.query("SELECT to_regclass('a') IS NULL AS gone").first?["gone"] == "t")
+            #expect(try admin.query("SELECT count(*) AS n FROM migrator.history").first?["n"] == "0")
+        }
+    }
+
+    @Test("DISCARD ALL outside a transaction stops the run before the next statement, which does not run")
+    func discardOutsideTransaction() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "-- migrator:no-transaction\nCREATE TABLE a (id int);\nDISCARD ALL;\nCREATE TABLE b (id int);\n")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.code == .migrationFailed)
+            #expect(error?.message.contains("released migrator's advisory lock (after statement 2)") == true, "\(String(describing: error))")
+            #expect(error?.reports(at: "0001_a.sql:3:1", "released") == true, "\(String(describing: error))")
+            let admin = try database.connect()
+            #expect(try admin.query("SELECT to_regclass('a') IS NOT NULL AND to_regclass('b') IS NULL AS ok").first?["ok"] == "t")
+            // The history says statement 2 was the one in progress: the record of its end needed the lock.
+            let row = try #require(try admin.query("SELECT state, statements_done, failed_statement FROM migrator.history").first)
+            #expect(row["state"] == "failed" && row["statements_done"] == "1" && row["failed_statement"] == "2")
         }
     }
 }

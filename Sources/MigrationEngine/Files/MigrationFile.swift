@@ -41,6 +41,20 @@ public struct MigrationFile: Sendable {
                 location: SourceLocation(file: displayPath, line: line, column: column)
             )
         }
+        // libpq sends the text as a C string: everything after a NUL byte would be dropped without a word, and the
+        // file recorded as applied.
+        if let nul = normalised.firstIndex(of: 0) {
+            let before = Array(String(decoding: normalised[..<nul], as: UTF8.self).unicodeScalars)
+            let lineStart = (before.lastIndex(of: "\n") ?? -1) + 1
+            let line = before.count { $0 == "\n" } + 1
+            let column = before.count - lineStart + 1
+            throw MigrationError(
+                code: .invalidMigrationFile,
+                message: "the file contains a NUL byte, which PostgreSQL cannot receive (everything after it would be "
+                    + "lost); remove it",
+                location: SourceLocation(file: displayPath, line: line, column: column)
+            )
+        }
         self.content = content
         self.checksum = "sha256:" + TextFormat.hex(SHA256.hash(data: normalised))
         self.transactional = try Self.readTransactional(content, displayPath: displayPath)

@@ -115,42 +115,61 @@ public struct HistoryStore: Sendable {
         return records
     }
 
-    /// Records a transactional migration inside its own transaction.
-    func recordApplied(_ connection: Connection, file: MigrationFile, durationMs: Double) throws(PostgresError) {
-        try connection.query(
+    /// Whether this session still holds the migration lock whose key is `$high`/`$low`: the condition of every
+    /// history write, so that a migration that released it (`pg_advisory_unlock_all()`, `DISCARD ALL`) cannot be
+    /// recorded as if it ran alone.
+    static func lockHeld(high: Int, low: Int) -> String {
+        """
+        EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                AND objsubid = 1 AND classid = $\(high)::bigint::oid AND objid = $\(low)::bigint::oid)
+        """
+    }
+
+    static func lockKeyParts(_ key: Int64) -> (high: Int64, low: Int64) {
+        ((key >> 32) & 0xFFFF_FFFF, key & 0xFFFF_FFFF)
+    }
+
+    /// Records a transactional migration inside its own transaction, if this session still holds the lock.
+    /// - Returns: false when it does not (nothing was written).
+    func recordApplied(_ connection: Connection, file: MigrationFile, durationMs: Double, lockKey: Int64) throws(PostgresError) -> Bool {
+        let (high, low) = Self.lockKeyParts(lockKey)
+        return try connection.query(
             """
             INSERT INTO \(table) (version, name, checksum, transactional, state, duration_ms)
-            VALUES ($1, $2, $3, $4, 'applied', $5)
+            SELECT $1, $2, $3, $4, 'applied', $5 WHERE \(Self.lockHeld(high: 6, low: 7))
             ON CONFLICT (version) DO UPDATE SET
                 name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
                 state = 'applied', applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
                 statements_done = NULL, statement_checksums = NULL, failed_statement = NULL, error = NULL,
                 superseded = NULL
             """,
-            [file.version, file.name, file.checksum, file.transactional, durationMs]
-        )
+            [file.version, file.name, file.checksum, file.transactional, durationMs, high, low]
+        ).affectedRows == 1
     }
 
-    /// Records how far a migration outside a transaction got. Written before each statement with the error of an
-    /// interruption, so a runner killed in the middle leaves a row that says where to resume.
+    /// Records how far a migration outside a transaction got, if this session still holds the lock. Written before
+    /// each statement with the error of an interruption, so a runner killed in the middle leaves a row that says
+    /// where to resume.
+    /// - Returns: false when the session no longer holds the lock (nothing was written).
     func recordProgress(
         _ connection: Connection, file: MigrationFile, done: [String], failedStatement: Int, error: String,
-        durationMs: Double
-    ) throws(PostgresError) {
-        try connection.query(
+        durationMs: Double, lockKey: Int64
+    ) throws(PostgresError) -> Bool {
+        let (high, low) = Self.lockKeyParts(lockKey)
+        return try connection.query(
             """
             INSERT INTO \(table)
                 (version, name, checksum, transactional, state, duration_ms, statements_done, statement_checksums,
                  failed_statement, error)
-            VALUES ($1, $2, $3, false, 'failed', $4, $5, $6::text[], $7, $8)
+            SELECT $1, $2, $3, false, 'failed', $4, $5, $6::text[], $7, $8 WHERE \(Self.lockHeld(high: 9, low: 10))
             ON CONFLICT (version) DO UPDATE SET
                 name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = false, state = 'failed',
                 applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
                 statements_done = EXCLUDED.statements_done, statement_checksums = EXCLUDED.statement_checksums,
                 failed_statement = EXCLUDED.failed_statement, error = EXCLUDED.error
             """,
-            [file.version, file.name, file.checksum, durationMs, done.count, done, failedStatement, error]
-        )
+            [file.version, file.name, file.checksum, durationMs, done.count, done, failedStatement, error, high, low]
+        ).affectedRows == 1
     }
 
     /// Marks applied rows as superseded by migrator's own objects: a migration that an earlier release shipped and

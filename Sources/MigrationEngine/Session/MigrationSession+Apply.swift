@@ -35,15 +35,21 @@ extension MigrationSession {
         let clock = ContinuousClock()
         let start = clock.now
         do throws(PostgresError) {
-            try connection.query("BEGIN")
-            try connection.execute(script: file.content)
+            // The session as the set-up left it, whatever an earlier migration changed, then the transaction.
+            try connection.execute(script: restoreScript + ";\nBEGIN")
+            // The history row is written in the session the set-up made whatever the file set (its role, its
+            // statement_timeout): the file is split and checked, so nothing of it is left open for the appended
+            // statements to fall into.
+            try connection.execute(script: file.content + "\n;" + restoreScript)
             guard connection.transactionStatus == .inTransaction else {
                 throw PostgresError(
                     code: .clientError,
                     message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
                 )
             }
-            try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+            guard try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) else {
+                throw lostLock(during: file)
+            }
             try connection.query("COMMIT")
         } catch {
             if connection.isConnected, connection.transactionStatus != .idle {
@@ -62,14 +68,23 @@ extension MigrationSession {
         let file = step.file
         let clock = ContinuousClock()
         var done = Array(step.previous?.statementChecksums ?? [])
+        do throws(PostgresError) {
+            try connection.execute(script: restoreScript)
+        } catch {
+            throw failure(error, file: file, statementOffset: 0, statement: nil)
+        }
+        var lockLost = false
         for index in step.resumeFrom..<step.statements.count {
             let statement = step.statements[index]
             do throws(PostgresError) {
-                try history.recordProgress(
+                guard try history.recordProgress(
                     connection, file: file, done: done, failedStatement: index + 1,
                     error: "interrupted: the run stopped before statement \(index + 1) finished",
-                    durationMs: (clock.now - start).milliseconds
-                )
+                    durationMs: (clock.now - start).milliseconds, lockKey: lockKey
+                ) else {
+                    lockLost = true
+                    throw lostLock(during: file, after: index)
+                }
                 try connection.execute(script: statement.text)
                 guard connection.transactionStatus == .idle else {
                     _ = try? connection.query("ROLLBACK")
@@ -81,6 +96,15 @@ extension MigrationSession {
                 }
                 done.append(MigrationPlan.statementChecksum(statement))
             } catch {
+                if lockLost {
+                    // The statement before this one released the lock; this one did not run.
+                    let previous = step.statements[max(step.resumeFrom, index - 1)]
+                    throw failure(error, file: file, statementOffset: previous.offset, statement: previous).adding(
+                        note: "\(file.label) runs outside a transaction: statements 1-\(index) ran, and the history "
+                            + "records \(done.count - 1) of them; remove the statement that releases the lock and run "
+                            + "migrate again (it resumes at statement \(index))"
+                    )
+                }
                 var failure = failure(error, file: file, statementOffset: statement.offset, statement: statement)
                 if error.sqlState == SQLState.duplicateTable, statement.leadingWords(4).contains("CONCURRENTLY") {
                     failure.diagnostics[0].hint = "a CREATE INDEX CONCURRENTLY that failed leaves an invalid index behind; "
@@ -89,7 +113,8 @@ extension MigrationSession {
                 if connection.isConnected {
                     _ = try? history.recordProgress(
                         connection, file: file, done: done, failedStatement: index + 1,
-                        error: String(failure.diagnostics[0].summary.prefix(4000)), durationMs: (clock.now - start).milliseconds
+                        error: String(failure.diagnostics[0].summary.prefix(4000)), durationMs: (clock.now - start).milliseconds,
+                        lockKey: lockKey
                     )
                 }
                 throw failure.adding(
@@ -99,11 +124,27 @@ extension MigrationSession {
                 )
             }
         }
-        do {
-            try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds)
+        do throws(PostgresError) {
+            guard try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) else {
+                throw lostLock(during: file, after: step.statements.count)
+            }
         } catch {
             throw failure(error, file: file, statementOffset: 0, statement: nil)
         }
+    }
+
+    var restoreScript: String { SessionSetUp.restoreScript(options: options, serverVersion: connection.serverVersion) }
+
+    /// The error for a migration that released the migration lock (`pg_advisory_unlock_all()`, `DISCARD ALL`):
+    /// nothing more is recorded or run, since another runner may hold the lock now.
+    private func lostLock(during file: MigrationFile, after statements: Int? = nil) -> PostgresError {
+        let place = statements.map { " (after statement \($0))" } ?? ""
+        return PostgresError(
+            code: .clientError,
+            message: "the migration released migrator's advisory lock\(place) (pg_advisory_unlock_all(), DISCARD ALL or "
+                + "pg_advisory_unlock); another runner may hold it now, so nothing more is run or recorded; remove that "
+                + "statement from the migration"
+        )
     }
 
     /// Turns a server error into a problem located in the file.

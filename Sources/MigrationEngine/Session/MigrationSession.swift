@@ -310,10 +310,23 @@ public final class MigrationSession {
     /// Runs each hook, in order (with `dryRun` from the options), after the migrations.
     func runHooks(applied: [MigrateReport.Applied], pendingAfter: Int) throws(MigrationError) -> [HookReport] {
         var reports: [HookReport] = []
+        var restore = !applied.isEmpty
         for hook in hooks {
             if options.stopRequested(), !options.dryRun {
                 throw stopped(before: "the post-migrate hook '\(hook.name)'", applied: applied)
             }
+            if restore, !options.dryRun {
+                // The hook starts from the session the set-up made, whatever the migrations changed.
+                do {
+                    try connection.execute(script: restoreScript)
+                } catch {
+                    throw MigrationError(
+                        code: error.code == .connectionLost ? .connectionFailed : .databaseError,
+                        message: "could not reset the session before the post-migrate hook '\(hook.name)': \(error)"
+                    )
+                }
+            }
+            restore = true
             var hookLogger = logger
             hookLogger[metadataKey: "hook"] = .string(hook.name)
             let context = HookContext(

@@ -81,6 +81,26 @@ struct SessionSetUp {
         return facts
     }
 
+    /// Puts the session back as the set-up left it, before each migration and each hook: a migration's `SET ROLE`,
+    /// `SET SESSION AUTHORIZATION`, `SET search_path`, `SET statement_timeout`, `SET client_encoding` or
+    /// `SET SESSION CHARACTERISTICS` must not change what later files and the role sync do. `RESET ALL` restores
+    /// every setting to the session's default (the server's, the database's and the role's settings, the connection's
+    /// start-up parameters; it leaves the role and the session authorization, reset on their own), then the
+    /// set-up's own settings are applied again.
+    ///
+    /// One simple-query script (one round trip, no parameters): its values are numbers this binary formatted.
+    static func restoreScript(options: MigratorOptions, serverVersion: Int) -> String {
+        let connectionCheck = serverVersion >= 140000 ? ", set_config('client_connection_check_interval', '1s', false)" : ""
+        return """
+            RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;
+            SELECT set_config('lock_timeout', '\(milliseconds(options.ddlLockTimeout))', false),
+                   set_config('statement_timeout', '\(options.statementTimeout.map(milliseconds) ?? "0")', false),
+                   set_config('idle_in_transaction_session_timeout', '0', false),
+                   set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
+                   set_config('tcp_keepalives_count', '3', false)\(connectionCheck)
+            """
+    }
+
     /// A duration as a setting's value: whole milliseconds, `0` for none.
     static func milliseconds(_ duration: Duration) -> String {
         "\(Int(duration.milliseconds.rounded()))ms"
