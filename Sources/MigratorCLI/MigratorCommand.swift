@@ -20,8 +20,8 @@ struct MigratorCommand: AsyncParsableCommand {
 
             Exit codes: 0 success or nothing to do; 1 a migration or hook failed; 2 the migration files are \
             invalid or disagree with the history; 3 verify found problems; 4 cannot connect; 5 gave up waiting \
-            for the lock; 6 the server is read-only; 64 usage error; 127 the --then-exec command (or, for serve, \
-            migrator-serve) could not be started.
+            for the lock; 6 the server is read-only; 64 usage error; 74 standard output could not be written; 127 the \
+            --then-exec command (or, for serve, migrator-serve) could not be started.
             """,
         subcommands: [
             MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,
@@ -89,7 +89,7 @@ public enum CommandLineTool {
             } else {
                 try command.run()
             }
-            Glibc.exit(0)
+            exitAfterOutput(0)
         } catch {
             let code = root.exitCode(for: error)
             let redactor = ConnectionConfig(connectionString: GlobalOptions.environment["DATABASE_URL"]).redactor
@@ -101,7 +101,17 @@ public enum CommandLineTool {
                     writeStandardError(message + "\n")
                 }
             }
-            Glibc.exit(code.rawValue)
+            exitAfterOutput(code.rawValue)
         }
+    }
+
+    /// Exits with `code`, unless standard output could not be written: then with ``ExitStatus/outputFailed``,
+    /// saying why, since a script reading the output got less than the command printed.
+    static func exitAfterOutput(_ code: Int32) -> Never {
+        if code == 0, let failed = StandardOutput.failedWith {
+            writeStandardError("error: could not write to standard output: \(String(cString: strerror(failed)))\n")
+            Glibc.exit(ExitStatus.outputFailed.rawValue)
+        }
+        Glibc.exit(code)
     }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -58,10 +59,20 @@ public func writeStandardError(_ text: String) {
 
 /// Writes to standard output, unbuffered, so it interleaves with standard error in the order it was written.
 public func writeStandardOutput(_ text: String) {
-    writeAll(1, text)
+    if !writeAll(1, text) { StandardOutput.failure.withLock { $0 = $0 ?? errno } }
 }
 
-private func writeAll(_ descriptor: Int32, _ text: String) {
+/// Whether writing to standard output failed (a full disk, a closed pipe): the CLI then exits with an error
+/// instead of claiming success with output that never arrived.
+public enum StandardOutput {
+    static let failure = Mutex<Int32?>(nil)
+
+    /// The errno of the first failed write, nil when every write succeeded.
+    public static var failedWith: Int32? { failure.withLock { $0 } }
+}
+
+@discardableResult
+private func writeAll(_ descriptor: Int32, _ text: String) -> Bool {
     var bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
@@ -70,10 +81,11 @@ private func writeAll(_ descriptor: Int32, _ text: String) {
         }
         if written < 0 {
             if errno == EINTR { continue }
-            return
+            return false
         }
         offset += written
     }
+    return true
 }
 
 extension Duration {

@@ -180,4 +180,61 @@ struct HostileInputTests {
             #expect(try connection.count("SELECT count(*) FROM migrator.role_version") == 1)
         }
     }
+
+    @Test("odd durations: a huge one is a usage error, not a crash; one the server cannot take is refused by name; under a millisecond stays a timeout")
+    func oddDurations() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_seen.sql", "CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock_timeout;\n")])
+            for arguments in [["--lock-timeout", "9999999999999h"], ["--statement-timeout", "99999999999999999999"]] {
+                let run = try E2E.run(E2E.migrate(folder) + arguments, database: db)
+                #expect(run.exitCode == 64, run.transcript)
+            }
+            let fromEnvironment = try E2E.run(E2E.migrate(folder), database: db, environment: ["MIGRATOR_LOCK_TIMEOUT": "9999999999999h"])
+            #expect(fromEnvironment.exitCode == 64, fromEnvironment.transcript)
+            #expect(fromEnvironment.stderr.contains("MIGRATOR_LOCK_TIMEOUT (for --lock-timeout) has an invalid value"), fromEnvironment.transcript)
+            let tooLong = try E2E.run(E2E.migrate(folder, "--ddl-lock-timeout", "9000h"), database: db)
+            #expect(tooLong.exitCode == 64, tooLong.transcript)
+            #expect(tooLong.stderr.contains("--ddl-lock-timeout (MIGRATOR_DDL_LOCK_TIMEOUT) is longer than PostgreSQL allows"), tooLong.transcript)
+            let connection = try db.connect()
+            #expect(try connection.historyVersions().isEmpty)
+
+            let small = try E2E.run(E2E.migrate(folder, "--ddl-lock-timeout", "0.4ms"), database: db)
+            #expect(small.exitCode == 0, small.transcript)
+            #expect(try connection.query("SELECT lock_timeout FROM seen").first?["lock_timeout"] == "1ms")
+        }
+    }
+
+    @Test("standard output that cannot be written (a full disk) is an error, exit 74, not a silent success")
+    func fullStandardOutput() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            for arguments in [["--help"], E2E.args("status", folder)] {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: try MigratorProcess.binary)
+                process.arguments = arguments
+                var environment = ProcessInfo.processInfo.environment
+                environment["DATABASE_URL"] = db.url
+                process.environment = environment
+                process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: "/dev/full"))
+                let errors = Pipe()
+                process.standardError = errors
+                try process.run()
+                let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                #expect(process.terminationStatus == 74, "\(arguments): \(stderr)")
+                #expect(stderr.contains("could not write to standard output: No space left on device"), "\(arguments): \(stderr)")
+            }
+        }
+    }
+
+    @Test("a misnamed file's reason is plain text, not Swift enum syntax")
+    func misnamedReason() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("abc.sql", "SELECT 1;\n")])
+            let run = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(run.exitCode == 2, run.transcript)
+            #expect(run.stderr.contains("abc.sql: error: the name has no '_' between the number and the description; expected"), run.transcript)
+            #expect(!run.stderr.contains("reason("), run.transcript)
+        }
+    }
 }

@@ -107,7 +107,16 @@ public struct MigrationDirectory: Sendable {
         return byVersion.values.sorted { $0.version < $1.version }
     }
 
-    enum NameProblem: Error { case reason(String) }
+    enum NameProblem: Error, CustomStringConvertible {
+        case reason(String)
+
+        /// The reason alone, as the message says it.
+        var description: String {
+            switch self {
+            case .reason(let text): text
+            }
+        }
+    }
 
     /// Splits `0007_add_index.sql` into 7 and `add_index`, or says what is wrong with the name.
     static func parse(fileName: String) -> Result<(Int64, String), NameProblem> {

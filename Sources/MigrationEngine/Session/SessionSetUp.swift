@@ -103,6 +103,8 @@ struct SessionSetUp {
 
     /// A duration as a setting's value: whole milliseconds, `0` for none.
     static func milliseconds(_ duration: Duration) -> String {
-        "\(Int(duration.milliseconds.rounded()))ms"
+        // A positive duration under a millisecond is 1ms, not 0 (which the server reads as "no timeout").
+        guard duration > .zero else { return "0ms" }
+        return "\(max(1, Int(duration.milliseconds.rounded())))ms"
     }
 }

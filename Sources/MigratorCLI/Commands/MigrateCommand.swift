@@ -133,6 +133,13 @@ public struct RunOptions: ParsableArguments {
         let lock = try DurationSetting.lockTimeout.resolved(lockTimeout)
         let ddl = try DurationSetting.ddlLockTimeout.resolved(ddlLockTimeout)
         let statement = try DurationSetting.statementTimeout.resolve(statementTimeout)
+        // The server takes these in milliseconds up to 2^31-1 (about 24.8 days).
+        let serverMaximum = Duration.milliseconds(Int64(Int32.max))
+        for (setting, value) in [(DurationSetting.ddlLockTimeout, ddl), (DurationSetting.statementTimeout, statement)] {
+            if let value, value > serverMaximum {
+                throw ValidationError("\(setting.option) (\(setting.env)) is longer than PostgreSQL allows (2147483647ms, about 24.8 days)")
+            }
+        }
         let outOfOrder = try allowOutOfOrder || environmentFlag("MIGRATOR_ALLOW_OUT_OF_ORDER") == true
         var options = MigratorOptions(
             migrationsPath: migrations,

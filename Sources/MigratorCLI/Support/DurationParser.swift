@@ -16,6 +16,9 @@ enum DurationParser {
         case "h": multiplier = 3600
         default: return nil
         }
-        return .milliseconds(Int64((value * multiplier * 1000).rounded()))
+        // Microseconds, so that 0.5ms stays a timeout; far beyond any timeout (a century) is refused, not trapped on.
+        let microseconds = (value * multiplier * 1_000_000).rounded()
+        guard microseconds <= 100 * 365 * 24 * 3600 * 1_000_000 else { return nil }
+        return .microseconds(Int64(microseconds))
     }
 }

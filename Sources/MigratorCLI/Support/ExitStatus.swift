@@ -11,6 +11,8 @@ public enum ExitStatus: Int32, Sendable {
     case lockTimeout = 5
     case readOnly = 6
     case usage = 64
+    /// Standard output could not be written (a full disk, a closed pipe); what the command did stays done.
+    case outputFailed = 74
 
     init(_ code: MigrationError.Code) {
         switch code {
