@@ -84,6 +84,20 @@ struct MigrationDirectoryTests {
         #expect(error?.reports(at: "0002_broken.sql", "the file cannot be read") == true)
     }
 
+    @Test("a directive with more dashes counts; one after SQL or a /* */ comment is an error, not silently ignored")
+    func directivePlacement() throws {
+        let folder = try MigrationFolder()
+        try folder.write("0001_dashes.sql", "--- migrator:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (id);\n")
+        try folder.write("0002_block.sql", "/* header */\n-- migrator:no-transaction\nSELECT 1;\n")
+        try folder.write("0003_late.sql", "SELECT 1;\n-- migrator:no-transaction\n")
+        let entries = try MigrationDirectory(path: folder.path).entries()
+        #expect(try entries[0].load().transactional == false)
+        for (entry, line) in [(entries[1], 2), (entries[2], 2)] {
+            let error = #expect(throws: MigrationError.self) { try entry.load() }
+            #expect(error?.reports(at: "\(entry.fileName):\(line):1", "is not in the file's first comment lines") == true, "\(String(describing: error))")
+        }
+    }
+
     @Test("a NUL byte is refused where it is, before anything could be sent without what follows it")
     func nulByte() throws {
         let folder = try MigrationFolder()

@@ -397,6 +397,24 @@ struct EndToEndTests {
         }
     }
 
+    @Test("new keeps a name with a newline in its comment: no line of it becomes SQL or a directive; after the largest version it refuses")
+    func newWithHostileNames() throws {
+        let folder = try E2E.folder([])
+        let created = try E2E.run(E2E.args("new", folder, "sneaky\n-- migrator:no-transaction\nDROP TABLE users;"))
+        #expect(created.exitCode == 0, created.transcript)
+        let path = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let content = try String(contentsOfFile: path, encoding: .utf8)
+        let lines = content.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.first?.hasPrefix("-- 0001 sneaky -- migrator:no-transaction DROP TABLE users;") == true, "\(content)")
+        #expect(lines.allSatisfy { $0.isEmpty || $0.hasPrefix("--") }, "\(content)")
+        #expect(!lines.contains("-- migrator:no-transaction"), "\(content)")
+
+        let full = try E2E.folder([("9223372036854775807_last.sql", "SELECT 1;\n")])
+        let refused = try E2E.run(E2E.args("new", full, "one more"))
+        #expect(refused.exitCode == 2, refused.transcript)
+        #expect(refused.stderr.contains("no number is left after it"), refused.transcript)
+    }
+
     @Test("a NOTICE raised by a migration appears in the logs")
     func serverNoticeIsLogged() throws {
         try TestDatabase.with { db in

@@ -121,7 +121,7 @@ public struct MigrationFile: Sendable {
     private static func readTransactional(_ content: String, displayPath: String) throws(MigrationError) -> Bool {
         var transactional = true
         var lineNumber = 0
-        // Only the leading comment lines matter: stop at the first line of SQL without splitting the whole file.
+        var inHeader = true
         var rest = Substring(content)
         while !rest.isEmpty {
             let end = rest.firstIndex(of: "\n") ?? rest.endIndex
@@ -130,9 +130,20 @@ public struct MigrationFile: Sendable {
             lineNumber += 1
             let trimmed = line.trimmingWhitespace()
             if trimmed.isEmpty { continue }
-            guard trimmed.hasPrefix("--") else { break }
-            let comment = trimmed.dropFirst(2).trimmingWhitespace()
+            if !trimmed.hasPrefix("--") { inHeader = false }
+            // `--- migrator:…` is the same comment with more dashes.
+            let comment = trimmed.hasPrefix("--") ? String(trimmed.drop { $0 == "-" }).trimmingWhitespace() : ""
             guard comment.lowercased().hasPrefix("migrator:") else { continue }
+            guard inHeader else {
+                // After SQL or a /* */ comment a directive would be ignored: say so instead of running the file
+                // the other way.
+                throw MigrationError(
+                    code: .invalidMigrationFile,
+                    message: "'\(comment)' is not in the file's first comment lines, where directives are read",
+                    location: SourceLocation(file: displayPath, line: lineNumber, column: 1),
+                    hint: "move it above the first statement and any /* */ comment (only `--` comment lines may come before it)"
+                )
+            }
             if comment.lowercased() == noTransactionDirective {
                 transactional = false
             } else {

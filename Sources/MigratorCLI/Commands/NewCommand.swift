@@ -49,18 +49,26 @@ struct NewCommand: ParsableCommand {
         } else {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
-        let next = (entries.last?.version ?? 0) + 1
+        let last = entries.last?.version ?? 0
+        guard last < Int64.max else {
+            Output.printError("\(folder): error: the newest migration is numbered \(last), the largest version there is; no number is left after it")
+            throw ExitStatus.invalidMigrations.exitCode
+        }
+        let next = last + 1
         // Keep the width the folder already uses, so the files keep sorting by name too.
         let width = max(4, entries.map { $0.fileName.prefix { $0.isNumber }.count }.max() ?? 4)
         let digits = String(next)
         let number = String(repeating: "0", count: max(0, width - digits.count)) + digits
         let fileName = "\(number)_\(slug).sql"
         let path = folder.hasSuffix("/") ? folder + fileName : folder + "/" + fileName
+        // The name goes into a comment line: a newline or another control character in it would end the comment and
+        // turn the rest into SQL or a directive.
+        let title = String(String.UnicodeScalarView(name.unicodeScalars.map { [.control, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) ? " " : $0 }))
         var header = ""
         if noTransaction {
             header += """
                 -- migrator:no-transaction
-                -- \(number) \(name)
+                -- \(number) \(title)
                 --
                 -- Runs outside a transaction, one statement at a time (for CREATE INDEX CONCURRENTLY and the like).
                 -- If a statement fails, the ones before it stay applied and recorded; the next run resumes at it.
@@ -68,7 +76,7 @@ struct NewCommand: ParsableCommand {
                 """
         } else {
             header += """
-                -- \(number) \(name)
+                -- \(number) \(title)
                 --
                 -- Runs in one transaction together with its history row: all of it is applied, or none of it.
 
