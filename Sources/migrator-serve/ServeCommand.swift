@@ -57,8 +57,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    var resolvedNoMigrate: Bool { get throws { try noMigrate || environmentFlag("MIGRATOR_NO_MIGRATE") == true } }
-    var resolvedForceRoles: Bool { get throws { try forceRoles || environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
+    // Options win over variables (see MigrateCommand).
+    var resolvedNoMigrate: Bool { get throws { try noMigrate || !forceRoles && environmentFlag("MIGRATOR_NO_MIGRATE") == true } }
+    var resolvedForceRoles: Bool { get throws { try forceRoles || !noMigrate && environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
     private func daemonSettings() throws -> (reconcile: Duration, wait: Duration, address: HTTPAddress) {
         let reconcile = try Self.reconcileSetting.resolved(reconcileInterval)

@@ -237,4 +237,19 @@ struct HostileInputTests {
             #expect(!run.stderr.contains("reason("), run.transcript)
         }
     }
+
+    @Test("an option wins over a contradicting variable; two contradicting options, or variables, are a usage error")
+    func optionsWinOverVariables() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            let skip = ["migrate", "--migrations", folder.path, "--skip-roles"]
+            let won = try E2E.run(skip, database: db, environment: ["MIGRATOR_FORCE_ROLES": "1"])
+            #expect(won.exitCode == 0, won.transcript)
+            #expect(!won.output.contains("role-sync"), won.transcript)
+            let both = try E2E.run(skip + ["--force-roles"], database: db)
+            #expect(both.exitCode == 64, both.transcript)
+            let variables = try E2E.run(["migrate", "--migrations", folder.path], database: db, environment: ["MIGRATOR_FORCE_ROLES": "1", "MIGRATOR_SKIP_ROLES": "1"])
+            #expect(variables.exitCode == 64, variables.transcript)
+        }
+    }
 }

@@ -54,8 +54,10 @@ struct MigrateCommand: ParsableCommand {
         }
     }
 
-    var resolvedSkipRoles: Bool { get throws { try skipRoles || environmentFlag("MIGRATOR_SKIP_ROLES") == true } }
-    var resolvedForceRoles: Bool { get throws { try forceRoles || environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
+    // Options win over variables: an option contradicting a variable wins; two contradicting options, or two
+    // contradicting variables, are a usage error (validate()).
+    var resolvedSkipRoles: Bool { get throws { try skipRoles || !forceRoles && environmentFlag("MIGRATOR_SKIP_ROLES") == true } }
+    var resolvedForceRoles: Bool { get throws { try forceRoles || !skipRoles && environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
     func run() throws {
         let logger = try global.makeLogger()
