@@ -217,4 +217,18 @@ struct SessionStateTests {
             #expect(row["state"] == "failed" && row["statements_done"] == "1" && row["failed_statement"] == "2")
         }
     }
+
+    @Test("when migrator's own history write fails, the error says so and points at no line of the file")
+    func historyWriteFails() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            _ = try Self.migrator(database, folder).migrate()
+            try folder.write("0002_b.sql", "\n\n\nALTER TABLE migrator.history ADD CONSTRAINT never CHECK (version < 2) NOT VALID;")
+            let error = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(error?.message.hasPrefix(#"could not record the migration in "migrator"."history": new row"#) == true, "\(String(describing: error))")
+            #expect(error?.diagnostics.first?.location?.line == nil, "\(String(describing: error))")
+            #expect(error?.notes.contains { $0.contains("rolled back") } == true)
+        }
+    }
 }

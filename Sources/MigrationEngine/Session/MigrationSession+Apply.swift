@@ -47,7 +47,7 @@ extension MigrationSession {
                     message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
                 )
             }
-            guard try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) else {
+            guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
                 throw lostLock(during: file)
             }
             try connection.query("COMMIT")
@@ -77,11 +77,13 @@ extension MigrationSession {
         for index in step.resumeFrom..<step.statements.count {
             let statement = step.statements[index]
             do throws(PostgresError) {
-                guard try history.recordProgress(
-                    connection, file: file, done: done, failedStatement: index + 1,
-                    error: "interrupted: the run stopped before statement \(index + 1) finished",
-                    durationMs: (clock.now - start).milliseconds, lockKey: lockKey
-                ) else {
+                guard try own({ () throws(PostgresError) in
+                    try history.recordProgress(
+                        connection, file: file, done: done, failedStatement: index + 1,
+                        error: "interrupted: the run stopped before statement \(index + 1) finished",
+                        durationMs: (clock.now - start).milliseconds, lockKey: lockKey
+                    )
+                }) else {
                     lockLost = true
                     throw lostLock(during: file, after: index)
                 }
@@ -125,11 +127,24 @@ extension MigrationSession {
             }
         }
         do throws(PostgresError) {
-            guard try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) else {
+            guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
                 throw lostLock(during: file, after: step.statements.count)
             }
         } catch {
             throw failure(error, file: file, statementOffset: 0, statement: nil)
+        }
+    }
+
+    /// Runs one of migrator's own history statements: its error is about migrator's table, not the file, so it
+    /// carries no position into the file (which would put the caret on a line that is not there).
+    private func own<T>(_ body: () throws(PostgresError) -> T) throws(PostgresError) -> T {
+        do {
+            return try body()
+        } catch {
+            var own = error
+            own.position = nil
+            own.message = "could not record the migration in \(history.table): \(error.message)"
+            throw own
         }
     }
 
