@@ -78,7 +78,7 @@ public struct TestDatabase: Sendable {
         try Connection(config: ConnectionConfig(connectionString: url(port: port)), logger: Logger(label: "test"))
     }
 
-    static func adminConnection(_ override: String? = nil) throws -> Connection {
+    public static func adminConnection(_ override: String? = nil) throws -> Connection {
         do {
             return try Connection(config: ConnectionConfig(connectionString: try override ?? adminURL), logger: Logger(label: "test-admin"))
         } catch let error as PostgresError {

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 @testable import MigrationEngine
 import MigratorTestSupport
@@ -230,5 +231,25 @@ struct SessionStateTests {
             #expect(error?.diagnostics.first?.location?.line == nil, "\(String(describing: error))")
             #expect(error?.notes.contains { $0.contains("rolled back") } == true)
         }
+    }
+
+    @Test("on a LATIN1 database text from a migration arrives as written (the session's encoding is UTF-8)")
+    func latin1Database() throws {
+        let admin = try TestDatabase.adminConnection(nil)
+        let name = "mt_latin1_" + String(UInt32.random(in: 0...UInt32.max))
+        try admin.query("CREATE DATABASE \(name) ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        defer { _ = try? admin.query("DROP DATABASE IF EXISTS \(name)") }
+        var components = try #require(URLComponents(string: try TestDatabase.adminURL))
+        components.path = "/" + name
+        let url = try #require(components.string)
+        let folder = try MigrationFolder()
+        try folder.write("0001_text.sql", "CREATE TABLE t (s text); INSERT INTO t VALUES ('grüße');")
+        _ = try Migrator(
+            connection: ConnectionConfig(connectionString: url), options: MigratorOptions(migrationsPath: folder.path),
+            logger: Logger(label: "test")
+        ).migrate()
+        let check = try Connection(config: ConnectionConfig(connectionString: url), logger: Logger(label: "test"))
+        try check.query("SET client_encoding = 'UTF8'")
+        #expect(try check.query("SELECT s, length(s) AS n FROM t").first.map { [$0["s"], $0["n"]] } == ["grüße", "5"])
     }
 }

@@ -1,7 +1,8 @@
 import Postgres
 import SystemSupport
 
-/// The session's set-up, in one round trip: its timeouts and keepalives, whether the server takes writes, a first
+/// The session's set-up, in one round trip: the client encoding (UTF-8, what migrator's files and strings are, on a
+/// database of any encoding), its timeouts and keepalives, whether the server takes writes, a first
 /// try for the lock, and the marker of migrator's own objects.
 ///
 /// The server-side keepalives let the server notice a runner whose machine vanished and free its lock within about
@@ -20,7 +21,8 @@ struct SessionSetUp {
         let connectionCheck = serverVersion >= 140000
             ? "set_config('client_connection_check_interval', '1s', false)" : "NULL::text"
         return """
-        SELECT set_config('lock_timeout', $1, false) AS lock_timeout,
+        SELECT set_config('client_encoding', 'UTF8', false) AS client_encoding,
+               set_config('lock_timeout', $1, false) AS lock_timeout,
                set_config('statement_timeout', $2, false) AS statement_timeout,
                set_config('idle_in_transaction_session_timeout', '0', false) AS idle_timeout,
                set_config('tcp_keepalives_idle', '10', false) AS keepalives_idle,
@@ -93,7 +95,8 @@ struct SessionSetUp {
         let connectionCheck = serverVersion >= 140000 ? ", set_config('client_connection_check_interval', '1s', false)" : ""
         return """
             RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;
-            SELECT set_config('lock_timeout', '\(milliseconds(options.ddlLockTimeout))', false),
+            SELECT set_config('client_encoding', 'UTF8', false),
+                   set_config('lock_timeout', '\(milliseconds(options.ddlLockTimeout))', false),
                    set_config('statement_timeout', '\(options.statementTimeout.map(milliseconds) ?? "0")', false),
                    set_config('idle_in_transaction_session_timeout', '0', false),
                    set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
