@@ -47,7 +47,7 @@ public final class DaemonState: Sendable {
         let state = current
         let superseded = state.supersededBy.map {
             "this daemon's role catalogue was superseded by \($0.prefix(12)), synced after it by a newer release; "
-                + "not syncing (`migrator update-roles --force` with this catalogue rolls back to it)"
+                + "not syncing (`migrator update-roles` with this catalogue rolls back to it)"
         }
         let notices = [superseded, state.rolesNotice].compactMap { $0 }
         return notices.isEmpty ? nil : notices.joined(separator: "\nnote: ")

@@ -82,8 +82,6 @@ struct LiveAppTests {
             #expect(forced.exitCode == 0 && forced.stdout.contains("skipped: this role catalogue"), "--force-roles is a full reconcile, not a rollback: \(forced.transcript)")
             let entry = try E2E.run(E2E.args("migrate", folder, "--roles", old, "--then-exec", "--", "sh", "-c", "exit 0"), database: db)
             #expect(entry.exitCode == 0, entry.transcript)
-            let noForce = try E2E.run(E2E.args("update-roles", folder, "--roles", old, "--no-force"), database: db)
-            #expect(noForce.exitCode == 0 && noForce.stdout.contains("skipped: this role catalogue"), noForce.transcript)
 
             // 5. The new replica restarts after all that: nothing to do, still current.
             #expect(newServe.stop().code == 0, newServe.transcript)
@@ -160,13 +158,14 @@ struct LiveAppTests {
             let connection = try db.connect()
             // Each sync transaction creates groups in one statement; this test-only trigger makes each take at least
             // 0.3 s, so the burst lasts long (40 chunks) whatever the machine's speed, and the runner surely arrives
-            // in the middle of it.
+            // in the middle of it. The time budget is out of the way here (SyncBudgetTests cover it): a loaded machine
+            // must not shrink the chunks below 250 and stretch the burst.
             try connection.query("""
                 CREATE FUNCTION slow_group_insert() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$
                 """)
             try connection.query("CREATE TRIGGER slow_group_insert AFTER INSERT ON auth_group FOR EACH STATEMENT EXECUTE FUNCTION slow_group_insert()")
-            let daemon = try DaemonProcess(folder, database: db, ["--sync-batch-size", "250", "--reconcile-interval", "10m"])
+            let daemon = try DaemonProcess(folder, database: db, ["--sync-batch-size", "250", "--sync-time-budget", "1h", "--reconcile-interval", "10m"])
             #expect(daemon.waitUntilReady(), daemon.transcript)
 
             // Hold the lock while the burst arrives, so that it is all pending at once.
@@ -184,7 +183,7 @@ struct LiveAppTests {
             #expect(syncedBeforeDeployEnded < 10_000, "the deploy got the lock in the middle of the burst, not after it")
 
             let linked = "SELECT count(DISTINCT project_id) FROM migrator.project_role_group"
-            #expect(try DaemonProcess.wait(timeout: 120) { try connection.count(linked) == 10_000 }, daemon.transcript)
+            #expect(try DaemonProcess.wait(timeout: 180) { try connection.count(linked) == 10_000 }, daemon.transcript)
             #expect(try connection.count("SELECT count(*) FROM migrator.project_role_group") == 50_000)
             #expect(try DaemonProcess.wait(timeout: 10) { Self.syncs(in: daemon.stderr).reduce(0) { $0 + $1.projects } == 10_000 }, daemon.transcript)
             let syncs = Self.syncs(in: daemon.stderr)

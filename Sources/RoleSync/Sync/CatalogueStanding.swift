@@ -6,8 +6,8 @@ import Postgres
 ///
 /// The rule: a catalogue never synced before is newer than everything stored (a deploy with new roles just works,
 /// and the catalogue file carries no bookkeeping); a catalogue that was synced once and has been superseded since (it
-/// is in the history but is not the latest row) is never applied again, except by an explicit forced `update-roles`
-/// (an intended rollback of roles). So whatever order the replicas of an old and a new release start in, the old one
+/// is in the history but is not the latest row) is never applied again by a deploy step or a daemon, only by an
+/// explicit `update-roles` (an intended rollback of roles). So whatever order the replicas of an old and a new release start in, the old one
 /// meets a history in which its catalogue is followed by the new one, and stays out of the way.
 ///
 /// "Newer" is the order in which catalogues were first synced on this database; nothing else is known about them.
@@ -30,9 +30,9 @@ public enum CatalogueStanding: Sendable, Equatable {
     }
 
     /// What a sync whose caller is `policy` does for a catalogue standing here.
-    public func decision(policy: SupersededPolicy, force: Bool) -> Decision {
+    public func decision(policy: SupersededPolicy) -> Decision {
         guard case .superseded = self else { return .sync }
-        return policy == .rollBackWhenForced && force ? .sync : .skip
+        return policy == .apply ? .sync : .skip
     }
 
     public enum Decision: Sendable, Equatable {
@@ -70,8 +70,9 @@ public enum SupersededPolicy: Sendable, Equatable {
     /// A deploy step or a daemon (`migrate`, `--then-exec`, the start-up migrate, `serve`): never, forced or not
     /// (`--force-roles` and `MIGRATOR_FORCE_ROLES` mean "reconcile fully", not "roll back").
     case neverApply
-    /// `update-roles`: when forced (its default), a superseded catalogue is applied — an intended rollback.
-    case rollBackWhenForced
+    /// `update-roles` and library callers: a superseded catalogue is applied — an intended rollback (a revisited
+    /// version is recorded again).
+    case apply
 }
 
 extension RoleSynchronizer {

@@ -120,7 +120,7 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
         if mode == .unchanged { return "role catalogue unchanged (version \(short)); nothing to do" }
         if mode == .superseded, let newer = supersededBy {
             return "skipped: this role catalogue (\(short)) was superseded by \(newer.prefix(12)), synced after it; "
-                + "its rows are left as they are (`migrator update-roles --force` with this catalogue rolls back to it)"
+                + "its rows are left as they are (`migrator update-roles` with this catalogue rolls back to it)"
         }
         if mode == .superseded {
             return "nothing synced: the stored role version \((previousVersion ?? "none").prefix(12)) is not this catalogue's (\(short))"

@@ -30,8 +30,8 @@ public struct RoleSynchronizer: Sendable {
         /// few projects, which must never write rows of a catalogue other than the one in force.
         public var onlyIfCurrent = false
         /// Whether a catalogue that was superseded (see ``CatalogueStanding``) may be applied again. The default is
-        /// `update-roles`'s (a forced sync rolls back); the hook and the daemon pass `.neverApply`.
-        public var superseded = SupersededPolicy.rollBackWhenForced
+        /// `update-roles`'s (a rollback); the hook and the daemon pass `.neverApply`.
+        public var superseded = SupersededPolicy.apply
 
         public init(force: Bool = false, dryRun: Bool = false, projectIDs: [Int64]? = nil, onlyIfCurrent: Bool = false) {
             self.force = force
@@ -255,7 +255,7 @@ public struct RoleSynchronizer: Sendable {
         )
         if case .superseded(let latest) = standing { report.supersededBy = latest }
         if options.onlyIfCurrent && standing != .current
-            || standing.decision(policy: options.superseded, force: options.force) == .skip {
+            || standing.decision(policy: options.superseded) == .skip {
             if report.supersededBy != nil {
                 logger.info("this role catalogue was superseded by a newer one; its rows are left as they are", metadata: [
                     "roles.version": "\(version)", "roles.superseded_by": "\(stored?.version ?? "none")",
