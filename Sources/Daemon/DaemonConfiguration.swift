@@ -16,6 +16,8 @@ public struct DaemonConfiguration: Sendable {
     /// The defaults, declared once (`migrator wait` shares the first, declared with the wait itself).
     public static let defaultWaitTimeout = DatabaseWait.defaultTimeout
     public static let defaultReconcileInterval = Duration.seconds(60)
+    public static let defaultSyncBatchSize = 1000
+    public static let defaultSyncTimeBudget = Duration.seconds(2)
 
     /// How long to wait for the database on start (only connection errors are retried).
     public var waitTimeout: Duration = defaultWaitTimeout
@@ -27,6 +29,14 @@ public struct DaemonConfiguration: Sendable {
     public var batchMaxDelay: Duration = .milliseconds(200)
     /// How long a batch waits for the lock held by another runner before the daemon tries again later.
     public var batchLockWait: Duration = .seconds(2)
+    /// At most this many projects (notified, or found drifted by a reconcile) are synced in one transaction…
+    public var syncBatchSize = defaultSyncBatchSize
+    /// …and fewer when the last transaction took longer than this: the next one gets what fits. Between two
+    /// transactions the lock is free, and a runner seen waiting for it goes first.
+    public var syncTimeBudget: Duration = defaultSyncTimeBudget
+    /// How long the daemon pauses between two batches for a waiting runner to take the lock: longer than the
+    /// longest pause of a runner polling for it (1.5 s).
+    public var lockYieldWait: Duration = .seconds(2)
     /// Where the HTTP endpoints listen.
     public var httpAddress: HTTPAddress = HTTPAddress(host: "0.0.0.0", port: 8080)
 

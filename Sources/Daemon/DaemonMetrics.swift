@@ -17,6 +17,10 @@ struct DaemonMetrics: Sendable {
     let blockedGroups: Gauge
     /// Role groups left out because their name is longer than auth_group.name holds, as the last reconcile counted.
     let tooLongGroups: Gauge
+    /// 1 while the stored role version is a newer catalogue's than this daemon's (it does not sync).
+    let catalogueSuperseded: Gauge
+    /// Times the daemon paused between two batches so that a runner waiting for the lock got it.
+    let lockYields: Counter
     let databaseQueries: Counter
     let lastSuccessfulSync: Gauge
     let ready: Gauge
@@ -33,6 +37,8 @@ struct DaemonMetrics: Sendable {
         driftedProjects = Counter(label: "migrator_reconcile_drifted_projects_total", factory: factory)
         blockedGroups = Gauge(label: "migrator_role_groups_name_taken", factory: factory)
         tooLongGroups = Gauge(label: "migrator_role_groups_name_too_long", factory: factory)
+        catalogueSuperseded = Gauge(label: "migrator_role_catalogue_superseded", factory: factory)
+        lockYields = Counter(label: "migrator_lock_yields_total", factory: factory)
         databaseQueries = Counter(label: "migrator_database_queries_total", factory: factory)
         lastSuccessfulSync = Gauge(label: "migrator_last_successful_sync_timestamp_seconds", factory: factory)
         ready = Gauge(label: "migrator_ready", factory: factory)

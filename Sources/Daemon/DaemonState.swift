@@ -14,6 +14,9 @@ public final class DaemonState: Sendable {
         var historyProblems: [String] = []
         /// Nil while the stored role version matches; otherwise why the daemon does not sync.
         var roleVersionProblem: String?
+        /// The newer role version recorded after this daemon's catalogue: it does not sync, and says so, but that is
+        /// how a rolling deploy goes (an older release meeting a newer one), not a problem an operator must act on.
+        var supersededBy: String?
         var lastError: String?
         /// Why the last reconcile failed, while the session itself is fine (a statement failed).
         var reconcileProblem: String?
@@ -40,13 +43,22 @@ public final class DaemonState: Sendable {
     public var phase: Phase { current.phase }
 
     /// What `/readyz` adds to a ready answer, if anything.
-    public var notice: String? { current.rolesNotice }
+    public var notice: String? {
+        let state = current
+        let superseded = state.supersededBy.map {
+            "this daemon's role catalogue was superseded by \($0.prefix(12)), synced after it by a newer release; "
+                + "not syncing (`migrator update-roles` with this catalogue rolls back to it)"
+        }
+        let notices = [superseded, state.rolesNotice].compactMap { $0 }
+        return notices.isEmpty ? nil : notices.joined(separator: "\nnote: ")
+    }
 
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
     public var isStopping: Bool { stopRequested.load(ordering: .relaxed) }
 
     /// Ready means: the database answers, nothing is pending, the history agrees with the folder, and the stored
-    /// role version is this daemon's. Otherwise the first reason that applies.
+    /// role version is this daemon's or a newer one (then ``notice`` says so). Otherwise the first reason that
+    /// applies. Another runner holding the lock is never a reason: the daemon's syncs wait and retry.
     public var readiness: (ready: Bool, reason: String) {
         let state = current
         switch state.phase {

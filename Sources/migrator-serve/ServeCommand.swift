@@ -51,6 +51,41 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var httpAddress: String?
 
+    @Option(
+        name: .customLong("sync-batch-size"),
+        help: ArgumentHelp("At most this many notified or drifted projects per sync transaction; the lock is free between two (env: MIGRATOR_SYNC_BATCH_SIZE; default \(DaemonConfiguration.defaultSyncBatchSize)).", valueName: "n")
+    )
+    var syncBatchSize: Int?
+
+    @Option(
+        name: .customLong("sync-time-budget"),
+        help: ArgumentHelp("A sync transaction that took longer makes the next one smaller, to fit (env: MIGRATOR_SYNC_TIME_BUDGET; default 2s).", valueName: "duration")
+    )
+    var syncTimeBudget: DurationArgument?
+
+    static let syncTimeBudgetSetting = DurationSetting(
+        option: "--sync-time-budget", env: "MIGRATOR_SYNC_TIME_BUDGET", defaultValue: DaemonConfiguration.defaultSyncTimeBudget
+    )
+
+    /// The batch bounds: the option, else the variable, else the default.
+    private func syncBounds() throws -> (size: Int, budget: Duration) {
+        var size = DaemonConfiguration.defaultSyncBatchSize
+        if let syncBatchSize {
+            size = syncBatchSize
+        } else if let text = GlobalOptions.environment["MIGRATOR_SYNC_BATCH_SIZE"] {
+            guard let parsed = Int(text) else {
+                throw ValidationError("MIGRATOR_SYNC_BATCH_SIZE (for --sync-batch-size) has an invalid value '\(text)'; give a number of projects")
+            }
+            size = parsed
+        }
+        guard size >= 1 else { throw ValidationError("--sync-batch-size (MIGRATOR_SYNC_BATCH_SIZE) must be at least 1") }
+        let budget = try Self.syncTimeBudgetSetting.resolved(syncTimeBudget)
+        guard budget >= .milliseconds(10) else {
+            throw ValidationError("--sync-time-budget (MIGRATOR_SYNC_TIME_BUDGET) must be at least 10ms")
+        }
+        return (size, budget)
+    }
+
     func validate() throws {
         if try resolvedNoMigrate && resolvedForceRoles {
             throw ValidationError("--force-roles applies to the start-up migrate, which --no-migrate turns off; pass one")
@@ -74,6 +109,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = try global.makeLogger()
         let settings = try daemonSettings()
+        let bounds = try syncBounds()
         var configuration = DaemonConfiguration(
             connection: global.connectionConfig,
             // A sidecar (--no-migrate) needs no folder; it still compares one that is there with the history.
@@ -88,6 +124,8 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.reconcileInterval = settings.reconcile
         configuration.waitTimeout = settings.wait
         configuration.httpAddress = settings.address
+        configuration.syncBatchSize = bounds.size
+        configuration.syncTimeBudget = bounds.budget
         // The process's one metrics system; /metrics exports this registry.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

@@ -40,9 +40,9 @@ struct ErrorClassTests {
         Case(error: statementFailed, work: .reconcile, connected: true, expected: .report),
         Case(error: statementFailed, work: .batch, connected: true, expected: .report),
         Case(error: PostgresError(code: .queryFailed, message: "x"), work: .listening, connected: true, expected: .report),
-        // A busy lock is a batch's to wait for; a reconcile reports it.
+        // A busy lock is waited for and retried, by a batch and by a reconcile alike: another runner is not a problem.
         Case(error: lockTimeout, work: .batch, connected: true, expected: .lockBusy),
-        Case(error: lockTimeout, work: .reconcile, connected: true, expected: .report),
+        Case(error: lockTimeout, work: .reconcile, connected: true, expected: .lockBusy),
         Case(error: lockTimeout, work: .batch, connected: false, expected: .reconnect),
     ]
 

@@ -9,7 +9,8 @@ enum ErrorClass: Equatable, Sendable {
     case report
     /// A stop was requested (SIGTERM while waiting for another runner's lock): nothing was started; stop.
     case stop
-    /// A batch found another runner holding the lock past its wait: try the batch again shortly, reported once.
+    /// A batch or a reconcile's sync found another runner holding the lock past its wait: try again shortly,
+    /// reported once. Never a readiness problem: the other runner is doing its legitimate work.
     case lockBusy
     /// The start-up failed (the database never became reachable, a migration failed): the daemon ends with it.
     case fail
@@ -41,7 +42,7 @@ enum ErrorClass: Equatable, Sendable {
         case .listening, .reconcile, .batch: break
         }
         guard connected else { return .reconnect }
-        if work == .batch, code == .lockTimeout { return .lockBusy }
+        if work == .batch || work == .reconcile, code == .lockTimeout { return .lockBusy }
         return .report
     }
 }

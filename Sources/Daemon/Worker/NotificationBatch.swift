@@ -1,8 +1,9 @@
 import SystemSupport
 
-/// The projects notified and not yet synced, and when to sync them: notifications that arrive within `gap` of the
-/// last wait join one batch until it is `maxDelay` old; a batch that found the lock busy waits `lockRetryDelay` before
-/// the next try and keeps growing meanwhile.
+/// The projects notified (or found drifted by a reconcile) and not yet synced, and when to sync them: notifications
+/// that arrive within `gap` of the last wait join one batch until it is `maxDelay` old; a batch that found the lock
+/// busy waits `lockRetryDelay` before the next try and keeps growing meanwhile. The worker syncs them a bounded
+/// chunk at a time (``SyncBudget``), lowest id first; what is left stays due.
 ///
 /// A value with the clock passed in, so that its tests advance time instead of sleeping.
 struct NotificationBatch<C: Clock<Duration>> {
@@ -13,6 +14,9 @@ struct NotificationBatch<C: Clock<Duration>> {
 
     /// Notified, not yet synced.
     private(set) var projectIDs = Set<Int64>()
+    /// Those of them a reconcile found out of step (and no notification named since): the reconcile is complete once
+    /// they are synced.
+    private(set) var drifted = Set<Int64>()
     /// When the first notification of the batch being gathered arrived.
     private var gatheringSince: C.Instant?
     /// Not before then (the lock was busy); nil: at once.
@@ -38,6 +42,7 @@ struct NotificationBatch<C: Clock<Duration>> {
         for payload in payloads {
             if let id = Int64(payload.trimmingWhitespace()) {
                 projectIDs.insert(id)
+                drifted.remove(id)
             } else {
                 rejected.append(payload)
             }
@@ -45,6 +50,17 @@ struct NotificationBatch<C: Clock<Duration>> {
         retryAt = nil
         return rejected
     }
+
+    /// Projects a reconcile found out of step: synced like notified ones, in chunks, retried on a busy lock.
+    mutating func addDrifted(_ ids: [Int64]) {
+        for id in ids where projectIDs.insert(id).inserted { drifted.insert(id) }
+    }
+
+    /// Whether some of a reconcile's projects are still to sync.
+    var hasDrift: Bool { !drifted.isEmpty }
+
+    /// Whether every one of `ids` came from a reconcile (the sync is counted as the reconcile's).
+    func allDrifted(_ ids: [Int64]) -> Bool { ids.allSatisfy(drifted.contains) }
 
     /// The first notifications of a batch arrived: gathering runs until a gap or the maximum delay.
     mutating func startGathering() {
@@ -70,15 +86,18 @@ struct NotificationBatch<C: Clock<Duration>> {
         return retryAt.map { clock.now >= $0 } ?? true
     }
 
-    /// `limit`, or less when a batch waiting for the lock is due to try again before it.
+    /// `limit`, or less when a batch waiting for the lock is due to try again before it; zero when the rest of a batch
+    /// is due now (a burst synced chunk by chunk does not pause between chunks).
     func wait(atMost limit: Duration) -> Duration {
-        guard !projectIDs.isEmpty, let retryAt else { return limit }
+        guard !projectIDs.isEmpty else { return limit }
+        guard let retryAt else { return .zero }
         return min(limit, max(.zero, clock.now.duration(to: retryAt)))
     }
 
     /// These ids were synced (notifications that arrived meanwhile stay).
     mutating func synced(_ ids: [Int64]) {
         projectIDs.subtract(ids)
+        drifted.subtract(ids)
         retryAt = nil
         lockBusyReported = false
     }
@@ -95,6 +114,7 @@ struct NotificationBatch<C: Clock<Duration>> {
     /// now (the reconcile that clears the problem finds them).
     mutating func discard() {
         projectIDs.removeAll()
+        drifted.removeAll()
         retryAt = nil
     }
 }

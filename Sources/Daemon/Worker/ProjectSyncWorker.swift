@@ -43,6 +43,11 @@ final class ProjectSyncWorker {
     private var phase = Phase.connecting
     private var batch: NotificationBatch<ContinuousClock>
     private var schedule: ReconcileSchedule<ContinuousClock>
+    private var budget: SyncBudget<ContinuousClock>
+    /// A reconcile handed its drifted projects to the batch: it is complete once they are synced.
+    private var reconcileAwaitingBatch = false
+    /// Whether "the reconcile waits for the lock" was logged since a reconcile last got it.
+    private var reconcileLockBusyReported = false
     /// Whether a session was ever open: a new one after that is a reconnect.
     private var hadSession = false
     /// The session's round trips already added to `migrator_database_queries_total`.
@@ -73,6 +78,7 @@ final class ProjectSyncWorker {
         syncLogger = quiet
         batch = NotificationBatch(clock: clock, gap: configuration.batchGap, maxDelay: configuration.batchMaxDelay)
         schedule = ReconcileSchedule(clock: clock, interval: configuration.reconcileInterval)
+        budget = SyncBudget(clock: clock, maxSize: configuration.syncBatchSize, timeBudget: configuration.syncTimeBudget)
     }
 
     private var session: MigrationSession? {
@@ -81,6 +87,8 @@ final class ProjectSyncWorker {
 
     private var connection: Connection? { session?.connection }
 
+    /// The start-up migrate runs the same hook as `migrate`: a superseded catalogue is never applied (see
+    /// ``CatalogueStanding``).
     private var migrator: Migrator {
         Migrator(
             connection: configuration.connection, options: migratorOptions,
@@ -153,7 +161,9 @@ final class ProjectSyncWorker {
         if schedule.isDue {
             // Scheduled before it runs, so that a failing reconcile is retried at the interval, not in a loop.
             schedule.start()
-            guard try perform(.reconcile, { try reconcile(session); markReconciled() }) else { return }
+            guard try perform(.reconcile, {
+                if try reconcile(session) { markReconciled() } else { reconcileAwaitingBatch = true }
+            }) else { return }
         }
         if batch.isDue {
             guard try perform(.batch, { try syncBatch(session) }) else { return }
@@ -195,7 +205,15 @@ final class ProjectSyncWorker {
         switch kind {
         case .stop:
             phase = .stopping  // SIGTERM while waiting for another runner's lock: nothing was started.
+        case .lockBusy where work == .reconcile:
+            // Not a readiness problem: the other runner's work is legitimate. The reconcile runs again shortly.
+            schedule.due(after: batch.lockRetryDelay)
+            if !reconcileLockBusyReported {
+                reconcileLockBusyReported = true
+                logger.info("another runner holds the migration lock; the reconcile waits")
+            }
         case .lockBusy:
+            budget.abandoned()
             if batch.lockBusy() {
                 logger.info("another runner holds the migration lock; the batch waits", metadata: [
                     "daemon.projects": "\(batch.projectIDs.count)",
@@ -207,7 +225,14 @@ final class ProjectSyncWorker {
             metrics.syncCompleted(trigger: "reconcile", result: "error")
             logger.error("reconcile failed; retrying at the next interval", metadata: ["db.error": "\(error)"])
         case .report:
+            budget.abandoned()
             logger.error("role sync failed; the next reconcile retries", metadata: ["db.error": "\(error)"])
+            if batch.hasDrift || reconcileAwaitingBatch {
+                // The reconcile's projects could not be synced: as for a failed reconcile.
+                reconcileAwaitingBatch = false
+                state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
+                publishReadiness()
+            }
             metrics.syncCompleted(trigger: "notify", result: "error")
             batch.discard()
         case .reconnect, .fail:
@@ -277,6 +302,7 @@ final class ProjectSyncWorker {
             $0.lastError = nil
             $0.reconciled = false
         }
+        reconcileAwaitingBatch = false
         schedule.dueNow()
         return fresh
     }
@@ -328,8 +354,10 @@ final class ProjectSyncWorker {
 
     // MARK: - Reconcile
 
-    /// Re-reads the migration status and the stored role version, then syncs the projects whose rows differ.
-    private func reconcile(_ session: MigrationSession) throws {
+    /// Re-reads the migration status and the stored role version, then syncs the projects whose rows differ. Returns
+    /// false when it handed drifted projects to the batch, which syncs them in bounded chunks: the reconcile is
+    /// complete once they are synced.
+    private func reconcile(_ session: MigrationSession) throws -> Bool {
         let connection = session.connection
         metrics.reconciles.increment()
         let status = try session.status()
@@ -342,30 +370,38 @@ final class ProjectSyncWorker {
         }
         guard pendingMigrations == 0, status.problems.isEmpty else {
             publishReadiness()
-            return
+            return true
         }
         // One query checks the project table (it may have changed under us: an app migration) and reads the stored
         // version; the triggers are put back only once the version is this daemon's.
         let checked = try synchronizer.resolveTarget(connection)
-        let stored = checked.stored
-        let ours = configuration.catalogue.version
-        if stored == nil, !configuration.migrate {
-            // A sidecar attached to a database no sync ran on: there is no other catalogue to overwrite, so the first
-            // full sync is this daemon's (with --no-migrate nothing else would ever make it).
-            logger.info("no role version is recorded yet; running the first full sync")
-            // Not ready until it has committed: the app's projects have no groups before.
-            state.update { $0.roleVersionProblem = "running the first role sync" }
+        // Where this catalogue stands against the stored versions: the rolling-deploy rule, decided in RoleSync.
+        switch try synchronizer.standing(connection, latest: checked.stored?.version) {
+        case .current:
+            setSuperseded(by: nil)
+            setRoleVersionProblem(nil)
+        case .superseded(let newer):
+            // An older release meeting a newer catalogue: it stays out of the way, says so, and is still ready.
+            setSuperseded(by: newer)
+            setRoleVersionProblem(nil)
+            batch.discard()
+            return true
+        case .noVersion, .new:
+            // Nothing recorded (a sidecar attached with --no-migrate to a database no sync ran on), or a catalogue
+            // never synced here, which is newer than everything stored: the sync the hook would run, under the same
+            // rule (it decides again under the lock).
+            setSuperseded(by: nil)
+            logger.info("the role version recorded is not this catalogue's, which was never synced here; syncing it", metadata: [
+                "roles.version": "\(configuration.catalogue.version)", "roles.stored_version": "\(checked.stored?.version ?? "none")",
+            ])
+            // Not ready until it has committed: the app's projects lack their groups before.
+            state.update { $0.roleVersionProblem = "running the first role sync of this catalogue" }
             publishReadiness()
-            try sync(nil, trigger: "reconcile", session, firstSync: true)
-            // Reconcile again at once: now with a version recorded, it counts what the sync had to leave out.
+            try sync(nil, trigger: "reconcile", session, catchUp: true)
+            // Reconcile again at once: now with this version recorded, it counts what the sync had to leave out.
             schedule.dueNow()
-            return
+            return true
         }
-        guard stored?.version == ours else {
-            setRoleVersionProblem(stored: stored?.version)
-            return
-        }
-        setRoleVersionProblem(nil)
         let resolved = try synchronizer.installTriggersIfNeeded(connection, checked, dryRun: false, logger: syncLogger)
         let drift = try synchronizer.drift(connection, target: resolved)
         metrics.blockedGroups.record(drift.blockedGroups)
@@ -406,18 +442,28 @@ final class ProjectSyncWorker {
                 "daemon.projects": "\(drift.projectIDs.count)",
                 "daemon.sample": "\(drift.projectIDs.prefix(10).map(String.init).joined(separator: ","))",
             ])
-            try sync(drift.projectIDs, trigger: "reconcile", session)
+            // Synced by the batch, a bounded chunk per transaction, like notified projects.
+            batch.addDrifted(drift.projectIDs)
+            publishReadiness()
+            return false
         }
         publishReadiness()
+        return true
     }
 
-    private func setRoleVersionProblem(stored: String?) {
-        let ours = configuration.catalogue.version
-        let problem = stored.map {
-            "the stored role version \($0.prefix(12)) is not this daemon's \(ours.prefix(12)) (another deploy migrated "
-                + "with a different catalogue); not syncing"
-        } ?? "no role version is recorded; run `migrator migrate` (or update-roles) with this catalogue; not syncing"
-        setRoleVersionProblem(problem)
+    private func setSuperseded(by newer: String?) {
+        let previous = state.current.supersededBy
+        guard newer != previous else { return }
+        state.update { $0.supersededBy = newer }
+        metrics.catalogueSuperseded.record(newer == nil ? 0 : 1)
+        if let newer {
+            logger.info("this daemon's role catalogue was superseded by a newer one; not syncing", metadata: [
+                "roles.version": "\(configuration.catalogue.version)", "roles.superseded_by": "\(newer)",
+            ])
+        } else {
+            logger.info("this daemon's role catalogue is current again; syncing resumes")
+        }
+        publishReadiness()
     }
 
     private func setRoleVersionProblem(_ problem: String?) {
@@ -430,38 +476,77 @@ final class ProjectSyncWorker {
 
     // MARK: - Sync
 
-    /// Syncs the batch in one transaction; a busy lock or a stop request comes out as an error for `classify`.
+    /// Syncs the next chunk of the batch (``SyncBudget``) in one transaction; what is left stays due. A busy lock or a
+    /// stop request comes out as an error for `classify`. Between two chunks, a runner waiting for the lock goes
+    /// first (``yieldToWaiter(_:)``).
     private func syncBatch(_ session: MigrationSession) throws {
         let current = state.current
-        guard current.roleVersionProblem == nil, current.pendingMigrations == 0, current.historyProblems.isEmpty else {
+        guard current.roleVersionProblem == nil, current.supersededBy == nil, current.pendingMigrations == 0,
+              current.historyProblems.isEmpty
+        else {
             // Not ours to sync now; the reconcile that clears the problem finds these projects.
             batch.discard()
             return
         }
-        let ids = batch.ids
-        try sync(ids, trigger: "notify", session)
+        let ids = budget.chunk(batch.ids)
+        let trigger = batch.allDrifted(ids) ? "reconcile" : "notify"
+        guard try sync(ids, trigger: trigger, session) else { return }
         batch.synced(ids)
+        if !batch.isEmpty {
+            try yieldToWaiter(session)
+        } else if reconcileAwaitingBatch {
+            reconcileAwaitingBatch = false
+            markReconciled()
+        }
     }
 
-    /// One transaction under the lock for these projects (nil: every project, recording the version).
-    private func sync(_ ids: [Int64]?, trigger: String, _ session: MigrationSession, firstSync: Bool = false) throws {
+    /// The lock was just released and more projects are to sync: if another runner polls for the lock, pause until it
+    /// has it (at most `lockYieldWait`), so that a deploy waiting behind a burst gets the lock within one batch.
+    private func yieldToWaiter(_ session: MigrationSession) throws {
+        let key = configuration.migrator.schema.lockKey
+        guard try LockWaiters.look(session.connection, key: key).waiting else { return }
+        metrics.lockYields.increment()
+        logger.info("another runner waits for the migration lock; letting it go first", metadata: [
+            "daemon.projects_left": "\(batch.projectIDs.count)",
+        ])
+        let deadline = clock.now + configuration.lockYieldWait
+        while !state.isStopping, clock.now < deadline {
+            sleep(.milliseconds(50))
+            let seen = try LockWaiters.look(session.connection, key: key)
+            if seen.taken || !seen.waiting { return }
+        }
+    }
+
+    /// One transaction under the lock for these projects (nil: every project, recording the version). With
+    /// `catchUp`, the sync the hook would run (this catalogue was never synced here, or nothing is recorded); otherwise
+    /// only while this catalogue is the one in force. Returns false when it was not (nothing was done).
+    @discardableResult
+    private func sync(_ ids: [Int64]?, trigger: String, _ session: MigrationSession, catchUp: Bool = false) throws -> Bool {
         let start = clock.now
-        var options = RoleSynchronizer.Options(force: ids == nil, projectIDs: ids, onlyIfCurrent: !firstSync)
-        options.onlyIfNoVersion = firstSync
+        var options = RoleSynchronizer.Options(force: ids == nil && !catchUp, projectIDs: ids, onlyIfCurrent: !catchUp)
+        options.superseded = .neverApply
         // The batches' lock waits are reported once by the worker, not on every attempt.
         let logger = session.logger
         session.logger = syncLogger
         defer { session.logger = logger }
         let report = try session.withLock(timeout: configuration.batchLockWait) {
-            try synchronizer.sync(session.connection, options: options, logger: syncLogger)
+            if ids != nil { budget.started() }
+            return try synchronizer.sync(session.connection, options: options, logger: syncLogger)
         }
+        if let ids { budget.finished(projects: ids.count) }
+        reconcileLockBusyReported = false
         let elapsed = clock.now - start
         metrics.syncDuration(trigger: trigger).recordNanoseconds(Int64(elapsed.seconds * 1e9))
         if report.mode == .superseded {
+            // The stored version changed since the reconcile read it: the next reconcile decides what that means.
             metrics.syncCompleted(trigger: trigger, result: "superseded")
-            setRoleVersionProblem(stored: report.previousVersion)
-            return
+            batch.discard()
+            reconcileAwaitingBatch = false
+            schedule.dueNow()
+            if catchUp { setRoleVersionProblem(nil) }
+            return false
         }
+        if catchUp { setRoleVersionProblem(nil) }
         metrics.syncCompleted(trigger: trigger, result: "ok")
         metrics.projectsSynced.increment(by: ids?.count ?? report.projects)
         metrics.rowsWritten.increment(by: report.totals.rowsWritten)
@@ -471,6 +556,7 @@ final class ProjectSyncWorker {
             "roles.rows_written": "\(report.totals.rowsWritten)",
             "roles.duration_ms": "\(TextFormat.fixed(elapsed.milliseconds, 1))",
         ])
+        return true
     }
 
     // MARK: - Helpers

@@ -25,6 +25,11 @@ struct ReconcileSchedule<C: Clock<Duration>> {
         nextDue = clock.now.advanced(by: interval)
     }
 
+    /// The reconcile's sync found the lock busy: try again after `delay` (instead of a whole interval later).
+    mutating func due(after delay: Duration) {
+        nextDue = min(nextDue, clock.now.advanced(by: delay))
+    }
+
     /// Something may have been missed (a new session, a payload that names no project): reconcile at the next turn.
     mutating func dueNow() {
         nextDue = clock.now

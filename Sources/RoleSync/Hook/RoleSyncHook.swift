@@ -21,6 +21,14 @@ public struct RoleSyncHook: PostMigrateHook {
             // The migrations were not applied, so the tables the sync needs may not exist yet: only compare versions.
             let stored = (try? RoleSynchronizer.storedVersion(context.connection, schema: context.schema, legacyFallback: true)) ?? nil
             let current = catalogue.version
+            let standing = try? CatalogueStanding.read(
+                context.connection, version: current, latest: stored?.version, schema: context.schema.qualified("role_version")
+            )
+            if case .superseded(let newer)? = standing {
+                return HookReport(name: name, summary: "would skip: this role catalogue (\(current.prefix(12))) was superseded by \(newer.prefix(12))", details: [
+                    "version": current, "mode": "superseded", "supersededBy": newer,
+                ])
+            }
             let summary = stored?.version == current && !force
                 ? "role catalogue unchanged (version \(current.prefix(12)))"
                 : "would sync the roles to version \(current.prefix(12)) (stored: \(stored?.version.prefix(12) ?? "none"))"
@@ -34,10 +42,14 @@ public struct RoleSyncHook: PostMigrateHook {
                 details: ["version": catalogue.version, "mode": "skipped"]
             )
         }
-        let report = try synchronizer.sync(context.connection, options: .init(force: force), logger: context.logger)
+        // A deploy step: a superseded catalogue is never applied again, forced or not (CatalogueStanding).
+        var options = RoleSynchronizer.Options(force: force)
+        options.superseded = .neverApply
+        let report = try synchronizer.sync(context.connection, options: options, logger: context.logger)
         let totals = report.totals
         return HookReport(name: name, summary: report.summary, details: [
             "mode": report.mode.rawValue, "version": report.version, "previousVersion": report.previousVersion ?? "",
+            "supersededBy": report.supersededBy ?? "",
             "projects": "\(report.projects)", "groupsCreated": "\(totals.groupsCreated)",
             "groupPermissionsAdded": "\(totals.groupPermissionsAdded)", "groupPermissionsRemoved": "\(totals.groupPermissionsRemoved)",
             "objectPermissionsAdded": "\(totals.objectPermissionsAdded)", "objectPermissionsRemoved": "\(totals.objectPermissionsRemoved)",

@@ -9,7 +9,9 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
         case full
         /// The complete set difference for the given projects only; the version is not recorded.
         case projects
-        /// Nothing was done: the stored version is not this catalogue's (``RoleSynchronizer/Options/onlyIfCurrent``).
+        /// Nothing was done: this catalogue was superseded by a newer one (``CatalogueStanding``, then
+        /// ``RoleSyncReport/supersededBy`` names it), or, for the daemon's syncs of a few projects, the stored version is
+        /// not this catalogue's (``RoleSynchronizer/Options/onlyIfCurrent``).
         case superseded
     }
 
@@ -74,6 +76,9 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
     public var version: String
     /// The version stored before this sync, if any.
     public var previousVersion: String?
+    /// The newer version recorded after this catalogue's, when this catalogue was superseded (see
+    /// ``CatalogueStanding``); nil otherwise.
+    public var supersededBy: String?
     /// Whether this sync wrote a `role_schema_version` row.
     public var recordedVersion: Bool
     public var projects: Int
@@ -113,6 +118,10 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
     public var summary: String {
         let short = version.prefix(12)
         if mode == .unchanged { return "role catalogue unchanged (version \(short)); nothing to do" }
+        if mode == .superseded, let newer = supersededBy {
+            return "skipped: this role catalogue (\(short)) was superseded by \(newer.prefix(12)), synced after it; "
+                + "its rows are left as they are (`migrator update-roles` with this catalogue rolls back to it)"
+        }
         if mode == .superseded {
             return "nothing synced: the stored role version \((previousVersion ?? "none").prefix(12)) is not this catalogue's (\(short))"
         }

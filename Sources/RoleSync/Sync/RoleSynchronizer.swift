@@ -26,12 +26,12 @@ public struct RoleSynchronizer: Sendable {
         public var dryRun = false
         /// Limit the sync to these projects; the version is then not recorded.
         public var projectIDs: [Int64]?
-        /// Do nothing (mode `.superseded`) unless the stored version is this catalogue's: a daemon whose catalogue
-        /// is older or newer than the one the last deploy recorded must not rewrite that deploy's rows.
+        /// Do nothing (mode `.superseded`) unless the stored version is this catalogue's: the daemon's syncs of a
+        /// few projects, which must never write rows of a catalogue other than the one in force.
         public var onlyIfCurrent = false
-        /// Do nothing (mode `.superseded`) if any version is recorded: a sidecar's first sync, which must not
-        /// overwrite a deploy that recorded one meanwhile.
-        public var onlyIfNoVersion = false
+        /// Whether a catalogue that was superseded (see ``CatalogueStanding``) may be applied again. The default is
+        /// `update-roles`'s (a rollback); the hook and the daemon pass `.neverApply`.
+        public var superseded = SupersededPolicy.apply
 
         public init(force: Bool = false, dryRun: Bool = false, projectIDs: [Int64]? = nil, onlyIfCurrent: Bool = false) {
             self.force = force
@@ -249,7 +249,18 @@ public struct RoleSynchronizer: Sendable {
             mode: .full, dryRun: options.dryRun, version: version, previousVersion: stored?.version,
             recordedVersion: false, projects: 0
         )
-        if options.onlyIfCurrent && stored?.version != version || options.onlyIfNoVersion && stored != nil {
+        // The rolling-deploy rule, decided in one place (CatalogueStanding), under the lock the caller holds.
+        let standing = try CatalogueStanding.read(
+            connection, version: version, latest: stored?.version, schema: schema.qualified("role_version")
+        )
+        if case .superseded(let latest) = standing { report.supersededBy = latest }
+        if options.onlyIfCurrent && standing != .current
+            || standing.decision(policy: options.superseded) == .skip {
+            if report.supersededBy != nil {
+                logger.info("this role catalogue was superseded by a newer one; its rows are left as they are", metadata: [
+                    "roles.version": "\(version)", "roles.superseded_by": "\(stored?.version ?? "none")",
+                ])
+            }
             report.mode = .superseded
             report.roundTrips = connection.roundTrips - startTrips
             report.durationMs = (clock.now - start).milliseconds
