@@ -132,15 +132,20 @@ struct MigrationDirectoryTests {
         #expect(error?.reports(at: "0001_latin1.sql:2:12", "the file is not valid UTF-8") == true)
     }
 
-    @Test("the no-transaction directive is read from the leading comments only; a misspelt one is an error")
+    // Changed on purpose (issue 14, "text that becomes something else"): a directive after the first statement used to
+    // be ignored, so the file ran in a transaction although it asked not to; it is now an error at its line.
+    @Test("the no-transaction directive is read from the leading comments only (one after SQL is an error); a misspelt one is an error")
     func directives() throws {
         let folder = try MigrationFolder()
         try folder.write("0001_a.sql", "-- migrator:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);\n")
         try folder.write("0002_b.sql", "-- builds the index\n\n--   Migrator:No-Transaction  \nSELECT 1;\n")
         try folder.write("0003_c.sql", "SELECT 1;\n-- migrator:no-transaction\n")
         try folder.write("0004_d.sql", "-- a note that mentions migrator:no-transaction in passing\nSELECT 1;\n")
-        let files = try MigrationDirectory(path: folder.path).entries().map { try $0.load() }
-        #expect(files.map(\.transactional) == [false, false, true, true])
+        let entries = try MigrationDirectory(path: folder.path).entries()
+        let files = try [entries[0], entries[1], entries[3]].map { try $0.load() }
+        #expect(files.map(\.transactional) == [false, false, true])
+        let late = #expect(throws: MigrationError.self) { try entries[2].load() }
+        #expect(late?.reports(at: "0003_c.sql:2:1", "is not in the file's first comment lines") == true)
 
         try folder.write("0005_typo.sql", "-- header\n-- migrator:no-transactions\nSELECT 1;\n")
         let entry = try MigrationDirectory(path: folder.path).entries().last!
