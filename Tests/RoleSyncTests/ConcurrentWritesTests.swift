@@ -17,7 +17,6 @@ struct ConcurrentWritesTests {
     /// Work on a thread of its own with its own connection (a `Connection` stays on the thread that made it).
     final class Background<T: Sendable>: Sendable {
         private let result = Mutex<Result<T, any Error>?>(nil)
-        private let done = DispatchSemaphore(value: 0)
 
         init(_ url: String, applicationName: String, _ body: @escaping @Sendable (Connection) throws -> T) {
             let thread = Thread { [self] in
@@ -27,16 +26,15 @@ struct ConcurrentWritesTests {
                     return try body(connection)
                 }
                 self.result.withLock { $0 = outcome }
-                self.done.signal()
             }
             thread.start()
         }
 
         var isFinished: Bool { result.withLock { $0 != nil } }
 
-        func wait() throws -> T {
-            done.wait()
-            done.signal()
+        /// Polls, so that no thread of the test runner's pool blocks while the work waits for the test's next move.
+        func wait() async throws -> T {
+            while !isFinished { try await Task.sleep(for: .milliseconds(5)) }
             return try result.withLock { $0! }.get()
         }
     }
@@ -56,14 +54,14 @@ struct ConcurrentWritesTests {
 
     /// Polls until `condition` holds (a state the test forced, so it comes; the loop has no deadline of its own, the
     /// test runner's does).
-    static func until(_ what: String, _ condition: () throws -> Bool) throws {
-        while try !condition() { Thread.sleep(forTimeInterval: 0.005) }
+    static func until(_ what: String, _ condition: () throws -> Bool) async throws {
+        while try !condition() { try await Task.sleep(for: .milliseconds(5)) }
     }
 
     /// Until the app's statement has either finished or waits for a lock the sync holds; answers whether it waited.
-    static func finishedOrWaiting(_ control: Connection, _ app: Background<some Sendable>, _ name: String) throws -> Bool {
+    static func finishedOrWaiting(_ control: Connection, _ app: Background<some Sendable>, _ name: String) async throws -> Bool {
         var waited = false
-        try until("\(name) finished or waits") {
+        try await until("\(name) finished or waits") {
             if app.isFinished { return true }
             waited = try state(control, name) == .waiting
             return waited
@@ -193,13 +191,13 @@ struct ConcurrentWritesTests {
     /// Starts a sync paused at `phase` (armed already with `armed`); returns once it waits there.
     static func pausedSync(
         _ database: TestDatabase, _ control: Connection, _ catalogue: RoleCatalogue, force: Bool, at phase: Phase, armed: Bool = false
-    ) throws -> Background<RoleSyncReport> {
+    ) async throws -> Background<RoleSyncReport> {
         if !armed { try armPause(control, at: phase) }
         let sync = Background(database.url, applicationName: "sync-under-test") { connection in
             try connection.query("SELECT set_config('migrator_test.pause_\(pauseKey)', 'on', false)")
             return try RoleSynchronizer(catalogue: catalogue).sync(connection, options: .init(force: force), logger: Base.logger)
         }
-        try until("the sync is paused") { try sync.isFinished || state(control, "sync-under-test") == .paused }
+        try await until("the sync is paused") { try sync.isFinished || state(control, "sync-under-test") == .paused }
         #expect(!sync.isFinished, "the sync did not reach \(phase)")
         return sync
     }
@@ -211,22 +209,22 @@ struct ConcurrentWritesTests {
     static let cases: [(Phase, Bool)] = Phase.allCases.flatMap { [($0, false), ($0, true)] }
 
     @Test("a project deleted while the sync is paused in each statement, full and incremental: no error, its groups gone, the version recorded, no drift, no deadlock", arguments: cases)
-    func projectDeletedDuringPhase(phase: Phase, incremental: Bool) throws {
-        try TestDatabase.with("deleted\(phase)\(incremental)") { database in
+    func projectDeletedDuringPhase(phase: Phase, incremental: Bool) async throws {
+        try await TestDatabase.with("deleted\(phase)\(incremental)") { database in
             let (control, ids) = try Self.prepared(database, incremental: incremental)
             let x = ids[2]
             let catalogue = incremental ? Self.changed : .reference
             let deadlocks = try Self.deadlocks(control)
-            let sync = try Self.pausedSync(database, control, catalogue, force: !incremental, at: phase)
+            let sync = try await Self.pausedSync(database, control, catalogue, force: !incremental, at: phase)
             // The app deletes X. If the paused statement has locked X already, the delete waits for the sync's commit;
             // otherwise it commits now and the sync's later statements skip X.
             let app = Background(database.url, applicationName: "app-under-test") { connection in
                 try connection.query("DELETE FROM main_project WHERE id = $1", [x]).affectedRows
             }
-            _ = try Self.finishedOrWaiting(control, app, "app-under-test")
+            _ = try await Self.finishedOrWaiting(control, app, "app-under-test")
             try Self.release(control)
-            let report = try sync.wait()
-            #expect(try app.wait() == 1)
+            let report = try await sync.wait()
+            #expect(try await app.wait() == 1)
             #expect(report.recordedVersion)
             #expect(report.mode == (incremental ? .incremental : .full))
             #expect(report.lockedProjects == [])
@@ -236,8 +234,8 @@ struct ConcurrentWritesTests {
     }
 
     @Test("a project whose delete is in progress (uncommitted) when the sync starts is skipped in every statement without waiting; the delete commits while the sync is paused in each statement", arguments: cases)
-    func deleteInProgress(phase: Phase, incremental: Bool) throws {
-        try TestDatabase.with("inprogress\(phase)\(incremental)") { database in
+    func deleteInProgress(phase: Phase, incremental: Bool) async throws {
+        try await TestDatabase.with("inprogress\(phase)\(incremental)") { database in
             let (control, ids) = try Self.prepared(database, incremental: incremental)
             let x = ids[2]
             let catalogue = incremental ? Self.changed : .reference
@@ -247,10 +245,10 @@ struct ConcurrentWritesTests {
             try app.query("BEGIN")
             #expect(try app.query("DELETE FROM main_project WHERE id = $1", [x]).affectedRows == 1)
             // Every statement sees X (the delete is not committed) and reads its groups; none may write for them.
-            let sync = try Self.pausedSync(database, control, catalogue, force: !incremental, at: phase, armed: true)
+            let sync = try await Self.pausedSync(database, control, catalogue, force: !incremental, at: phase, armed: true)
             try app.query("COMMIT")
             try Self.release(control)
-            let report = try sync.wait()
+            let report = try await sync.wait()
             #expect(report.recordedVersion)
             #expect(report.lockedProjects == [])
             #expect(try Self.groupsOf(control, x) == 0)
@@ -259,8 +257,8 @@ struct ConcurrentWritesTests {
     }
 
     @Test("a delete that is rolled back after the sync skipped its project: that project is reported, the version recorded, drift names it and a sync of it brings it in step")
-    func deleteRolledBack() throws {
-        try TestDatabase.with { database in
+    func deleteRolledBack() async throws {
+        try await TestDatabase.with { database in
             let (control, ids) = try Self.prepared(database)
             let x = ids[2]
             let app = try database.connect()
@@ -279,11 +277,11 @@ struct ConcurrentWritesTests {
     }
 
     @Test("a project inserted and one renamed while the sync is paused: the insert is synced in the same transaction (the catch-up pass), the rename by the next sync, nothing waits")
-    func insertedAndRenamed() throws {
-        try TestDatabase.with { database in
+    func insertedAndRenamed() async throws {
+        try await TestDatabase.with { database in
             let (control, ids) = try Self.prepared(database)
             let deadlocks = try Self.deadlocks(control)
-            let sync = try Self.pausedSync(database, control, .reference, force: true, at: .groupPermissions)
+            let sync = try await Self.pausedSync(database, control, .reference, force: true, at: .groupPermissions)
             // Neither waits, though the paused statement holds FOR KEY SHARE on p4: that conflicts with neither an
             // insert nor an update of a non-key column.
             let p4 = ids[3]
@@ -292,10 +290,10 @@ struct ConcurrentWritesTests {
                 try connection.query("UPDATE main_project SET name = 'renamed meanwhile' WHERE id = $1", [p4])
                 return Int64(new)
             }
-            #expect(try !Self.finishedOrWaiting(control, app, "app-under-test"))
-            let new = try app.wait()
+            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"))
+            let new = try await app.wait()
             try Self.release(control)
-            let report = try sync.wait()
+            let report = try await sync.wait()
             #expect(report.recordedVersion)
             // The insert came after the first pass read the projects: the catch-up pass gave it its groups. The rename
             // came before the rename statement, which follows it.
@@ -306,8 +304,8 @@ struct ConcurrentWritesTests {
     }
 
     @Test("a membership added to a group the sync renames: before the rename statement it does not wait at all; after it, it waits for the sync's commit only")
-    func membershipDuringRename() throws {
-        try TestDatabase.with { database in
+    func membershipDuringRename() async throws {
+        try await TestDatabase.with { database in
             let (control, ids) = try Self.prepared(database)
             let x = ids[2]
             let deadlocks = try Self.deadlocks(control)
@@ -325,29 +323,29 @@ struct ConcurrentWritesTests {
                 try connection.query("SELECT set_config('migrator_test.pause_4343', 'on', false)")
                 return try RoleSynchronizer(catalogue: .reference).sync(connection, options: .init(force: true), logger: Base.logger)
             }
-            try Self.until("paused before the rename") { try Self.state(control, "sync-under-test") == .paused }
+            try await Self.until("paused before the rename") { try Self.state(control, "sync-under-test") == .paused }
             let before = Background(database.url, applicationName: "member-before-rename") { connection in
                 try connection.query(
                     "INSERT INTO users_user_groups (user_id, group_id) SELECT id, $1::integer FROM users_user WHERE username = 'ada'", [group]
                 ).affectedRows
             }
-            #expect(try !Self.finishedOrWaiting(control, before, "member-before-rename"))
-            #expect(try before.wait() == 1)
+            #expect(try await !Self.finishedOrWaiting(control, before, "member-before-rename"))
+            #expect(try await before.wait() == 1)
             // A project the first pass did not see: the catch-up pass, after the rename, creates its groups and
             // pauses there.
             try Base.addProjects(control, ["late"])
             try Self.release(control)
-            try Self.until("paused after the rename") { try Self.state(control, "sync-under-test") == .paused && Self.secondPause(control) }
+            try await Self.until("paused after the rename") { try Self.state(control, "sync-under-test") == .paused && Self.secondPause(control) }
             let after = Background(database.url, applicationName: "member-after-rename") { connection in
                 try connection.query(
                     "INSERT INTO users_user_groups (user_id, group_id) SELECT id, $1::integer FROM users_user WHERE username = 'bob'", [group]
                 ).affectedRows
             }
-            #expect(try Self.finishedOrWaiting(control, after, "member-after-rename"))
+            #expect(try await Self.finishedOrWaiting(control, after, "member-after-rename"))
             #expect(try Self.state(control, "sync-under-test") == .paused)
             try control.query("SELECT pg_advisory_unlock(4343)")
-            let report = try sync.wait()
-            #expect(try after.wait() == 1)
+            let report = try await sync.wait()
+            #expect(try await after.wait() == 1)
             #expect(report.totals.groupsRenamed == 9)  // X and p1, but X's BasicMember group, which is created anew
             #expect(try Base.count(control, "SELECT count(*) AS n FROM users_user_groups WHERE group_id = \(group)") == 2)
             try Self.expectSettled(control, .reference, deadlocksBefore: deadlocks)
@@ -363,24 +361,24 @@ struct ConcurrentWritesTests {
     }
 
     @Test("a project deleted while an incremental sync removes permissions and renames groups: both succeed, no deadlock", arguments: [Phase.groupPermissions, .objectPermissions, .rename])
-    func deleteDuringRemoveAndRename(phase: Phase) throws {
-        try TestDatabase.with("removerename\(phase)") { database in
+    func deleteDuringRemoveAndRename(phase: Phase) async throws {
+        try await TestDatabase.with("removerename\(phase)") { database in
             let connection = try Base.migrated(database)
             let ids = try Base.addProjects(connection, ["a", "b", "c"])
             try Base.sync(connection)
             try connection.query("UPDATE main_project SET name = name || '2'")
             let deadlocks = try Self.deadlocks(connection)
-            let sync = try Self.pausedSync(database, connection, Self.changed, force: false, at: phase)
+            let sync = try await Self.pausedSync(database, connection, Self.changed, force: false, at: phase)
             let id = ids[0]
             let app = Background(database.url, applicationName: "app-under-test") { connection in
                 try connection.query("DELETE FROM main_project WHERE id = $1", [id]).affectedRows
             }
             // The group permissions statement locked every project it writes for (all three): the delete waits for
             // the sync's commit, holding nothing the sync needs (its trigger has not run yet).
-            #expect(try Self.finishedOrWaiting(connection, app, "app-under-test"))
+            #expect(try await Self.finishedOrWaiting(connection, app, "app-under-test"))
             try Self.release(connection)
-            #expect(try sync.wait().recordedVersion)
-            #expect(try app.wait() == 1)
+            #expect(try await sync.wait().recordedVersion)
+            #expect(try await app.wait() == 1)
             #expect(try Self.groupsOf(connection, ids[0]) == 0)
             #expect(try Self.deadlocks(connection) == deadlocks)
             try Self.expectSettled(connection, Self.changed, deadlocksBefore: deadlocks)
@@ -388,8 +386,8 @@ struct ConcurrentWritesTests {
     }
 
     @Test("a guardian row of our group on another content type's object with the project's object_pk: drift reports it, and the sync replaces it", arguments: [false, true])
-    func foreignContentTypeRow(perProject: Bool) throws {
-        try TestDatabase.with { database in
+    func foreignContentTypeRow(perProject: Bool) async throws {
+        try await TestDatabase.with { database in
             let connection = try Base.migrated(database)
             let ids = try Base.addProjects(connection, ["a", "b"])
             try Base.sync(connection)

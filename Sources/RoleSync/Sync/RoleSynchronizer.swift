@@ -419,9 +419,19 @@ public struct RoleSynchronizer: Sendable {
         // and removed alike.
         let changed = diff.map { $0.addedPairs + $0.removedPairs }
         try syncPermissions(sql, contentType: contentType, changed: changed, projects: projects, connection, logger, &phases, &report)
+        let renamedBefore = report.totals.groupsRenamed
         try renameGroups(sql, projects: projects, connection, logger, &phases, &report)
-        // Catch-up: groups for projects created after the first pass read them, and for names a rename just freed.
-        // The first pass's blocked groups are reported again by this pass if they still are.
+        // Catch-up, only when there is something for it (its INSERT would fire the app's statement triggers): groups
+        // for projects created after the first pass read them, and for names a rename just freed. The first pass's
+        // blocked groups are reported again by this pass if they still are.
+        let unlinked = sql.unlinkedCount(projects: projects)
+        var unlinkedNow = 0
+        try run(unlinked.name, connection, logger, &phases) {
+            unlinkedNow = try unlinked.one(on: connection).decode("n")
+            return 0
+        }
+        let namesFreed = report.totals.groupsRenamed > renamedBefore && createBlocked.2 > 0
+        guard unlinkedNow > createBlocked.2 + createBlocked.3 || namesFreed else { return try count(sql, projects, connection, logger, &phases, &report) }
         report.blockedGroups.removeSubrange(beforeCreate.0..<(beforeCreate.0 + createBlocked.0))
         report.tooLongGroups.removeSubrange(beforeCreate.1..<(beforeCreate.1 + createBlocked.1))
         report.blockedGroupsTotal -= createBlocked.2
@@ -437,6 +447,14 @@ public struct RoleSynchronizer: Sendable {
             // Only the groups just created are compared (no pair changed for the others).
             try syncPermissions(sql, contentType: contentType, changed: [], projects: nil, connection, logger, &phases, &report)
         }
+        try count(sql, projects, connection, logger, &phases, &report)
+    }
+
+    /// The counts of the report, and the projects left out because another transaction held them.
+    private func count(
+        _ sql: SyncSQL, _ projects: [Int64]?, _ connection: Connection, _ logger: Logger,
+        _ phases: inout [RoleSyncReport.Phase], _ report: inout RoleSyncReport
+    ) throws(RoleSyncError) {
         try run("count", connection, logger, &phases) {
             report.projects = try sql.projectCount(projects: projects).one(on: connection).decode("n")
             let skipped = try sql.skippedProjects().one(on: connection)

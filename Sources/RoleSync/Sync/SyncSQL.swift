@@ -415,6 +415,14 @@ struct SyncSQL {
         }
     }
 
+    /// How many (project, role) pairs in scope have no group: after the first pass, those it had to leave out, and
+    /// those of projects created since it read them. Answers `n`.
+    func unlinkedCount(projects: [Int64]?) -> SyncStatement {
+        SyncStatement("look for projects created meanwhile") { p in
+            "WITH \(desiredRows(p).unlinkedCTE(scope: p.bigints(projects))) SELECT count(*) AS n FROM unlinked"
+        }
+    }
+
     /// Before the catch-up pass (groups for projects created meanwhile, and for names a rename freed): the groups of
     /// the first pass have their rows already.
     static let forgetFreshGroups = SyncStatement("forget fresh groups") { _ in "DELETE FROM migrator_fresh_groups" }
