@@ -23,7 +23,63 @@ public enum RoleObjects {
 
     public static let component = OwnObjectsComponent(name: "role-sync", steps: [
         .init(version: 1, summary: "role versions, project/role/group links, trigger functions", apply: installVersion1),
+        .init(version: 2, summary: "delete_role_groups locks the groups before the rows that reference them", apply: installVersion2),
     ])
+
+    /// `delete_role_groups` takes the sync's lock order (``DesiredRows/lockCTEs(_:)``): the project row is locked by the
+    /// app's DELETE already, then the groups (`FOR UPDATE`, in id order), then the rows that reference them. Version 1
+    /// deleted the referencing rows first and the groups last, the other order, which deadlocked with a sync that
+    /// renamed groups and then removed their permissions.
+    @Sendable
+    static func installVersion2(_ connection: Connection, _ schema: OwnSchema, _ logger: Logger) throws {
+        _ = try connection.execute(script: deleteGroupsSQLVersion2(schema))
+    }
+
+    static func deleteGroupsSQLVersion2(_ schema: OwnSchema) -> String {
+        let links = schema.qualified("project_role_group")
+        return """
+            CREATE OR REPLACE FUNCTION \(schema.qualified("delete_role_groups"))(gids integer[]) RETURNS integer
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                groups regclass;
+                ref record;
+                deleted integer;
+            BEGIN
+                IF gids IS NULL OR cardinality(gids) = 0 THEN
+                    RETURN 0;
+                END IF;
+                -- The group table is the one our links reference; the rows that reference it are found from the
+                -- catalog, so memberships of any user model and any app's grants go with the group.
+                SELECT c.confrelid::regclass INTO groups FROM pg_constraint c
+                WHERE c.conrelid = '\(links)'::regclass AND c.contype = 'f';
+                IF groups IS NULL THEN
+                    RETURN 0;  -- no sync has run yet, so no group is linked
+                END IF;
+                -- The lock order of migrator's sync: the groups (in id order) before the rows that reference them, so
+                -- that a sync writing for these groups and this delete never wait for each other's locks in turn. A
+                -- group deleted meanwhile is skipped.
+                EXECUTE format('SELECT array_agg(id) FROM (SELECT id FROM %s WHERE id = ANY ($1) ORDER BY id FOR UPDATE) g', groups)
+                    INTO gids USING gids;
+                IF gids IS NULL THEN
+                    RETURN 0;
+                END IF;
+                FOR ref IN
+                    SELECT c.conrelid::regclass AS tbl, a.attname AS col
+                    FROM pg_constraint c
+                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                    WHERE c.contype = 'f' AND c.confrelid = groups AND cardinality(c.conkey) = 1
+                      AND c.conrelid <> '\(links)'::regclass AND c.conrelid <> groups
+                    ORDER BY c.conrelid::regclass::text, a.attname
+                LOOP
+                    EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1)', ref.tbl, ref.col) USING gids;
+                END LOOP;
+                EXECUTE format('DELETE FROM %s WHERE id = ANY ($1)', groups) USING gids;
+                GET DIAGNOSTICS deleted = ROW_COUNT;
+                RETURN deleted;
+            END;
+            $fn$;
+            """
+    }
 
     @Sendable
     static func installVersion1(_ connection: Connection, _ schema: OwnSchema, _ logger: Logger) throws {

@@ -142,10 +142,52 @@ struct DesiredRows {
                    array_agg(x.id) FILTER (WHERE c.permission_id IS NULL) AS extra
             FROM \(table.name) x
             JOIN \(sql.links) s ON s.group_id = x.group_id
-            LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id
+            LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id AND \(table.valid(contentType: contentType))
             WHERE \(inScope("s.project_id", projects)) \(table.rowCondition(contentType: contentType))
               \(table.permissionCondition(contentType: contentType))
             GROUP BY x.group_id
+        )
+        """
+    }
+
+    // MARK: Locks
+
+    /// CTEs `locked_projects(project_id)` and `locked_groups(group_id)`: the guard of every statement that writes rows
+    /// for linked groups. `candidates` names a relation with `project_id` and `group_id` (NULL for a group the statement
+    /// creates itself): the rows it means to write for. The statement then writes only for groups in `locked_groups`
+    /// (or, creating groups, projects in `locked_projects`), so every row it writes refers to a project and a group that
+    /// exist and cannot be deleted until the sync commits, whatever the statement's snapshot saw.
+    ///
+    /// The lock order, the same in every statement of the sync and in `delete_role_groups` (the app's project delete):
+    /// 1. the project row (`FOR KEY SHARE`, in id order, `SKIP LOCKED`): a project being deleted holds `FOR UPDATE` on
+    ///    its row, so the sync skips it instead of waiting (it is gone at commit, or reported and left to the next
+    ///    sync); `FOR KEY SHARE` does not conflict with the app's updates of non-key columns (a rename) or its foreign
+    ///    key checks, only with deletes, which then wait for the sync;
+    /// 2. the project's groups (`FOR KEY SHARE` here, in id order; `FOR UPDATE` for a rename, which is the last write
+    ///    of a sync, so that the app's foreign-key checks on a renamed group (a membership added) wait from the rename to
+    ///    the commit only);
+    /// 3. the rows that reference the groups (links, group and object permissions, memberships).
+    /// A group is locked only while its project is, so the app's delete (project, then groups, then rows) and the sync
+    /// never hold each other's next lock.
+    ///
+    /// `migrator_skipped_projects` collects the candidates whose project could not be locked (being deleted, or deleted
+    /// after the statement's snapshot); the sync reports those that still exist at its end.
+    func lockCTEs(_ candidates: String) -> String {
+        """
+        locked_projects AS MATERIALIZED (
+            SELECT p.\(sql.id)::bigint AS project_id FROM \(sql.projectTable) p
+            WHERE p.\(sql.id) IN (SELECT project_id FROM \(candidates))
+            ORDER BY p.\(sql.id)
+            FOR KEY SHARE OF p SKIP LOCKED
+        ), skipped AS (
+            INSERT INTO migrator_skipped_projects (project_id)
+            SELECT project_id FROM \(candidates) EXCEPT SELECT project_id FROM locked_projects
+            ON CONFLICT DO NOTHING
+        ), locked_groups AS MATERIALIZED (
+            SELECT g.id AS group_id FROM auth_group g
+            WHERE g.id IN (SELECT c.group_id FROM \(candidates) c WHERE c.project_id IN (SELECT project_id FROM locked_projects))
+            ORDER BY g.id
+            FOR KEY SHARE OF g
         )
         """
     }
@@ -193,11 +235,28 @@ enum PermissionTable {
 
     /// What makes a row `x` of a group linked as `s` ours, on the row itself: only a group's permissions on its own
     /// project are ours; a grant on another object was made by someone else. Guardian stores the content type on the
-    /// row (and assign_perm checks it matches the permission's). Empty, or `AND …`.
+    /// row (and assign_perm checks it matches the permission's). A row of our group on the project's `object_pk` that
+    /// names one of the project content type's permissions is ours too whatever content type it names: guardian's
+    /// unique key (group, permission, object_pk) has no content type, so that row holds the place of the row the
+    /// catalogue wants, and it is an extra (``valid(contentType:)``) that the sync replaces. Empty, or `AND …`.
     func rowCondition(contentType: String) -> String {
         switch self {
         case .group: ""
-        case .object: "AND x.content_type_id = \(contentType) AND x.object_pk = s.project_id::text"
+        case .object:
+            """
+            AND x.object_pk = s.project_id::text
+            AND (x.content_type_id = \(contentType)
+                 OR x.permission_id IN (SELECT id FROM auth_permission WHERE content_type_id = \(contentType)))
+            """
+        }
+    }
+
+    /// Whether a row of ours can be one the catalogue wants (its permission aside): an object permission must name
+    /// the project content type.
+    func valid(contentType: String) -> String {
+        switch self {
+        case .group: "true"
+        case .object: "x.content_type_id = \(contentType)"
         }
     }
 

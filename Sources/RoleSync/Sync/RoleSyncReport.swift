@@ -98,6 +98,10 @@ public struct RoleSyncReport: Sendable, Codable, Equatable {
     public var tooLongGroupsTotal = 0
     /// Groups of projects that no longer exist (deleted while no trigger was installed), removed by this sync.
     public var groupsOfDeletedProjectsRemoved = 0
+    /// Projects whose row another transaction held `FOR UPDATE` (a delete that had not committed, `SELECT … FOR
+    /// UPDATE`) when the sync reached them, and that still existed at its end: left as they were; drift finds them and
+    /// the next sync (or `serve`'s reconcile) brings them in step.
+    public var lockedProjects: [Int64] = []
     public var phases: [Phase] = []
     public var durationMs: Double = 0
     public var roundTrips = 0

@@ -412,18 +412,76 @@ public struct RoleSynchronizer: Sendable {
                 return removed
             }
         }
-        try countByRole(sql.renameGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
-            changes.groupsRenamed += try row.decode("n")
-        }
+        // Writes in the lock order of ``DesiredRows/lockCTEs(_:)``: every statement locks the projects, then the
+        // groups it writes for, then writes their rows; renames (FOR UPDATE on groups) come last, so the app's
+        // foreign-key checks on a renamed group wait from the rename to the commit only.
         try countByRole(sql.adoptGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
             changes.groupsAdopted += try row.decode("n")
         }
+        let beforeCreate = (report.blockedGroups.count, report.tooLongGroups.count, report.blockedGroupsTotal, report.tooLongGroupsTotal)
         try countByRole(sql.createGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
             changes.groupsCreated += try row.decode("n")
         }
+        let createBlocked = (
+            report.blockedGroups.count - beforeCreate.0, report.tooLongGroups.count - beforeCreate.1,
+            report.blockedGroupsTotal - beforeCreate.2, report.tooLongGroupsTotal - beforeCreate.3
+        )
         // A full sync compares by counting per group; an incremental one compares only the pairs that changed, added
         // and removed alike.
         let changed = diff.map { $0.addedPairs + $0.removedPairs }
+        try syncPermissions(sql, contentType: contentType, changed: changed, projects: projects, connection, logger, &phases, &report)
+        let renamedBefore = report.totals.groupsRenamed
+        try renameGroups(sql, projects: projects, connection, logger, &phases, &report)
+        // Catch-up, only when there is something for it (its INSERT would fire the app's statement triggers): groups
+        // for projects created after the first pass read them, and for names a rename just freed. The first pass's
+        // blocked groups are reported again by this pass if they still are.
+        let unlinked = sql.unlinkedCount(projects: projects)
+        var unlinkedNow = 0
+        try run(unlinked.name, connection, logger, &phases) {
+            unlinkedNow = try unlinked.one(on: connection).decode("n")
+            return 0
+        }
+        let namesFreed = report.totals.groupsRenamed > renamedBefore && createBlocked.2 > 0
+        guard unlinkedNow > createBlocked.2 + createBlocked.3 || namesFreed else { return try count(sql, projects, connection, logger, &phases, &report) }
+        report.blockedGroups.removeSubrange(beforeCreate.0..<(beforeCreate.0 + createBlocked.0))
+        report.tooLongGroups.removeSubrange(beforeCreate.1..<(beforeCreate.1 + createBlocked.1))
+        report.blockedGroupsTotal -= createBlocked.2
+        report.tooLongGroupsTotal -= createBlocked.3
+        try run(SyncSQL.forgetFreshGroups.name, connection, logger, &phases) { try SyncSQL.forgetFreshGroups.run(on: connection).affectedRows }
+        var caughtUp = 0
+        try countByRole(sql.createGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+            let created: Int = try row.decode("n")
+            caughtUp += created
+            changes.groupsCreated += created
+        }
+        if caughtUp > 0 {
+            // Only the groups just created are compared (no pair changed for the others).
+            try syncPermissions(sql, contentType: contentType, changed: [], projects: nil, connection, logger, &phases, &report)
+        }
+        try count(sql, projects, connection, logger, &phases, &report)
+    }
+
+    /// The counts of the report, and the projects left out because another transaction held them.
+    private func count(
+        _ sql: SyncSQL, _ projects: [Int64]?, _ connection: Connection, _ logger: Logger,
+        _ phases: inout [RoleSyncReport.Phase], _ report: inout RoleSyncReport
+    ) throws(RoleSyncError) {
+        try run("count", connection, logger, &phases) {
+            report.projects = try sql.projectCount(projects: projects).one(on: connection).decode("n")
+            let skipped = try sql.skippedProjects().one(on: connection)
+            report.lockedProjects = try skipped.decode("ids", as: [String?].self).compactMap { $0.flatMap { Int64($0) } }
+            for row in try sql.retiredRoles().run(on: connection).rows {
+                report.retiredRoles[try row.decode("role")] = try row.decode("n")
+            }
+            return 0
+        }
+    }
+
+    /// Both permission tables: the incremental comparison when `changed` is known, the full one otherwise.
+    private func syncPermissions(
+        _ sql: SyncSQL, contentType: Int, changed: [CatalogueDiff.Pair]?, projects: [Int64]?, _ connection: Connection,
+        _ logger: Logger, _ phases: inout [RoleSyncReport.Phase], _ report: inout RoleSyncReport
+    ) throws(RoleSyncError) {
         for table in [PermissionTable.group, .object] {
             let statement = changed.map { sql.permissionsIncremental(table, contentType: contentType, changed: $0) }
                 ?? sql.permissionsFull(table, contentType: contentType, projects: projects)
@@ -440,12 +498,34 @@ public struct RoleSynchronizer: Sendable {
                 }
             }
         }
-        try run("count", connection, logger, &phases) {
-            report.projects = try sql.projectCount(projects: projects).one(on: connection).decode("n")
-            for row in try sql.retiredRoles().run(on: connection).rows {
-                report.retiredRoles[try row.decode("role")] = try row.decode("n")
+    }
+
+    private static let uniqueViolation = "23505"
+
+    /// The rename, in a savepoint: a group the app created after the statement's snapshot may have taken a name it
+    /// gives (a unique violation, `ON CONFLICT` being no option for an UPDATE); then it runs again, and its new snapshot
+    /// sees that group and reports the name as taken.
+    private func renameGroups(
+        _ sql: SyncSQL, projects: [Int64]?, _ connection: Connection, _ logger: Logger,
+        _ phases: inout [RoleSyncReport.Phase], _ report: inout RoleSyncReport
+    ) throws(RoleSyncError) {
+        var attempt = 1
+        while true {
+            do throws(RoleSyncError) {
+                try run("savepoint", connection, logger, &phases) { try connection.query("SAVEPOINT migrator_rename").affectedRows }
+                var attemptReport = report
+                try countByRole(sql.renameGroups(projects: projects), connection, logger, &phases, &attemptReport) { changes, row throws(RowDecodingError) in
+                    changes.groupsRenamed += try row.decode("n")
+                }
+                report = attemptReport
+                return
+            } catch where error.error.sqlState == Self.uniqueViolation && attempt < 3 {
+                attempt += 1
+                logger.info("a group took a name the rename gives meanwhile; renaming again", metadata: ["db.sqlstate": "\(Self.uniqueViolation)"])
+                try run("roll back to savepoint", connection, logger, &phases) {
+                    try connection.query("ROLLBACK TO SAVEPOINT migrator_rename").affectedRows
+                }
             }
-            return 0
         }
     }
 

@@ -68,6 +68,7 @@ struct SyncSQL {
     static let prepare = """
         CREATE TEMPORARY TABLE migrator_fresh_groups (group_id integer PRIMARY KEY, created boolean NOT NULL)
             ON COMMIT DROP;
+        CREATE TEMPORARY TABLE migrator_skipped_projects (project_id bigint PRIMARY KEY) ON COMMIT DROP;
         SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true),
                set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true)
         """
@@ -132,14 +133,22 @@ struct SyncSQL {
 
     /// A renamed project's groups follow its name. A name that is not free (``DesiredRows/nameFree(_:linked:)``) is
     /// left as it is, and the group is reported (see `blockedRows`). Answers per role `n`, then the blocked rows.
+    ///
+    /// The last write of a sync: renaming a unique column takes `FOR UPDATE` on the group, which the app's foreign-key
+    /// checks on it (a membership added) wait for until the sync commits. The project is locked first
+    /// (``DesiredRows/lockCTEs(_:)``); the UPDATE itself locks the group and skips one deleted meanwhile.
     func renameGroups(projects: [Int64]?) -> SyncStatement {
         SyncStatement("rename groups") { p in
             let desired = desiredRows(p)
             let free = desired.nameFree("e.name", linked: true)
             return """
-                WITH \(desired.linkedCTE(scope: p.bigints(projects))), renamed AS (
+                WITH \(desired.linkedCTE(scope: p.bigints(projects))), candidates AS (
+                    SELECT e.project_id, NULL::integer AS group_id
+                    FROM linked e JOIN auth_group g ON g.id = e.group_id
+                    WHERE g.name <> e.name AND \(free)
+                ), \(desired.lockCTEs("candidates")), renamed AS (
                     UPDATE auth_group g SET name = e.name
-                    FROM linked e
+                    FROM linked e JOIN locked_projects lp ON lp.project_id = e.project_id
                     WHERE g.id = e.group_id AND g.name <> e.name AND \(free)
                     RETURNING e.role
                 ), blocked AS (
@@ -161,13 +170,16 @@ struct SyncSQL {
         SyncStatement("adopt groups") { p in
             let desired = desiredRows(p)
             return """
-                WITH \(desired.unlinkedCTE(scope: p.bigints(projects))), adopted AS (
-                    INSERT INTO \(links) (project_id, role, group_id)
-                    SELECT u.project_id, u.role, g.id
+                WITH \(desired.unlinkedCTE(scope: p.bigints(projects))), candidates AS (
+                    SELECT u.project_id, u.role, g.id AS group_id
                     FROM unlinked u
                     JOIN \(projectTable) p ON p.\(id) = u.project_id
                     JOIN auth_group g ON g.name = \(desired.groupName(project: "p", role: "u.role"))
                     WHERE g.id NOT IN (SELECT group_id FROM \(links)) AND \(desired.fits("g.name"))
+                ), \(desired.lockCTEs("candidates")), adopted AS (
+                    INSERT INTO \(links) (project_id, role, group_id)
+                    SELECT c.project_id, c.role, c.group_id FROM candidates c
+                    WHERE c.group_id IN (SELECT group_id FROM locked_groups)
                     ON CONFLICT DO NOTHING
                     RETURNING role, group_id
                 ), fresh AS (
@@ -187,8 +199,12 @@ struct SyncSQL {
                     SELECT u.project_id, u.role, n.name, \(desired.nameFree("n.name", linked: false)) AS free
                     FROM unlinked u JOIN \(projectTable) p ON p.\(id) = u.project_id
                     CROSS JOIN LATERAL (SELECT \(desired.groupName(project: "p", role: "u.role")) AS name) n
-                ), created AS (
-                    INSERT INTO auth_group (name) SELECT name FROM missing WHERE free ORDER BY name
+                ), candidates AS (
+                    SELECT project_id, NULL::integer AS group_id FROM missing WHERE free
+                ), \(desired.lockCTEs("candidates")), created AS (
+                    -- Only for projects locked: one deleted after the snapshot gets no groups (nor links it would keep).
+                    INSERT INTO auth_group (name)
+                    SELECT name FROM missing WHERE free AND project_id IN (SELECT project_id FROM locked_projects) ORDER BY name
                     ON CONFLICT (name) DO NOTHING
                     RETURNING id, name
                 ), linked AS (
@@ -262,26 +278,39 @@ struct SyncSQL {
                     WHERE NOT EXISTS (
                         SELECT 1 FROM \(table.name) x
                         WHERE x.group_id = s.group_id AND x.permission_id = c.permission_id \(table.rowCondition(contentType: ct))
+                          AND \(table.valid(contentType: ct))
                     )
+                ), extra_rows AS (
+                    SELECT p.group_id, unnest(p.extra) AS id FROM per_group p WHERE \(DesiredRows.extra("p"))
+                ), candidates AS (
+                    SELECT s.project_id, s.group_id FROM \(links) s
+                    WHERE s.group_id IN (SELECT want_group FROM missing UNION ALL SELECT group_id FROM extra_rows)
+                ), \(desired.lockCTEs("candidates")), removed AS (
+                    DELETE FROM \(table.name) x
+                    WHERE x.id = ANY (ARRAY(SELECT id FROM extra_rows WHERE group_id IN (SELECT group_id FROM locked_groups)))
+                    RETURNING x.group_id
+                ), removed_first AS (
+                    -- Read before any insert: an extra row may hold the unique key (group, permission, object_pk) of a
+                    -- row to insert (a foreign content type's row), so the deletes must be done when the inserts run.
+                    SELECT count(*) AS n FROM removed
                 ), inserted_for_new_groups AS (
-                    \(insert) FROM missing WHERE created
+                    \(insert) FROM missing
+                    WHERE created AND want_group IN (SELECT group_id FROM locked_groups) AND (SELECT n FROM removed_first) >= 0
                     ORDER BY want_group, want_permission
+                    RETURNING group_id
                 ), inserted AS (
-                    \(insert) FROM missing WHERE NOT created
+                    \(insert) FROM missing
+                    WHERE NOT created AND want_group IN (SELECT group_id FROM locked_groups) AND (SELECT n FROM removed_first) >= 0
                     ORDER BY want_group, want_permission
                     ON CONFLICT DO NOTHING
-                ), removed AS (
-                    DELETE FROM \(table.name) x
-                    WHERE x.id = ANY (ARRAY(SELECT unnest(extra) FROM per_group p WHERE \(DesiredRows.extra("p"))))
+                    RETURNING group_id
                 ), counted AS (
-                    SELECT role, count(*) AS added, 0::bigint AS removed FROM missing GROUP BY role
-                    UNION ALL
-                    SELECT s.role, 0, sum(cardinality(p.extra))
-                    FROM per_group p JOIN \(links) s ON s.group_id = p.group_id
-                    WHERE \(DesiredRows.extra("p"))
-                    GROUP BY s.role
+                    SELECT group_id, 1 AS added, 0 AS removed FROM inserted_for_new_groups
+                    UNION ALL SELECT group_id, 1, 0 FROM inserted
+                    UNION ALL SELECT group_id, 0, 1 FROM removed
                 )
-                SELECT role, sum(added)::bigint AS added, sum(removed)::bigint AS removed FROM counted GROUP BY role
+                SELECT s.role, sum(c.added)::bigint AS added, sum(c.removed)::bigint AS removed
+                FROM counted c JOIN \(links) s ON s.group_id = c.group_id GROUP BY s.role
                 """
         }
     }
@@ -322,11 +351,11 @@ struct SyncSQL {
                     FROM changed d JOIN settled s ON s.role = d.role \(DesiredRows.desiredPermissions(of: "s"))
                         AND c.permission_id = d.permission_id
                 ), existing AS (
-                    SELECT x.id, x.group_id, x.permission_id
+                    SELECT x.id, x.group_id, x.permission_id, \(table.valid(contentType: ct)) AS valid
                     FROM fresh s JOIN \(table.name) x ON x.group_id = s.group_id
                     WHERE true \(rowCondition) \(table.permissionCondition(contentType: ct))
                     UNION ALL
-                    SELECT x.id, x.group_id, x.permission_id
+                    SELECT x.id, x.group_id, x.permission_id, \(table.valid(contentType: ct))
                     FROM \(table.name) x JOIN settled s ON s.group_id = x.group_id
                     JOIN changed d ON d.permission_id = x.permission_id AND d.role = s.role
                     WHERE true \(rowCondition)
@@ -334,28 +363,69 @@ struct SyncSQL {
                 ), difference AS (
                     SELECT w.group_id AS want_group, w.permission_id AS want_permission, e.id AS existing_id,
                            coalesce(w.group_id, e.group_id) AS group_id
-                    FROM wanted w FULL JOIN existing e ON e.group_id = w.group_id AND e.permission_id = w.permission_id
+                    FROM wanted w FULL JOIN existing e
+                        ON e.group_id = w.group_id AND e.permission_id = w.permission_id AND e.valid
                     WHERE w.group_id IS NULL OR e.id IS NULL
                 ), resolved AS (
-                    SELECT d.want_group, d.want_permission, d.existing_id, s.role, s.object_pk, s.created
+                    SELECT d.want_group, d.want_permission, d.existing_id, d.group_id, s.project_id, s.role, s.object_pk, s.created
                     FROM difference d JOIN scoped s ON s.group_id = d.group_id
+                ), \(desired.lockCTEs("resolved")), removed AS (
+                    DELETE FROM \(table.name) x
+                    WHERE x.id = ANY (ARRAY(
+                        SELECT existing_id FROM resolved WHERE want_group IS NULL AND group_id IN (SELECT group_id FROM locked_groups)
+                    ))
+                    RETURNING x.group_id
+                ), removed_first AS (
+                    -- See permissionsFull: the deletes are done before the inserts run.
+                    SELECT count(*) AS n FROM removed
                 ), inserted_for_new_groups AS (
-                    \(insert) FROM resolved WHERE existing_id IS NULL AND created
+                    \(insert) FROM resolved
+                    WHERE existing_id IS NULL AND created AND group_id IN (SELECT group_id FROM locked_groups)
+                      AND (SELECT n FROM removed_first) >= 0
                     ORDER BY want_group, want_permission
+                    RETURNING group_id
                 ), inserted AS (
-                    \(insert) FROM resolved WHERE existing_id IS NULL AND NOT created
+                    \(insert) FROM resolved
+                    WHERE existing_id IS NULL AND NOT created AND group_id IN (SELECT group_id FROM locked_groups)
+                      AND (SELECT n FROM removed_first) >= 0
                     ORDER BY want_group, want_permission
                     ON CONFLICT DO NOTHING
-                ), removed AS (
-                    DELETE FROM \(table.name) x
-                    WHERE x.id = ANY (ARRAY(SELECT existing_id FROM difference WHERE want_group IS NULL))
+                    RETURNING group_id
+                ), counted AS (
+                    SELECT group_id, 1 AS added, 0 AS removed FROM inserted_for_new_groups
+                    UNION ALL SELECT group_id, 1, 0 FROM inserted
+                    UNION ALL SELECT group_id, 0, 1 FROM removed
                 )
-                SELECT role, count(*) FILTER (WHERE existing_id IS NULL) AS added,
-                       count(*) FILTER (WHERE want_group IS NULL) AS removed
-                FROM resolved GROUP BY role
+                SELECT s.role, sum(c.added)::bigint AS added, sum(c.removed)::bigint AS removed
+                FROM counted c JOIN scoped s ON s.group_id = c.group_id GROUP BY s.role
                 """
         }
     }
+
+    /// Projects a statement skipped because another transaction held their row (``DesiredRows/lockCTEs(_:)``) and that
+    /// still exist: the sync reports them. `ids`, a bigint[] as text.
+    func skippedProjects() -> SyncStatement {
+        SyncStatement("skipped projects") { _ in
+            """
+            SELECT array(
+                SELECT p.\(id)::bigint FROM \(projectTable) p
+                WHERE p.\(id) IN (SELECT project_id FROM migrator_skipped_projects) ORDER BY 1
+            )::text AS ids
+            """
+        }
+    }
+
+    /// How many (project, role) pairs in scope have no group: after the first pass, those it had to leave out, and
+    /// those of projects created since it read them. Answers `n`.
+    func unlinkedCount(projects: [Int64]?) -> SyncStatement {
+        SyncStatement("look for projects created meanwhile") { p in
+            "WITH \(desiredRows(p).unlinkedCTE(scope: p.bigints(projects))) SELECT count(*) AS n FROM unlinked"
+        }
+    }
+
+    /// Before the catch-up pass (groups for projects created meanwhile, and for names a rename freed): the groups of
+    /// the first pass have their rows already.
+    static let forgetFreshGroups = SyncStatement("forget fresh groups") { _ in "DELETE FROM migrator_fresh_groups" }
 
     /// Roles no longer in the catalogue, with their remaining groups: `role`, `n`.
     func retiredRoles() -> SyncStatement {
