@@ -15,25 +15,39 @@ struct SessionSetUp {
     /// The schema's comment (see ``OwnObjects``): a run with nothing to install spends no round trip on it.
     var ownObjects: String?
 
+    /// The settings migrator relies on, declared once for the set-up and for ``restoreScript(options:serverVersion:)``.
+    /// Their values are text this binary made (numbers it formatted), so they are written as literals.
     /// `client_connection_check_interval` exists from PostgreSQL 14; the server's version is known from the
     /// connection, so no query of `pg_settings` (which builds every setting's row) is needed to find out.
-    static func sql(serverVersion: Int) -> String {
-        let connectionCheck = serverVersion >= 140000
-            ? "set_config('client_connection_check_interval', '1s', false)" : "NULL::text"
-        return """
-        SELECT set_config('client_encoding', 'UTF8', false) AS client_encoding,
-               set_config('lock_timeout', $1, false) AS lock_timeout,
-               set_config('statement_timeout', $2, false) AS statement_timeout,
-               set_config('idle_in_transaction_session_timeout', '0', false) AS idle_timeout,
-               set_config('tcp_keepalives_idle', '10', false) AS keepalives_idle,
-               set_config('tcp_keepalives_interval', '5', false) AS keepalives_interval,
-               set_config('tcp_keepalives_count', '3', false) AS keepalives_count,
-               \(connectionCheck) AS connection_check,
+    static func settings(options: MigratorOptions, serverVersion: Int) -> [(name: String, value: String)] {
+        var settings = [
+            ("client_encoding", "UTF8"),
+            ("lock_timeout", milliseconds(options.ddlLockTimeout)),
+            ("statement_timeout", options.statementTimeout.map(milliseconds) ?? "0"),
+            ("idle_in_transaction_session_timeout", "0"),
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]
+        if serverVersion >= 140000 { settings.append(("client_connection_check_interval", "1s")) }
+        return settings
+    }
+
+    /// `set_config(...)` of every setting, as select-list items.
+    static func setConfig(options: MigratorOptions, serverVersion: Int) -> String {
+        settings(options: options, serverVersion: serverVersion)
+            .map { "set_config('\($0.name)', '\($0.value)', false) AS \($0.name)" }
+            .joined(separator: ",\n       ")
+    }
+
+    static func sql(options: MigratorOptions, serverVersion: Int) -> String {
+        """
+        SELECT \(setConfig(options: options, serverVersion: serverVersion)),
                pg_is_in_recovery() AS in_recovery,
                current_setting('transaction_read_only') AS read_only,
-               CASE WHEN $3::boolean AND NOT pg_is_in_recovery()
-                    THEN pg_try_advisory_lock($4::bigint) ELSE false END AS locked,
-               obj_description(to_regnamespace($5::text), 'pg_namespace') AS own_objects
+               CASE WHEN $1::boolean AND NOT pg_is_in_recovery()
+                    THEN pg_try_advisory_lock($2::bigint) ELSE false END AS locked,
+               obj_description(to_regnamespace($3::text), 'pg_namespace') AS own_objects
         """
     }
 
@@ -46,9 +60,8 @@ struct SessionSetUp {
         let readOnly: Bool
         var facts = SessionSetUp()
         do {
-            let result = try connection.query(sql(serverVersion: connection.serverVersion), [
-                milliseconds(options.ddlLockTimeout), options.statementTimeout.map(milliseconds) ?? "0", tryLock,
-                options.schema.lockKey, options.schema.name,
+            let result = try connection.query(sql(options: options, serverVersion: connection.serverVersion), [
+                tryLock, options.schema.lockKey, options.schema.name,
             ]).from("the session set-up")
             guard let first = result.first else {
                 throw MigrationError(code: .databaseError, message: "could not set up the session: the server returned no row")
@@ -90,18 +103,10 @@ struct SessionSetUp {
     /// start-up parameters; it leaves the role and the session authorization, reset on their own), then the
     /// set-up's own settings are applied again.
     ///
-    /// One simple-query script (one round trip, no parameters): its values are numbers this binary formatted.
+    /// One simple-query script (one round trip, no parameters): the same settings as the set-up's.
     static func restoreScript(options: MigratorOptions, serverVersion: Int) -> String {
-        let connectionCheck = serverVersion >= 140000 ? ", set_config('client_connection_check_interval', '1s', false)" : ""
-        return """
-            RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;
-            SELECT set_config('client_encoding', 'UTF8', false),
-                   set_config('lock_timeout', '\(milliseconds(options.ddlLockTimeout))', false),
-                   set_config('statement_timeout', '\(options.statementTimeout.map(milliseconds) ?? "0")', false),
-                   set_config('idle_in_transaction_session_timeout', '0', false),
-                   set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
-                   set_config('tcp_keepalives_count', '3', false)\(connectionCheck)
-            """
+        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;\nSELECT "
+            + setConfig(options: options, serverVersion: serverVersion)
     }
 
     /// A duration as a setting's value: whole milliseconds, `0` for none.

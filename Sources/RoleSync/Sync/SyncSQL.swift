@@ -304,13 +304,7 @@ struct SyncSQL {
                     ORDER BY want_group, want_permission
                     ON CONFLICT DO NOTHING
                     RETURNING group_id
-                ), counted AS (
-                    SELECT group_id, 1 AS added, 0 AS removed FROM inserted_for_new_groups
-                    UNION ALL SELECT group_id, 1, 0 FROM inserted
-                    UNION ALL SELECT group_id, 0, 1 FROM removed
-                )
-                SELECT s.role, sum(c.added)::bigint AS added, sum(c.removed)::bigint AS removed
-                FROM counted c JOIN \(links) s ON s.group_id = c.group_id GROUP BY s.role
+                ), \(Self.addedAndRemovedByRole(roles: links))
                 """
         }
     }
@@ -391,13 +385,7 @@ struct SyncSQL {
                     ORDER BY want_group, want_permission
                     ON CONFLICT DO NOTHING
                     RETURNING group_id
-                ), counted AS (
-                    SELECT group_id, 1 AS added, 0 AS removed FROM inserted_for_new_groups
-                    UNION ALL SELECT group_id, 1, 0 FROM inserted
-                    UNION ALL SELECT group_id, 0, 1 FROM removed
-                )
-                SELECT s.role, sum(c.added)::bigint AS added, sum(c.removed)::bigint AS removed
-                FROM counted c JOIN scoped s ON s.group_id = c.group_id GROUP BY s.role
+                ), \(Self.addedAndRemovedByRole(roles: "scoped"))
                 """
         }
     }
@@ -511,5 +499,21 @@ struct SyncSQL {
                        (SELECT count(DISTINCT permission_id) FROM catalogue) < \(p.integer(codenames)) AS permissions_missing
                 """
         }
+    }
+}
+
+extension SyncSQL {
+    /// The end of both permission statements: the rows each one inserted (for new groups and for existing ones) and
+    /// removed, counted per role through `roles` (a relation with `group_id` and `role`).
+    static func addedAndRemovedByRole(roles: String) -> String {
+        """
+        counted AS (
+                    SELECT group_id, 1 AS added, 0 AS removed FROM inserted_for_new_groups
+                    UNION ALL SELECT group_id, 1, 0 FROM inserted
+                    UNION ALL SELECT group_id, 0, 1 FROM removed
+                )
+                SELECT s.role, sum(c.added)::bigint AS added, sum(c.removed)::bigint AS removed
+                FROM counted c JOIN \(roles) s ON s.group_id = c.group_id GROUP BY s.role
+        """
     }
 }
