@@ -10,7 +10,7 @@ import Glibc
 /// `serve` lives in a binary of its own, `migrator-serve`, installed beside this one: the daemon's dependencies
 /// (Hummingbird, SwiftNIO, full Foundation) are then loaded only by the daemon, and every other command, the no-op
 /// deploy step above all, starts without them. `migrator serve …` replaces itself with `migrator-serve …`.
-struct MigratorCommand: AsyncParsableCommand {
+struct MigratorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrator",
         abstract: "Applies numbered SQL migrations to PostgreSQL, safely, from many replicas at once.",
@@ -72,15 +72,21 @@ struct ServeForwarder: ParsableCommand {
 /// The executables' entry points.
 public enum CommandLineTool {
     /// `migrator`: `serve` goes straight to `migrator-serve` (its own `--help` included); every other command is
-    /// parsed here.
-    public static func main() async -> Never {
+    /// parsed here. Synchronous: no command of this binary is async, and a synchronous main starts no Swift
+    /// concurrency threads (measured by scripts/bench-noop: the no-op deploy step pays for every thread it starts).
+    public static func main() -> Never {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "serve" { ServeForwarder.exec(Array(arguments.dropFirst())) }
-        await run(MigratorCommand.self)
+        do {
+            var command = try MigratorCommand.parseAsRoot()
+            try command.run()
+            exitAfterOutput(0)
+        } catch {
+            exit(MigratorCommand.self, with: error)
+        }
     }
 
-    /// ArgumentParser's own `main`, except that every message passes through the redactor: a usage error quotes the
-    /// argument it did not expect, which may be a connection URL with a password.
+    /// ArgumentParser's own `main` for an async root (`migrator-serve`), with the same message handling as ``main()``.
     public static func run<Root: ParsableCommand>(_ root: Root.Type) async -> Never {
         do {
             var command = try root.parseAsRoot()
@@ -91,18 +97,25 @@ public enum CommandLineTool {
             }
             exitAfterOutput(0)
         } catch {
-            let code = root.exitCode(for: error)
-            let redactor = ConnectionConfig(connectionString: GlobalOptions.environment["DATABASE_URL"]).redactor
-            let message = redactor.redact(root.fullMessage(for: error))
-            if !message.isEmpty {
-                if code == .success {
-                    writeStandardOutput(message + "\n")
-                } else {
-                    writeStandardError(message + "\n")
-                }
-            }
-            exitAfterOutput(code.rawValue)
+            exit(root, with: error)
         }
+    }
+
+    /// Prints ArgumentParser's message for `error` (help, version, usage error, or a command's own error) and exits
+    /// with its code. Every message passes through the redactor: a usage error quotes the argument it did not
+    /// expect, which may be a connection URL with a password.
+    static func exit<Root: ParsableCommand>(_ root: Root.Type, with error: any Error) -> Never {
+        let code = root.exitCode(for: error)
+        let redactor = ConnectionConfig(connectionString: GlobalOptions.environment["DATABASE_URL"]).redactor
+        let message = redactor.redact(root.fullMessage(for: error))
+        if !message.isEmpty {
+            if code == .success {
+                writeStandardOutput(message + "\n")
+            } else {
+                writeStandardError(message + "\n")
+            }
+        }
+        exitAfterOutput(code.rawValue)
     }
 
     /// Exits with `code`, unless standard output could not be written: then with ``ExitStatus/outputFailed``,

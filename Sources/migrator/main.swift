@@ -1,4 +1,4 @@
 import MigratorCLI
 
 // Everything is in MigratorCLI; `serve` is the binary migrator-serve beside this one.
-await CommandLineTool.main()
+CommandLineTool.main()
