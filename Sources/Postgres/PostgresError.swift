@@ -46,7 +46,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     }
 
     /// True when waiting and trying again may help: the server was not reachable, or it said it is starting up,
-    /// shutting down or out of connection slots. A wrong password or an unknown database is final.
+    /// shutting down or out of connection slots. A wrong password, an unknown database, a connection string that
+    /// cannot be used, an SSL set-up that cannot work (a missing certificate file, a server without SSL when SSL is
+    /// required, a certificate that does not verify) and a server that is not what `target_session_attrs` asks for
+    /// are final. With several hosts, libpq reports one attempt per host: waiting may help when it may help any
+    /// of them (one is down, another is a standby that cannot take writes yet).
     public var isTransient: Bool {
         switch code {
         case .connectionLost:
@@ -57,17 +61,52 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
                 return sqlState == SQLState.cannotConnectNow || sqlState == SQLState.tooManyConnections
                     || sqlState.hasPrefix(SQLState.connectionExceptionClass)
             }
-            // libpq does not expose the SQLSTATE of a refused start-up; the server's refusal is marked FATAL.
-            let text = message.lowercased()
-            if text.contains("fatal:") {
-                return text.contains("starting up") || text.contains("shutting down")
-                    || text.contains("too many clients") || text.contains("not yet accepting connections")
-                    || text.contains("in recovery mode")
-            }
-            return true
+            return Self.attempts(in: message).contains(where: Self.attemptMayBeRetried)
         case .invalidConnectionString, .queryFailed, .clientError:
             return false
         }
+    }
+
+    /// libpq's message for a failed connection, one entry per attempt (each starts "connection to server").
+    static func attempts(in message: String) -> [String] {
+        var attempts: [String] = []
+        for line in message.split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("connection to server") || attempts.isEmpty {
+                attempts.append(String(line))
+            } else {
+                attempts[attempts.count - 1] += "\n" + line
+            }
+        }
+        return attempts.isEmpty ? [message] : attempts
+    }
+
+    /// What libpq and the server say when the set-up itself is wrong: retrying the same attempt gives the same
+    /// answer. Lower-case fragments of libpq's messages (PostgreSQL 13 to 17).
+    static let finalAttemptReasons = [
+        // SSL: the files, the server's support, the certificate.
+        "ssl was required", "root certificate file", "could not open certificate file", "could not load private key",
+        "could not open private key file", "private key file", "certificate present, but not private key",
+        "certificate verify failed", "does not match host name", "could not get server's host name from server certificate",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "channel binding is required",
+        // A value libpq does not know (sslmode, gssencmode, target_session_attrs, load_balance_hosts, ...).
+        "invalid sslmode value", "invalid gssencmode value", "invalid target_session_attrs value",
+        "invalid channel_binding value", "invalid load_balance_hosts value", "invalid require_auth",
+        "invalid integer value", "invalid port number",
+        // target_session_attrs: the server answers, but is not the kind asked for.
+        "session is read-only", "session is not read-only", "server is in hot standby mode",
+        "server is not in hot standby mode",
+    ]
+
+    static func attemptMayBeRetried(_ attempt: String) -> Bool {
+        let text = attempt.lowercased()
+        if finalAttemptReasons.contains(where: { text.contains($0) }) { return false }
+        // libpq does not expose the SQLSTATE of a refused start-up; the server's refusal is marked FATAL.
+        if text.contains("fatal:") {
+            return text.contains("starting up") || text.contains("shutting down")
+                || text.contains("too many clients") || text.contains("not yet accepting connections")
+                || text.contains("in recovery mode")
+        }
+        return true
     }
 
     public var description: String {

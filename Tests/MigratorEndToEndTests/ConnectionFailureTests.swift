@@ -44,6 +44,76 @@ struct ConnectionFailureTests {
         }
     }
 
+    /// Every piece of `password` four characters long: "no part of a password" is checked, not only the whole.
+    static func pieces(of password: String) -> [String] {
+        let characters = Array(password)
+        return (0...(characters.count - 4)).map { String(characters[$0..<($0 + 4)]) }
+    }
+
+    @Test(
+        "a connection string libpq would echo a piece of the password from is refused at once, quoting nothing of it",
+        arguments: [
+            // An unencoded '/' ends the host part early: libpq reads the password's first part as the port.
+            "postgresql://USER:Kq7Zx/Wv9Ty@HOST/DB",
+            // An unencoded '@': libpq takes the password's second part as the host name.
+            "postgresql://USER:Kq7Zx@Wv9Ty@HOST/DB",
+            // No @host: the password is read as a port.
+            "postgresql://USER:Kq7ZxWv9Ty",
+            // An unquoted space in a key=value string: `missing "=" after "Wv9Ty"`.
+            "host=HOST user=USER dbname=DB password=Kq7Zx Wv9Ty",
+            // An unterminated quote, a '%' that starts no escape, an encoded NUL.
+            "host=HOST user=USER dbname=DB password='Kq7ZxWv9Ty",
+            "postgresql://USER:Kq7Zx%ZZWv9Ty@HOST/DB",
+            "postgresql://USER:Kq7Zx%00Wv9Ty@HOST/DB",
+        ]
+    )
+    func malformedStringsQuoteNothing(shape: String) throws {
+        let components = try Server.components
+        let host = "\(components.host ?? "127.0.0.1"):\(components.port ?? 5432)"
+        let text = shape.replacing("USER", with: try Server.adminUser)
+            .replacing("HOST/DB", with: "\(host)/postgres")
+            .replacing("host=HOST", with: "host=\(components.host ?? "127.0.0.1") port=\(components.port ?? 5432)")
+            .replacing("dbname=DB", with: "dbname=postgres")
+        let secrets = Self.pieces(of: "Kq7ZxWv9Ty") + ["Kq7Zx", "Wv9Ty"]
+        let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+        for arguments in [E2E.args("migrate", folder), E2E.args("migrate", folder, "--json"), E2E.args("status", folder)] {
+            let run = try E2E.run(arguments + ["--log-level", "trace", "--database-url", text], secrets: secrets, limit: 20)
+            #expect(run.exitCode == 4, run.transcript)
+            #expect(run.stdout.contains("the connection string is not valid") || run.stderr.contains("the connection string is not valid"), run.transcript)
+        }
+        // Permanent: wait and serve stop at the first attempt instead of retrying until their timeout.
+        let wait = try E2E.run(["wait", "--timeout", "120s", "--log-level", "trace", "--database-url", text], secrets: secrets, limit: 60)
+        #expect(wait.exitCode == 4, wait.transcript)
+        #expect(wait.stderr.contains("waiting will not help") && !wait.stderr.contains("retrying"), wait.transcript)
+        let serve = try E2E.run(
+            ["serve", "--migrations", folder.path, "--http-address", "127.0.0.1:0", "--wait-timeout", "120s", "--log-level", "trace"],
+            environment: ["DATABASE_URL": text], secrets: secrets, limit: 60
+        )
+        #expect(serve.exitCode == 4, serve.transcript)
+        #expect(serve.stderr.contains("waiting will not help") && !serve.stderr.contains("retrying"), serve.transcript)
+    }
+
+    @Test("wait gives up at once on an SSL set-up that cannot work and on a server that is not what target_session_attrs asks for")
+    func permanentSetUpErrorsAreNotRetried() throws {
+        var components = try Server.components
+        components.path = "/postgres"
+        let base = try #require(components.string)
+        // The throwaway server has no SSL; the test server is a primary.
+        let cases = [
+            ("sslmode=require", "SSL was required"),
+            ("sslmode=verify-full&sslrootcert=/nonexistent/root.crt", "SSL"),
+            ("target_session_attrs=standby", "not in hot standby mode"),
+            ("sslmode=bogus", "invalid sslmode value"),
+        ]
+        for (query, reason) in cases {
+            let url = base + (base.contains("?") ? "&" : "?") + query
+            let wait = try E2E.run(["wait", "--timeout", "120s", "--database-url", url], limit: 60)
+            #expect(wait.exitCode == 4, "\(query)\n\(wait.transcript)")
+            #expect(wait.stderr.contains(reason) && wait.stderr.contains("waiting will not help"), "\(query)\n\(wait.transcript)")
+            #expect(!wait.stderr.contains("retrying"), "\(query)\n\(wait.transcript)")
+        }
+    }
+
     @Test("an unreachable server is retried by wait until its timeout, then exits 4")
     func unreachablePort() throws {
         let password = "unre@chable%pw"

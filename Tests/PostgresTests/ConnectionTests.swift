@@ -2,7 +2,7 @@ import Foundation
 import InMemoryLogging
 import Logging
 import MigratorTestSupport
-import Postgres
+@testable import Postgres
 import Testing
 
 @Suite("Postgres connection layer")
@@ -146,6 +146,64 @@ struct ConnectionTests {
             #expect(error?.code == .invalidConnectionString || error?.code == .connectionFailed)
             #expect(error?.description.contains("topsecret") == false, "\(bad): \(error?.description ?? "")")
         }
+    }
+
+    @Test("a malformed string is refused before libpq sees it, with libpq's reason stripped of everything it quotes")
+    func malformedStringsAreRefusedQuotingNothing() throws {
+        let shapes = [
+            "postgresql://u:Kq7Zx/Wv9Ty@127.0.0.1:1/db", "postgresql://u:Kq7Zx@Wv9Ty@127.0.0.1:1/db",
+            "postgresql://u:Kq7ZxWv9Ty", "host=127.0.0.1 password=Kq7Zx Wv9Ty", "host=127.0.0.1 password='Kq7ZxWv9Ty",
+            "postgresql://u:Kq7Zx%ZZWv9Ty@127.0.0.1:1/db", "host=127.0.0.1 port=Kq7ZxWv9Ty",
+            "host=127.0.0.1 connect_timeout=Kq7Zx",
+        ]
+        for shape in shapes {
+            let error = #expect(throws: PostgresError.self) {
+                try Connection(config: ConnectionConfig(connectionString: shape), logger: Logger(label: "t"))
+            }
+            #expect(error?.code == .invalidConnectionString, "\(shape): \(error?.description ?? "")")
+            #expect(error?.isTransient == false)
+            let text = (error?.description ?? "") + (error?.hint ?? "")
+            for piece in ["Kq7Z", "q7Zx", "Wv9T", "v9Ty"] {
+                #expect(!text.contains(piece), "\(shape): \(text)")
+            }
+        }
+        #expect(ConnectionConfig.withoutQuotedText(#"missing "=" after "Wv9Ty" in connection info string"#)
+            == #"missing "=" after "…" in connection info string"#)
+        #expect(ConnectionConfig.withoutQuotedText(#"unexpected character "x" at position 9 in URI (expected ":" or "/"): "postgres://x""#)
+            == #"unexpected character "…" at position 9 in URI (expected ":" or "/"): "…""#)
+        // Well-formed strings pass: IPv6, several hosts, '@' and '/' in a query value, encoded characters.
+        for good in [
+            "postgresql://u:p%2Fw%40d@[::1]:5432/db", "postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+            "postgresql://u:pw@h/db?sslcert=/home/a@b/c.crt", "postgresql:///db?host=/var/run/postgresql",
+            "host=h port=5432,5433 password='a b' dbname=x", "postgresql://h:/db",
+        ] {
+            #expect(throws: Never.self, "\(good)") { try ConnectionConfig(connectionString: good).validate() }
+        }
+    }
+
+    @Test("libpq's answers to a set-up that cannot work are final; with several hosts, one that may come up keeps it transient")
+    func finalAndTransientConnectionFailures() throws {
+        var components = try #require(URLComponents(string: try TestDatabase.adminURL))
+        components.path = "/postgres"
+        let base = try #require(components.string)
+        func failure(_ url: String) -> PostgresError? {
+            #expect(throws: PostgresError.self) { try Connection(config: ConnectionConfig(connectionString: url), logger: Logger(label: "t")) }
+        }
+        // Real libpq against the test server (no SSL, a primary).
+        for query in ["sslmode=require", "target_session_attrs=standby", "target_session_attrs=read-only", "sslmode=bogus"] {
+            let error = failure(base + (base.contains("?") ? "&" : "?") + query)
+            #expect(error?.isTransient == false, "\(query): \(error?.description ?? "no error")")
+        }
+        // A first host nobody listens on, then the server that is not a standby: the first may come up as one.
+        let host = components.host ?? "127.0.0.1"
+        let port = components.port ?? 5432
+        let user = components.user ?? "postgres"
+        let password = components.percentEncodedPassword.map { ":" + $0 } ?? ""
+        let twoHosts = "postgresql://\(user)\(password)@127.0.0.1:1,\(host):\(port)/postgres?target_session_attrs=standby"
+        let error = failure(twoHosts)
+        #expect(error?.message.contains("not in hot standby mode") == true, "\(error?.description ?? "no error")")
+        #expect(error?.isTransient == true, "\(error?.description ?? "no error")")
+        #expect(PostgresError.attempts(in: "connection to server at \"a\" failed: x\nhint line\nconnection to server at \"b\" failed: y").count == 2)
     }
 
     @Test("Redactor hides URL passwords it was never given")

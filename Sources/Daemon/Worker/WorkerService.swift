@@ -47,3 +47,9 @@ struct WorkerService: Service {
         }
     }
 }
+
+/// swift-service-lifecycle logs a service that threw by its description: a name, not every field of the
+/// configuration.
+extension WorkerService: CustomStringConvertible {
+    var description: String { "WorkerService" }
+}

@@ -44,7 +44,8 @@ public struct DatabaseWait {
                 guard error.isTransient else {
                     throw MigrationError(
                         code: .connectionFailed,
-                        message: "cannot connect to the database, and waiting will not help: \(error.message)"
+                        message: "cannot connect to the database, and waiting will not help: \(error.message)",
+                        hint: error.hint
                     )
                 }
                 let elapsed = clock.now - start

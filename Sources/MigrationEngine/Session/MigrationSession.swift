@@ -59,7 +59,7 @@ public final class MigrationSession {
         do {
             connection = try Connection(config: config, logger: logger)
         } catch {
-            throw MigrationError(code: .connectionFailed, message: "cannot connect to the database: \(error.message)")
+            throw MigrationError(code: .connectionFailed, message: "cannot connect to the database: \(error.message)", hint: error.hint)
         }
         try self.init(connection: connection, options: options, hooks: hooks, purpose: purpose, logger: logger)
     }
