@@ -8,6 +8,7 @@ public enum SQLState {
     public static let uniqueViolation = "23505"
     public static let foreignKeyViolation = "23503"
     public static let lockNotAvailable = "55P03"
+    public static let queryCanceled = "57014"
     public static let deadlockDetected = "40P01"
     public static let insufficientPrivilege = "42501"
     public static let cannotConnectNow = "57P03"

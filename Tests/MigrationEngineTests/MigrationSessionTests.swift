@@ -187,6 +187,36 @@ struct SessionStateTests {
         }
     }
 
+    @Test("a database's statement_timeout of 1 ms and idle_session_timeout of 300 ms break neither the set-up nor a session left idle")
+    func lowServerTimeoutsDoNotBreakTheSession() throws {
+        try TestDatabase.with { database in
+            let admin = try TestDatabase.adminConnection()
+            // Database settings apply to every new session on it: what a DBA's `ALTER DATABASE … SET` does.
+            try admin.query("ALTER DATABASE \(database.name) SET statement_timeout = '1ms'")
+            try admin.query("ALTER DATABASE \(database.name) SET idle_session_timeout = '300ms'")
+            let folder = try MigrationFolder.shipped()
+            for purpose in [MigrationSession.Purpose.migrate, .serve, .inspect] {
+                // The set-up itself runs under the 1 ms timeout (on a fresh backend it takes about that long).
+                let session = try MigrationSessionTests.session(database, folder, purpose: purpose)
+                let settings = try #require(try session.connection.query(
+                    "SELECT current_setting('statement_timeout') AS st, current_setting('idle_session_timeout') AS idle"
+                ).first)
+                #expect(try settings.decode("st", as: String.self) == "0", "\(purpose)")
+                #expect(try settings.decode("idle", as: String.self) == "0", "\(purpose)")
+                if purpose == .migrate {
+                    let report = try session.migrate()
+                    #expect(report.applied.count == 5)
+                }
+                // Idle three times longer than the database allows: the server would have ended the session
+                // (a listening daemon, a runner between two tries for the lock). The wait is the condition tested.
+                Thread.sleep(forTimeInterval: 1.0)
+                #expect(session.connection.isConnected)
+                let status = try session.status()
+                #expect(status.migrations.count == 5, "\(purpose)")
+            }
+        }
+    }
+
     @Test("a transactional migration that releases the lock is rolled back and recorded nowhere")
     func unlockInTransaction() throws {
         try TestDatabase.with { database in

@@ -29,7 +29,13 @@ struct SessionSetUp {
             ("tcp_keepalives_interval", "5"),
             ("tcp_keepalives_count", "3"),
         ]
-        if serverVersion >= 140000 { settings.append(("client_connection_check_interval", "1s")) }
+        // A database's or role's idle_session_timeout (PostgreSQL 14 and later) would end serve's listening session
+        // and a runner waiting for the lock between its tries; transaction_timeout (17 and later) a long migration.
+        if serverVersion >= 140000 {
+            settings.append(("client_connection_check_interval", "1s"))
+            settings.append(("idle_session_timeout", "0"))
+        }
+        if serverVersion >= 170000 { settings.append(("transaction_timeout", "0")) }
         return settings
     }
 
@@ -60,9 +66,11 @@ struct SessionSetUp {
         let readOnly: Bool
         var facts = SessionSetUp()
         do {
-            let result = try connection.query(sql(options: options, serverVersion: connection.serverVersion), [
-                tryLock, options.schema.lockKey, options.schema.name,
-            ]).from("the session set-up")
+            let result = try runCancellable(on: connection) { () throws(PostgresError) -> QueryResult in
+                try connection.query(sql(options: options, serverVersion: connection.serverVersion), [
+                    tryLock, options.schema.lockKey, options.schema.name,
+                ])
+            }.from("the session set-up")
             guard let first = result.first else {
                 throw MigrationError(code: .databaseError, message: "could not set up the session: the server returned no row")
             }
@@ -94,6 +102,27 @@ struct SessionSetUp {
             )
         }
         return facts
+    }
+
+    /// Runs the set-up; when a database's or role's `statement_timeout` is so low that the set-up itself is
+    /// cancelled (it is what turns that timeout off for migrator's session), turns it off on its own first, with
+    /// the cheapest statement there is, and runs the set-up again. Costs nothing when no such setting exists.
+    static func runCancellable(on connection: Connection, _ setUp: () throws(PostgresError) -> QueryResult) throws(PostgresError) -> QueryResult {
+        do {
+            return try setUp()
+        } catch where error.sqlState == SQLState.queryCanceled {
+            var attempts = 0
+            while true {
+                attempts += 1
+                do {
+                    try connection.execute(script: "SET statement_timeout = 0")
+                    break
+                } catch where error.sqlState == SQLState.queryCanceled && attempts < 5 {
+                    continue
+                }
+            }
+            return try setUp()
+        }
     }
 
     /// Puts the session back as the set-up left it, before each migration and each hook: a migration's `SET ROLE`,
