@@ -81,6 +81,12 @@ public final class Connection {
         return nil
     }
 
+    /// A setting the server reports to the client at connection and whenever it changes (`standard_conforming_strings`,
+    /// `server_version`, `client_encoding`, …), as libpq last heard it: no round trip.
+    public func parameterStatus(_ name: String) -> String? {
+        PQparameterStatus(handle, name).map { String(cString: $0) }
+    }
+
     /// The server process serving this connection, as `pg_stat_activity.pid` shows it.
     public var backendPID: Int32 { PQbackendPID(handle) }
 

@@ -217,6 +217,38 @@ struct SessionStateTests {
         }
     }
 
+    @Test("a transactional file that committed part of itself is not reported as rolled back: the server is asked")
+    func partCommittedIsSaid() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            let content = "CREATE TABLE before_commit (id int);\nCOMMIT;\nSELECT * FROM no_such_table;\n"
+            try folder.write("0001_hidden.sql", content)
+            let session = try MigrationSessionTests.session(database, folder, purpose: .migrate)
+            let file = try MigrationFile(
+                version: 1, name: "hidden", fileName: "0001_hidden.sql", displayPath: folder.path + "/0001_hidden.sql",
+                bytes: Array(content.utf8)
+            )
+            // The step as if the reader had missed the COMMIT (the check that refuses it is bypassed on purpose):
+            // what the message says must come from the server, not from what migrator believed it sent.
+            let step = MigrationPlan.Step(file: file, statements: [], resumeFrom: 0, previous: nil)
+            let error = #expect(throws: MigrationError.self) {
+                try session.withMigrationLock { () throws(MigrationError) in _ = try session.apply(step) }
+            }
+            let notes = (error?.notes ?? []).joined(separator: "\n")
+            #expect(notes.contains("COMMITTED") && !notes.contains("nothing of it remains"), "\(notes)")
+            let observer = try database.connect()
+            func count(_ sql: String) throws -> Int { try observer.query(sql).first?.decode("n", as: Int.self) ?? -1 }
+            #expect(try count("SELECT count(*) AS n FROM pg_tables WHERE tablename = 'before_commit'") == 1)
+            #expect(try count("SELECT count(*) AS n FROM migrator.history") == 0)
+
+            // The usual failure: rolled back, and the server agrees.
+            try FileManager.default.removeItem(atPath: folder.path + "/0001_hidden.sql")
+            try folder.write("0002_plain.sql", "CREATE TABLE plain (id int);\nSELECT * FROM no_such_table;\n")
+            let plain = #expect(throws: MigrationError.self) { try session.migrate() }
+            #expect((plain?.notes ?? []).contains { $0.contains("was rolled back; nothing of it remains") }, "\(plain?.notes ?? [])")
+        }
+    }
+
     @Test("a transactional migration that releases the lock is rolled back and recorded nowhere")
     func unlockInTransaction() throws {
         try TestDatabase.with { database in

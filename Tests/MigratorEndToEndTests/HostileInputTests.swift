@@ -181,6 +181,31 @@ struct HostileInputTests {
         }
     }
 
+    @Test("standard_conforming_strings off: files are read as the server reads them, a COMMIT hidden from a standard reader is refused, and the role sync works")
+    func standardConformingStringsOff() throws {
+        try TestDatabase.with { db in
+            let connection = try db.connect()
+            try connection.query("ALTER DATABASE \(db.name) SET standard_conforming_strings = off")
+            // Read with backslash escapes (as the server will), the second line is a SELECT, a COMMIT and a comment;
+            // read without them, it is one SELECT of one long literal with no COMMIT in it.
+            let hidden = "CREATE TABLE leaked (id int);\nSELECT 'x\\''; COMMIT; SELECT 1 --';\nSELECT * FROM no_such_table;\n"
+            let folder = try E2E.shipped(plus: [("0009_hidden_commit.sql", hidden)])
+            let refused = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(refused.exitCode == 2, refused.transcript)
+            #expect(refused.stderr.contains("0009_hidden_commit.sql:2:") && refused.stderr.contains("'COMMIT' controls the transaction"), refused.transcript)
+            #expect(try connection.count("SELECT count(*) FROM pg_tables WHERE tablename = 'leaked'") == 0)
+            // A backslash-escaped quote is a quote, as the file's author meant on this database; the role sync, whose
+            // own statements must not depend on the setting, works.
+            try folder.write("0009_hidden_commit.sql", "CREATE TABLE quoted (t text);\nINSERT INTO quoted VALUES ('it\\'s');\n")
+            let applied = try E2E.run(E2E.args("migrate", folder), database: db)
+            #expect(applied.exitCode == 0, applied.transcript)
+            #expect(try connection.query("SELECT t FROM quoted").first?.decode("t", as: String.self) == "it's")
+            #expect(try connection.count("SELECT count(*) FROM migrator.role_version") == 1)
+            let verify = try E2E.run(E2E.args("verify", folder), database: db)
+            #expect(verify.exitCode == 0, verify.transcript)
+        }
+    }
+
     @Test("odd durations: a huge one is a usage error, not a crash; one the server cannot take is refused by name; under a millisecond stays a timeout")
     func oddDurations() throws {
         try TestDatabase.with { db in

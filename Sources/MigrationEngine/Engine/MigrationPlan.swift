@@ -28,7 +28,7 @@ struct MigrationPlan {
     /// - Throws: ``MigrationError`` `.invalidMigrationFile` when a file cannot be read or split.
     static func make(
         entries: [MigrationDirectory.Entry], history: [HistoryRecord], migrationsPath: String,
-        target: Int64?, allowOutOfOrder: Bool
+        target: Int64?, allowOutOfOrder: Bool, standardConformingStrings: Bool = true
     ) throws(MigrationError) -> MigrationPlan {
         var plan = MigrationPlan()
         let records = Dictionary(history.map { ($0.version, $0) }, uniquingKeysWith: { first, _ in first })
@@ -92,7 +92,7 @@ struct MigrationPlan {
                 status.error = record!.error
                 if target.map({ entry.version <= $0 }) ?? true {
                     do {
-                        plan.steps.append(try resumeStep(file: file, record: record!))
+                        plan.steps.append(try resumeStep(file: file, record: record!, standardConformingStrings: standardConformingStrings))
                     } catch {
                         if error.code == .invalidMigrationFile { fileErrors += error.diagnostics } else {
                             plan.problems += error.diagnostics
@@ -114,7 +114,7 @@ struct MigrationPlan {
                 if target.map({ entry.version <= $0 }) ?? true {
                     do {
                         plan.steps.append(
-                            Step(file: file, statements: try statements(of: file), resumeFrom: 0, previous: nil)
+                            Step(file: file, statements: try statements(of: file, standardConformingStrings: standardConformingStrings), resumeFrom: 0, previous: nil)
                         )
                     } catch {
                         fileErrors += error.diagnostics
@@ -155,10 +155,10 @@ struct MigrationPlan {
     /// Splits a file that is about to run, and refuses transaction control in it before anything runs: in a
     /// transactional file a `COMMIT` would commit half a migration without its history row; outside a transaction a
     /// `BEGIN` would swallow the engine's own progress records.
-    static func statements(of file: MigrationFile) throws(MigrationError) -> [SQLStatement] {
+    static func statements(of file: MigrationFile, standardConformingStrings: Bool = true) throws(MigrationError) -> [SQLStatement] {
         let statements: [SQLStatement]
         do {
-            statements = try SQLStatementSplitter.split(file.content)
+            statements = try SQLStatementSplitter.split(file.content, standardConformingStrings: standardConformingStrings)
         } catch {
             throw MigrationError(
                 code: .invalidMigrationFile, message: error.description,
@@ -186,7 +186,7 @@ struct MigrationPlan {
     }
 
     /// Resumes a migration outside a transaction at the statement that failed, if the ones before it are unchanged.
-    static func resumeStep(file: MigrationFile, record: HistoryRecord) throws(MigrationError) -> Step {
+    static func resumeStep(file: MigrationFile, record: HistoryRecord, standardConformingStrings: Bool = true) throws(MigrationError) -> Step {
         guard !file.transactional else {
             throw MigrationError(
                 code: .historyMismatch,
@@ -196,7 +196,7 @@ struct MigrationPlan {
                 location: SourceLocation(file: file.displayPath)
             )
         }
-        let statements = try statements(of: file)
+        let statements = try statements(of: file, standardConformingStrings: standardConformingStrings)
         let done = record.statementChecksums ?? []
         if statements.count < done.count {
             throw MigrationError(

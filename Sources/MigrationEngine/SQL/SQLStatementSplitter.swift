@@ -73,12 +73,17 @@ public enum SQLStatementSplitter {
     /// Statement boundaries are decided exactly as psql decides them (psqlscan.l), so a
     /// "no transaction" migration is cut into the same statements a developer saw when
     /// running the file through `psql -f`.
-    public static func split(_ source: String) throws(SQLSyntaxError) -> [SQLStatement] {
+    ///
+    /// `standardConformingStrings` is the server's setting of that name (libpq reports it at connection): when it is
+    /// off, a backslash escapes the next character in a plain '...' literal too, as it always does in E'...', so
+    /// `'it\'s'` is one literal. The split must read the file as the server will, or a `COMMIT` the server sees could
+    /// hide inside what the splitter took for a string.
+    public static func split(_ source: String, standardConformingStrings: Bool = true) throws(SQLSyntaxError) -> [SQLStatement] {
         // `withUTF8` lends the string's own storage, so a large file is not copied;
         // the result travels out as a `Result` because the closure cannot rethrow a typed error.
         var source = source
         let result: Result<[SQLStatement], SQLSyntaxError> = source.withUTF8 { bytes in
-            var scanner = StatementScanner(bytes)
+            var scanner = StatementScanner(bytes, standardConformingStrings: standardConformingStrings)
             do throws(SQLSyntaxError) {
                 return .success(try scanner.run())
             } catch {
@@ -282,9 +287,13 @@ fileprivate struct StatementScanner {
     private var identifierCount = 0
     private var headerLetters: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
 
-    init(_ bytes: UnsafeBufferPointer<UInt8>) {
+    /// Whether a plain '...' literal is read without backslash escapes (the server's `standard_conforming_strings`).
+    private let standardConformingStrings: Bool
+
+    init(_ bytes: UnsafeBufferPointer<UInt8>, standardConformingStrings: Bool) {
         b = bytes
         n = bytes.count
+        self.standardConformingStrings = standardConformingStrings
     }
 
     @inline(__always)
@@ -333,7 +342,7 @@ fileprivate struct StatementScanner {
                 if parenDepth > 0 { parenDepth -= 1 }
                 i += 1
             case .singleQuote:
-                i = try skipString(literalStart: i, bodyStart: i + 1, backslashEscapes: false)
+                i = try skipString(literalStart: i, bodyStart: i + 1, backslashEscapes: !standardConformingStrings)
             case .doubleQuote:
                 i = try skipQuotedIdentifier(literalStart: i, bodyStart: i + 1)
             case .dollar:

@@ -34,9 +34,13 @@ extension MigrationSession {
     private func applyInTransaction(_ file: MigrationFile, statements: [SQLStatement]) throws(MigrationError) {
         let clock = ContinuousClock()
         let start = clock.now
+        // The transaction's id, so that after a failure the server can say whether it really ended without a commit
+        // before the message claims that nothing of the file remains.
+        var transactionID: String?
         do throws(PostgresError) {
             // The session as the set-up left it, whatever an earlier migration changed, then the transaction.
-            try connection.execute(script: restoreScript + ";\nBEGIN")
+            let begun = try connection.execute(script: restoreScript + ";\nBEGIN;\nSELECT txid_current()::text AS xid")
+            transactionID = (try? begun.last?.first?.decodeIfPresent("xid", as: String.self)) ?? nil
             // The history row is written in the session the set-up made whatever the file set (its role, its
             // statement_timeout): the file is split and checked, so nothing of it is left open for the appended
             // statements to fall into.
@@ -58,8 +62,31 @@ extension MigrationSession {
             // Without a position, the number of statements that completed names the one that failed.
             let failed = error.completedStatements.flatMap { $0 < statements.count ? statements[$0] : nil }
             throw failure(error, file: file, statementOffset: 0, statement: failed)
-                .adding(note: "\(file.label) was rolled back; nothing of it remains")
+                .adding(note: outcomeNote(file, transactionID: transactionID))
         }
+    }
+
+    /// What became of a transactional migration that failed, as the server tells it: a `COMMIT` the server read in
+    /// the file (where migrator's reader saw none) commits the statements before it, and a message must not then
+    /// say that nothing remains.
+    private func outcomeNote(_ file: MigrationFile, transactionID: String?) -> String {
+        guard connection.isConnected else {
+            return "\(file.label) did not commit: the connection was lost before migrator's COMMIT, so the server rolls "
+                + "its transaction back"
+        }
+        guard let transactionID,
+              let status = try? connection.query("SELECT txid_status($1::bigint) AS status", [transactionID]).first?
+                  .decodeIfPresent("status", as: String.self)
+        else {
+            return "\(file.label) was rolled back, but the server could not confirm it: check the database before "
+                + "running migrate again"
+        }
+        if status == "committed" {
+            return "\(file.label) ended migrator's transaction itself: the statements before that point are COMMITTED, "
+                + "without a history row, and the ones after it were not; undo them by hand or finish the migration "
+                + "in a new file, and remove the transaction control"
+        }
+        return "\(file.label) was rolled back; nothing of it remains"
     }
 
     /// One statement at a time, outside a transaction, recording progress before each so that a failure or a kill

@@ -204,7 +204,9 @@ public final class MigrationSession {
     ) throws(MigrationError) -> MigrationPlan {
         try MigrationPlan.make(
             entries: entries, history: history, migrationsPath: options.migrationsPath ?? "",
-            target: target, allowOutOfOrder: options.allowOutOfOrder
+            target: target, allowOutOfOrder: options.allowOutOfOrder,
+            // As the server will read the files: libpq knows the setting from the connection, no query needed.
+            standardConformingStrings: connection.parameterStatus("standard_conforming_strings") != "off"
         )
     }
 

@@ -133,8 +133,13 @@ struct SessionSetUp {
     /// set-up's own settings are applied again.
     ///
     /// One simple-query script (one round trip, no parameters): the same settings as the set-up's.
+    ///
+    /// The server times each statement of a script with the `statement_timeout` in force when it starts. A
+    /// migration may have set a tiny one, and `RESET ALL` brings back the database's or role's (1 ms cancels the
+    /// settings' SELECT on a fresh backend): so the statement after each of those is the cheapest there is, a `SET`
+    /// that turns the timeout off, before anything that takes longer runs.
     static func restoreScript(options: MigratorOptions, serverVersion: Int) -> String {
-        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;\nSELECT "
+        "SET statement_timeout = 0; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET statement_timeout = 0;\nSELECT "
             + setConfig(options: options, serverVersion: serverVersion)
     }
 

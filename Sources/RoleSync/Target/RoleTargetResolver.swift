@@ -52,7 +52,7 @@ enum RoleTargetResolver {
                EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(links)) AND contype = 'f'
                        AND confrelid = to_regclass('auth_group')) AS links_reference_groups,
                (SELECT string_agg(tg.tgname || '|' || tg.tgrelid::regclass::text || '|'
-                                  || replace(encode(tg.tgargs, 'escape'), '\\000', ','), ';' ORDER BY tg.tgname)
+                                  || replace(encode(tg.tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tg.tgname)
                 FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
                 WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))
                   AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')) AS triggers,
