@@ -15,8 +15,10 @@ public enum HTTPProbe {
         public var description: String
     }
 
-    /// GETs `path` from host:port, waiting at most `timeout` seconds for each of connect, send and receive.
+    /// GETs `path` from host:port; `timeout` seconds bound the whole request (resolving, connecting, sending and
+    /// reading the answer), so a server that answers one byte at a time cannot keep it waiting.
     public static func get(host: String, port: Int, path: String, timeout: Double = 5) throws(Failure) -> Answer {
+        let deadline = Deadline(seconds: timeout)
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -26,6 +28,8 @@ public enum HTTPProbe {
             throw Failure(description: "cannot resolve \(host): \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(list) }
+        let hostHeader = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        let late = Failure(description: "no complete answer from \(hostHeader) within \(Self.seconds(timeout))")
         var lastError = "no address"
         var candidate: UnsafeMutablePointer<addrinfo>? = first
         while let info = candidate {
@@ -33,26 +37,32 @@ public enum HTTPProbe {
             let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
             guard fd >= 0 else { lastError = String(cString: strerror(errno)); continue }
             defer { close(fd) }
-            var limit = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-            guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
-                lastError = String(cString: strerror(errno))
-                continue
+            // Non-blocking, each wait bounded by what is left of the deadline.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            if connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
+                guard errno == EINPROGRESS else { lastError = String(cString: strerror(errno)); continue }
+                guard try wait(fd, for: Int16(POLLOUT), until: deadline) else { throw late }
+                var error: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+                guard error == 0 else { lastError = String(cString: strerror(error)); continue }
             }
-            let hostHeader = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
             let request = Array("GET \(path) HTTP/1.0\r\nHost: \(hostHeader)\r\nUser-Agent: migrator-probe\r\nConnection: close\r\n\r\n".utf8)
             var sent = 0
             while sent < request.count {
+                guard try wait(fd, for: Int16(POLLOUT), until: deadline) else { throw late }
                 let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n < 0, errno == EAGAIN || errno == EINTR { continue }
                 guard n > 0 else { throw Failure(description: "sending to \(hostHeader) failed: \(String(cString: strerror(errno)))") }
                 sent += n
             }
             var response: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
             while true {
+                guard try wait(fd, for: Int16(POLLIN), until: deadline) else { throw late }
                 let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
                 if n == 0 { break }
+                if n < 0, errno == EAGAIN || errno == EINTR { continue }
                 guard n > 0 else { throw Failure(description: "reading from \(hostHeader) failed: \(String(cString: strerror(errno)))") }
                 response += buffer[0..<n]
                 if response.count > 64 * 1024 * 1024 { throw Failure(description: "the answer from \(hostHeader) is too large") }
@@ -60,6 +70,35 @@ public enum HTTPProbe {
             return try parse(response, from: hostHeader)
         }
         throw Failure(description: "cannot connect to \(host):\(port): \(lastError)")
+    }
+
+    /// A point on the monotonic clock.
+    struct Deadline {
+        let end: Double
+        init(seconds: Double) { end = Self.now() + seconds }
+        var remainingMilliseconds: Int32 { Int32(clamping: Int(max(0, (end - Self.now()) * 1000).rounded(.up))) }
+        static func now() -> Double {
+            var time = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &time)
+            return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+        }
+    }
+
+    /// Waits until `fd` is ready for `events` or the deadline passes (false).
+    static func wait(_ fd: Int32, for events: Int16, until deadline: Deadline) throws(Failure) -> Bool {
+        while true {
+            let left = deadline.remainingMilliseconds
+            guard left > 0 else { return false }
+            var entry = pollfd(fd: fd, events: events, revents: 0)
+            let ready = poll(&entry, 1, left)
+            if ready > 0 { return true }
+            if ready == 0 { return false }
+            guard errno == EINTR else { throw Failure(description: "waiting for the socket failed: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
     }
 
     static func parse(_ bytes: [UInt8], from origin: String) throws(Failure) -> Answer {

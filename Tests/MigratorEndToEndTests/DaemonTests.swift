@@ -2,6 +2,7 @@ import Foundation
 import MigratorTestSupport
 import Postgres
 import SystemSupport
+import Synchronization
 import Testing
 
 /// `migrator serve`, started from the built binary against a real server. The reference catalogue gives every
@@ -376,5 +377,59 @@ struct DaemonTests {
         #expect(run.exitCode == 1 && run.stderr.contains("cannot connect to 127.0.0.1:1"), run.transcript)
         let bad = try E2E.run(["probe", "healthz"])
         #expect(bad.exitCode == 64, bad.transcript)
+        let forever = try E2E.run(["probe", "--timeout", "0", "--http-address", "127.0.0.1:1"])
+        #expect(forever.exitCode == 64 && forever.stderr.contains("--timeout must be more than 0"), forever.transcript)
+    }
+
+    @Test("probe --timeout bounds the whole request: a server that sends one byte at a time does not keep it waiting")
+    func probeTimeoutBoundsTheWholeRequest() throws {
+        let server = try DrippingServer()
+        defer { server.stop() }
+        // The server sends a byte every 0.2 s for as long as the connection is open: a per-read timeout is never
+        // reached. The probe must give up at its 1 s deadline; the run's limit (20 s) stands for "it hung".
+        let run = try E2E.run(["probe", "--timeout", "1s", "--http-address", "127.0.0.1:\(server.port)", "/readyz"], limit: 20)
+        #expect(run.exitCode == 1, run.transcript)
+        #expect(run.stderr.contains("no complete answer from 127.0.0.1:\(server.port) within 1 s"), run.transcript)
+        #expect(server.bytesSent > 0, "the server never sent anything, so the test proves nothing")
+    }
+}
+
+/// A TCP server on 127.0.0.1 that accepts one connection and sends it one byte every 0.2 s until it closes.
+final class DrippingServer: @unchecked Sendable {
+    let port: Int
+    private let listener: Int32
+    private let stopped = Mutex(false)
+    private let sent = Mutex(0)
+    var bytesSent: Int { sent.withLock { $0 } }
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        listener = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        guard bound == 0, listen(fd, 4) == 0 else { throw POSIXError(.EADDRINUSE) }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread { [self] in
+            let client = accept(fd, nil, nil)
+            guard client >= 0 else { return }
+            defer { close(client) }
+            var byte: UInt8 = 0x48  // "H", the start of an HTTP answer that never completes
+            while !stopped.withLock({ $0 }) {
+                guard send(client, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 else { return }
+                sent.withLock { $0 += 1 }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        }
+    }
+
+    func stop() {
+        stopped.withLock { $0 = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
     }
 }

@@ -13,7 +13,7 @@ struct ProbeCommand: ParsableCommand {
     )
     var httpAddress: String?
 
-    @Option(help: ArgumentHelp("Give up after this long (default 5s).", valueName: "duration"))
+    @Option(help: ArgumentHelp("Give up on the whole request after this long (default 5s; more than 0).", valueName: "duration"))
     var timeout: DurationArgument?
 
     @Argument(help: ArgumentHelp("The path to GET.", valueName: "path"))
@@ -21,6 +21,9 @@ struct ProbeCommand: ParsableCommand {
 
     func validate() throws {
         _ = try HTTPAddressOption.resolve(httpAddress)
+        if let timeout, timeout.duration <= .zero {
+            throw ValidationError("--timeout must be more than 0: a healthcheck that may wait forever checks nothing")
+        }
         guard path.hasPrefix("/"), !path.contains(where: { $0 == " " || $0 == "\r" || $0 == "\n" }) else {
             var message = "the path must start with / and contain no spaces; got '\(path)'"
             // A misspelt option leaves its value to be read as the path; name the option, which is the real mistake.
