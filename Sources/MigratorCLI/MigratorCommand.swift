@@ -106,7 +106,7 @@ public enum CommandLineTool {
     /// expect, which may be a connection URL with a password.
     static func exit<Root: ParsableCommand>(_ root: Root.Type, with error: any Error) -> Never {
         let code = root.exitCode(for: error)
-        let redactor = ConnectionConfig(connectionString: GlobalOptions.environment["DATABASE_URL"]).redactor
+        let redactor = GlobalOptions.environmentRedactor
         let message = redactor.redact(root.fullMessage(for: error))
         if !message.isEmpty {
             if code == .success {

@@ -15,6 +15,8 @@ public final class Connection {
     private let noticeSink: NoticeSink
     /// Removes the password and connection string from anything this connection reports.
     public let redactor: Redactor
+    /// Whether the user said a pooler in session mode may stand between migrator and the server.
+    public let allowsSessionPooler: Bool
     /// How many requests were sent to the server and answered. `--json` output reports it.
     public private(set) var roundTrips = 0
 
@@ -46,6 +48,7 @@ public final class Connection {
         }
         self.handle = handle
         self.redactor = redactor
+        self.allowsSessionPooler = config.allowSessionPooler
         self.noticeSink = NoticeSink(logger: logger)
         PQsetNoticeReceiver(
             handle,

@@ -20,6 +20,9 @@ public struct ConnectionConfig: Sendable {
     public var keepalivesIdleSeconds: Int
     public var keepalivesIntervalSeconds: Int
     public var keepalivesCount: Int
+    /// Whether a connection pooler in session mode between migrator and the server is accepted (see
+    /// ``Connection/isPooled``); in transaction or statement mode nothing migrator relies on holds.
+    public var allowSessionPooler = false
 
     public init(
         connectionString: String?,

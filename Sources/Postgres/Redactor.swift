@@ -12,6 +12,11 @@ public struct Redactor: Sendable {
         self.secrets = secrets.filter { $0.count >= 1 }.sorted { $0.count > $1.count }
     }
 
+    /// This redactor's secrets and `other`'s.
+    public func adding(_ other: Redactor) -> Redactor {
+        Redactor(secrets: secrets + other.secrets)
+    }
+
     public func redact(_ text: String) -> String {
         var result = text
         for secret in secrets where result.contains(secret) {

@@ -46,14 +46,24 @@ struct SessionSetUp {
             .joined(separator: ",\n       ")
     }
 
+    /// The set-up, in one statement. `$4` is the server process libpq was told of at connection; a pooler (PgBouncer)
+    /// tells the client a key of its own, so when `pg_backend_pid()` differs the session is a pooler's, and unless
+    /// the user accepts one in session mode (`$5`) nothing is set and no lock taken: in transaction mode a setting or
+    /// a session lock would stay on a server connection other clients of the pool get next.
     static func sql(options: MigratorOptions, serverVersion: Int) -> String {
-        """
-        SELECT \(setConfig(options: options, serverVersion: serverVersion)),
+        let settings = settings(options: options, serverVersion: serverVersion)
+            .map { "CASE WHEN ours THEN set_config('\($0.name)', '\($0.value)', false) END AS \($0.name)" }
+            .joined(separator: ",\n       ")
+        return """
+        WITH session AS (SELECT pg_backend_pid() AS server_pid, pg_backend_pid() = $4::integer OR $5::boolean AS ours)
+        SELECT \(settings),
+               server_pid,
                pg_is_in_recovery() AS in_recovery,
                current_setting('transaction_read_only') AS read_only,
-               CASE WHEN $1::boolean AND NOT pg_is_in_recovery()
+               CASE WHEN ours AND $1::boolean AND NOT pg_is_in_recovery()
                     THEN pg_try_advisory_lock($2::bigint) ELSE false END AS locked,
                obj_description(to_regnamespace($3::text), 'pg_namespace') AS own_objects
+        FROM session
         """
     }
 
@@ -68,13 +78,27 @@ struct SessionSetUp {
         do {
             let result = try runCancellable(on: connection) { () throws(PostgresError) -> QueryResult in
                 try connection.query(sql(options: options, serverVersion: connection.serverVersion), [
-                    tryLock, options.schema.lockKey, options.schema.name,
+                    tryLock, options.schema.lockKey, options.schema.name, connection.backendPID,
+                    connection.allowsSessionPooler,
                 ])
             }.from("the session set-up")
             guard let first = result.first else {
                 throw MigrationError(code: .databaseError, message: "could not set up the session: the server returned no row")
             }
             row = first
+            let serverPID = try row.decode("server_pid", as: Int32.self)
+            if serverPID != connection.backendPID, !connection.allowsSessionPooler {
+                throw MigrationError(
+                    code: .connectionFailed,
+                    message: "\(connection.safeDescription) goes through a connection pooler (the server process that "
+                        + "answers is not the one the connection was opened with): migrator needs a session of its own "
+                        + "for its lock, its settings and LISTEN, which a pooler in transaction mode shares between "
+                        + "clients; nothing was changed",
+                    hint: "give migrator a direct connection to the server in MIGRATOR_DIRECT_URL (or --database-url), and "
+                        + "keep the pooled DATABASE_URL for the app; with a pooler in session mode, "
+                        + "--allow-session-pooler (MIGRATOR_ALLOW_SESSION_POOLER=1)"
+                )
+            }
             inRecovery = try row.decode("in_recovery", as: Bool.self)
             readOnly = try row.decode("read_only", as: Bool.self)
             facts.locked = tryLock ? try row.decode("locked", as: Bool.self) : nil

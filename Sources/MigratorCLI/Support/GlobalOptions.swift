@@ -12,11 +12,17 @@ public struct GlobalOptions: ParsableArguments {
     @Option(
         name: .customLong("database-url"),
         help: ArgumentHelp(
-            "PostgreSQL URL or key=value connection string (env: DATABASE_URL). Without it, libpq's PG* variables apply.",
+            "PostgreSQL URL or key=value connection string (env: MIGRATOR_DIRECT_URL, else DATABASE_URL). Without it, libpq's PG* variables apply.",
             valueName: "url"
         )
     )
     var databaseURL: String?
+
+    @Flag(
+        name: .customLong("allow-session-pooler"),
+        help: "Accept a connection pooler (PgBouncer) in session mode between migrator and the server; one in transaction mode breaks the lock (env: MIGRATOR_ALLOW_SESSION_POOLER=1)."
+    )
+    var allowSessionPooler = false
 
     @Option(
         name: .customLong("migrations"),
@@ -46,7 +52,17 @@ public struct GlobalOptions: ParsableArguments {
     /// call, and a `migrate` looks up a dozen names before it connects. Nothing in migrator changes its own environment.
     public static let environment: [String: String] = ProcessInfo.processInfo.environment
 
-    var resolvedDatabaseURL: String? { databaseURL ?? Self.environment["DATABASE_URL"] }
+    /// The option, else MIGRATOR_DIRECT_URL (a direct connection for migrator where the app's DATABASE_URL goes
+    /// through a pooler), else DATABASE_URL; an empty variable counts as unset.
+    var resolvedDatabaseURL: String? {
+        databaseURL ?? Self.environment["MIGRATOR_DIRECT_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.environment["DATABASE_URL"]
+    }
+
+    /// Every password the environment's connection strings carry, for messages printed before options are read.
+    public static var environmentRedactor: Redactor {
+        ConnectionConfig(connectionString: environment["DATABASE_URL"]).redactor
+            .adding(ConnectionConfig(connectionString: environment["MIGRATOR_DIRECT_URL"]).redactor)
+    }
     /// The folder `migrate` and `new` work on: the option, the variable (an empty one counts as unset), or ./Migrations.
     public var resolvedMigrations: String { explicitMigrations ?? "./Migrations" }
 
@@ -94,18 +110,27 @@ public struct GlobalOptions: ParsableArguments {
     }
 
     public func validate() throws {
+        _ = try resolvedAllowSessionPooler
         _ = try resolvedLogLevel
         _ = try resolvedLogFormat
         _ = try resolvedSchema
     }
 
-    public var connectionConfig: ConnectionConfig { ConnectionConfig(connectionString: resolvedDatabaseURL) }
+    var resolvedAllowSessionPooler: Bool {
+        get throws { try allowSessionPooler || environmentFlag("MIGRATOR_ALLOW_SESSION_POOLER") == true }
+    }
+
+    public var connectionConfig: ConnectionConfig {
+        var config = ConnectionConfig(connectionString: resolvedDatabaseURL)
+        config.allowSessionPooler = (try? resolvedAllowSessionPooler) ?? false
+        return config
+    }
 
     /// Sets up logging once for the process and returns the root logger.
     public func makeLogger() throws -> Logger {
         let level = try resolvedLogLevel
         let format = try resolvedLogFormat
-        let redactor = connectionConfig.redactor
+        let redactor = connectionConfig.redactor.adding(Self.environmentRedactor)
         LoggingSystem.bootstrap { label in
             var handler = MigratorLogHandler(label: label, format: format, redactor: redactor)
             handler.logLevel = level
