@@ -182,6 +182,7 @@ struct MigrateJSON: Decodable {
         var name: String
         var transactional: Bool
         var resumedAtStatement: Int?
+        var statements: Int?
     }
 
     var applied: [Applied]
