@@ -209,9 +209,9 @@ struct MigratorTests {
             #expect(refused?.code == .historyMismatch)
             #expect(refused?.mentions("statement 2 already ran") == true)
             let moved = try #require(try connection.query(
-                "SELECT h.statement_checksums IS NULL AS cleared, (SELECT array_agg(checksum ORDER BY statement)::text FROM migrator.history_statements) AS list FROM migrator.history h"
+                "SELECT h.statement_checksums::text AS marker, (SELECT array_agg(checksum ORDER BY statement)::text FROM migrator.history_statements) AS list FROM migrator.history h"
             ).first)
-            #expect(moved.bool("cleared") == true && moved["list"] == checksums)
+            #expect(moved["marker"] == #"{"see history_statements (migrator engine step 2)"}"# && moved["list"] == checksums)
             #expect(try connection.query("SELECT version FROM migrator.components WHERE component = 'engine'").first?.int("version") == 2)
 
             // Fixed: it resumes at statement 3; statements 1 and 2 do not run again.
@@ -222,6 +222,35 @@ struct MigratorTests {
             #expect(try Self.history(connection).last?["state"] == "applied")
             #expect(try connection.query("SELECT count(*) AS c FROM migrator.history_statements").first?.int("c") == 0)
             #expect(try Self.migrator(database, folder).status().isClean)
+        }
+    }
+
+    /// A release of engine step 1 reads only `statement_checksums`. What this release leaves there for a migration
+    /// that stopped part way (one marker) makes that release's resume check refuse, with nothing run, instead of
+    /// taking an empty array for "no statement ran" and running statement 1 again. The check below is step 1's, which
+    /// this release still has: the row decoded as step 1 decoded it.
+    @Test("a migration that failed part way is refused, not rerun from statement 1, by a release that reads only the array")
+    func olderReleaseRefusesToResume() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            let text = "-- migrator:no-transaction\nCREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\nINSERT INTO nowhere VALUES (2);\n"
+            try folder.write("0001_steps.sql", text)
+            #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            let connection = try database.connect()
+            let row = try #require(try connection.query(
+                "SELECT statement_checksums, failed_statement FROM migrator.history WHERE version = 1"
+            ).first)
+            let array = PostgresArray.parse(try #require(row["statement_checksums"])).compactMap { $0 }
+            #expect(array == ["see history_statements (migrator engine step 2)"])
+            // This release reads the checksums of the two statements done from the table ...
+            var asStepOne = try #require(try HistoryStore(schema: .default).read(connection, legacyFallback: false)?.records.first)
+            #expect(asStepOne.statementChecksums?.count == 2 && asStepOne.statementChecksums != array)
+            // ... a release of step 1 reads the array.
+            asStepOne.statementChecksums = array
+            let file = try MigrationDirectory(path: folder.path).entries()[0].load()
+            let refused = #expect(throws: MigrationError.self) { try MigrationPlan.resumeStep(file: file, record: asStepOne) }
+            #expect(refused?.code == .historyMismatch)
+            #expect(refused?.mentions("statement 1 already ran") == true)
         }
     }
 

@@ -250,7 +250,9 @@ struct EndToEndTests {
             #expect(row["state"] == "failed")
             #expect(row.int("failed_statement") == count)
             #expect(row.int("statements_done") == count - 1)
-            #expect(row["statement_checksums"] == nil, "the checksums are rows of migrator.history_statements now")
+            // The checksums are rows of migrator.history_statements; the array holds one marker that matches no statement,
+            // so an older release (which reads only the array) refuses to resume instead of running statement 1 again.
+            #expect(row["statement_checksums"] == #"{"see history_statements (migrator engine step 2)"}"#)
             #expect(try connection.count("SELECT count(*) FROM migrator.history_statements WHERE version = 1") == count - 1)
             #expect(try connection.count(
                 "SELECT count(*) FROM migrator.history_statements WHERE version = 1 AND statement BETWEEN 1 AND \(count - 1)"

@@ -24,6 +24,12 @@ public struct HistoryStore: Sendable {
     /// count (`statements_done`); the rows go when the migration is recorded applied (or its history row is deleted).
     public var statementsTable: String { schema.qualified("history_statements") }
 
+    /// What a row whose statements are in ``statementsTable`` holds in `statement_checksums`, instead of NULL: a release
+    /// of engine step 1 reads only the array, and would take NULL for "no statement ran" and run them again; this one
+    /// element matches no statement's checksum, so such a release refuses to resume (statement 1 "has changed") and
+    /// runs nothing. Constant, so writing it costs the same whatever the number of statements.
+    static let statementsElsewhere = "see history_statements (migrator engine step 2)"
+
     static func createSQL(_ table: String) -> String {
         """
         CREATE TABLE IF NOT EXISTS \(table) (
@@ -78,7 +84,13 @@ public struct HistoryStore: Sendable {
                 ON CONFLICT (version, statement) DO NOTHING
                 """
             )
-            try connection.query("UPDATE \(history.table) SET statement_checksums = NULL WHERE statement_checksums IS NOT NULL")
+            try connection.query(
+                """
+                UPDATE \(history.table) SET statement_checksums = CASE WHEN state = 'failed' THEN ARRAY[$1::text] END
+                WHERE statement_checksums IS NOT NULL
+                """,
+                [HistoryStore.statementsElsewhere]
+            )
         },
     ])
 
@@ -181,7 +193,8 @@ public struct HistoryStore: Sendable {
                     appliedAt: try row.decode("applied_at"), appliedBy: try row.decode("applied_by"),
                     durationMs: try row.decode("duration_ms"),
                     statementsDone: try row.decodeIfPresent("statements_done"),
-                    statementChecksums: try row.decodeIfPresent("statement_checksums", as: [String?].self)?.compactMap { $0 },
+                    statementChecksums: try row.decodeIfPresent("statement_checksums", as: [String?].self)
+                        .map { $0.compactMap { $0 } }.flatMap { $0 == [Self.statementsElsewhere] ? nil : $0 },
                     failedStatement: try row.decodeIfPresent("failed_statement"),
                     error: try row.decodeIfPresent("error"),
                     superseded: try row.decodeIfPresent("superseded")
@@ -254,11 +267,11 @@ public struct HistoryStore: Sendable {
                 INSERT INTO \(table)
                     (version, name, checksum, transactional, state, duration_ms, statements_done, statement_checksums,
                      failed_statement, error)
-                SELECT $1, $2, $3, false, 'failed', $4, $5, NULL::text[], $6, $7 WHERE \(Self.lockHeld(high: 8, low: 9))
+                SELECT $1, $2, $3, false, 'failed', $4, $5, ARRAY[$11::text], $6, $7 WHERE \(Self.lockHeld(high: 8, low: 9))
                 ON CONFLICT (version) DO UPDATE SET
                     name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = false, state = 'failed',
                     applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
-                    statements_done = EXCLUDED.statements_done, statement_checksums = NULL,
+                    statements_done = EXCLUDED.statements_done, statement_checksums = EXCLUDED.statement_checksums,
                     failed_statement = EXCLUDED.failed_statement, error = EXCLUDED.error
                 RETURNING version
             ), statement AS (
@@ -268,7 +281,7 @@ public struct HistoryStore: Sendable {
             )
             SELECT count(*) AS recorded FROM recorded
             """,
-            [file.version, file.name, file.checksum, durationMs, done, failedStatement, error, high, low, completed]
+            [file.version, file.name, file.checksum, durationMs, done, failedStatement, error, high, low, completed, Self.statementsElsewhere]
         ).recordedOne(table)
     }
 
