@@ -40,7 +40,7 @@ public struct MigratorProcess {
     /// Starts the binary; the caller waits for it with ``finish(_:)``.
     public static func start(
         _ arguments: [String], environment: [String: String] = [:], clearDatabaseEnvironment: Bool = true,
-        currentDirectory: String? = nil
+        currentDirectory: String? = nil, standardInput: String? = nil
     ) throws -> (Process, Pipe, Pipe) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary)
@@ -59,8 +59,18 @@ public struct MigratorProcess {
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        let input = standardInput.map { _ in Pipe() }
+        process.standardInput = input ?? FileHandle.nullDevice
         try process.run()
+        if let input, let standardInput {
+            // Written from another thread and closed, so a large input never blocks the test on a full pipe.
+            let writer = input.fileHandleForWriting
+            let data = Data(standardInput.utf8)
+            DispatchQueue.global().async {
+                try? writer.write(contentsOf: data)
+                try? writer.close()
+            }
+        }
         return (process, out, err)
     }
 

@@ -71,6 +71,26 @@ public enum FileSystem {
         return bytes
     }
 
+    /// Everything on standard input up to its end, or nil with errno set (EFBIG past `maxBytes`, without reading
+    /// further).
+    public static func readStandardInput(maxBytes: Int = .max) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { buffer in read(0, buffer.baseAddress!, buffer.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if count == 0 { return bytes }
+            bytes += chunk[0..<count]
+            if bytes.count > maxBytes {
+                errno = EFBIG
+                return nil
+            }
+        }
+    }
+
     /// Whether the last readFile failed because the file was larger than its maxBytes.
     public static var lastErrorWasTooLarge: Bool { errno == EFBIG }
 

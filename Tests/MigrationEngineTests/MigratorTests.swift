@@ -167,6 +167,93 @@ struct MigratorTests {
         }
     }
 
+    /// Engine step 1 kept the checksums of the statements done in `statement_checksums`; step 2 keeps them in
+    /// `migrator.history_statements`. The database below is the one step 1 leaves after a migration failed at its
+    /// third statement (made by this release, then turned back: the array filled from the rows, the table dropped,
+    /// the engine's version and the schema's marker set to 1).
+    @Test("a migration that failed part way under the previous layout (checksums in the array) resumes after the upgrade")
+    func previousProgressLayoutResumes() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            let first = "-- migrator:no-transaction\nCREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\nINSERT INTO nowhere VALUES (2);\nINSERT INTO t VALUES (3);\n"
+            try folder.write("0001_steps.sql", first)
+            #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            let connection = try database.connect()
+            let checksums = try connection.query(
+                "SELECT array_agg(checksum ORDER BY statement)::text AS list FROM migrator.history_statements WHERE version = 1"
+            ).first?["list"]
+            let marker = try #require(try connection.query("SELECT obj_description('migrator'::regnamespace, 'pg_namespace') AS m").first?["m"])
+            #expect(marker.contains("engine 2"))
+            _ = try connection.execute(script: """
+                UPDATE migrator.history h SET statement_checksums = (
+                    SELECT array_agg(checksum ORDER BY statement) FROM migrator.history_statements s WHERE s.version = h.version
+                );
+                DROP TABLE migrator.history_statements;
+                UPDATE migrator.components SET version = 1 WHERE component = 'engine';
+                """)
+            try connection.query("COMMENT ON SCHEMA migrator IS '\(marker.replacingOccurrences(of: "engine 2", with: "engine 1"))'")
+            let legacy = try #require(try connection.query("SELECT statements_done, statement_checksums::text AS list FROM migrator.history").first)
+            #expect(legacy.int("statements_done") == 2 && legacy["list"] == checksums && checksums != nil)
+
+            // Read as it is, without upgrading: status and a dry run see the failure and where it resumes.
+            let status = try Self.migrator(database, folder).status()
+            #expect(status.migrations.first?.state == .failed && status.migrations.first?.failedStatement == 3)
+            #expect(try connection.query("SELECT to_regclass('migrator.history_statements') IS NULL AS gone").first?.bool("gone") == true)
+            try folder.write("0001_steps.sql", first.replacingOccurrences(of: "nowhere", with: "t"))
+            let dry = try Self.migrator(database, folder) { $0.dryRun = true }.migrate()
+            #expect(dry.applied.first?.resumedAtStatement == 3)
+
+            // A statement that ran, changed, is still refused after the upgrade: the checksums moved with it.
+            try folder.write("0001_steps.sql", first.replacingOccurrences(of: "nowhere", with: "t").replacingOccurrences(of: "VALUES (1)", with: "VALUES (9)"))
+            let refused = #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            #expect(refused?.code == .historyMismatch)
+            #expect(refused?.mentions("statement 2 already ran") == true)
+            let moved = try #require(try connection.query(
+                "SELECT h.statement_checksums::text AS marker, (SELECT array_agg(checksum ORDER BY statement)::text FROM migrator.history_statements) AS list FROM migrator.history h"
+            ).first)
+            #expect(moved["marker"] == #"{"see history_statements (migrator engine step 2)"}"# && moved["list"] == checksums)
+            #expect(try connection.query("SELECT version FROM migrator.components WHERE component = 'engine'").first?.int("version") == 2)
+
+            // Fixed: it resumes at statement 3; statements 1 and 2 do not run again.
+            try folder.write("0001_steps.sql", first.replacingOccurrences(of: "nowhere", with: "t"))
+            let report = try Self.migrator(database, folder).migrate()
+            #expect(report.applied.first?.resumedAtStatement == 3)
+            #expect(try connection.query("SELECT string_agg(id::text, ',' ORDER BY id) AS ids FROM t").first?["ids"] == "1,2,3")
+            #expect(try Self.history(connection).last?["state"] == "applied")
+            #expect(try connection.query("SELECT count(*) AS c FROM migrator.history_statements").first?.int("c") == 0)
+            #expect(try Self.migrator(database, folder).status().isClean)
+        }
+    }
+
+    /// A release of engine step 1 reads only `statement_checksums`. What this release leaves there for a migration
+    /// that stopped part way (one marker) makes that release's resume check refuse, with nothing run, instead of
+    /// taking an empty array for "no statement ran" and running statement 1 again. The check below is step 1's, which
+    /// this release still has: the row decoded as step 1 decoded it.
+    @Test("a migration that failed part way is refused, not rerun from statement 1, by a release that reads only the array")
+    func olderReleaseRefusesToResume() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            let text = "-- migrator:no-transaction\nCREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\nINSERT INTO nowhere VALUES (2);\n"
+            try folder.write("0001_steps.sql", text)
+            #expect(throws: MigrationError.self) { try Self.migrator(database, folder).migrate() }
+            let connection = try database.connect()
+            let row = try #require(try connection.query(
+                "SELECT statement_checksums, failed_statement FROM migrator.history WHERE version = 1"
+            ).first)
+            let array = PostgresArray.parse(try #require(row["statement_checksums"])).compactMap { $0 }
+            #expect(array == ["see history_statements (migrator engine step 2)"])
+            // This release reads the checksums of the two statements done from the table ...
+            var asStepOne = try #require(try HistoryStore(schema: .default).read(connection, legacyFallback: false)?.records.first)
+            #expect(asStepOne.statementChecksums?.count == 2 && asStepOne.statementChecksums != array)
+            // ... a release of step 1 reads the array.
+            asStepOne.statementChecksums = array
+            let file = try MigrationDirectory(path: folder.path).entries()[0].load()
+            let refused = #expect(throws: MigrationError.self) { try MigrationPlan.resumeStep(file: file, record: asStepOne) }
+            #expect(refused?.code == .historyMismatch)
+            #expect(refused?.mentions("statement 1 already ran") == true)
+        }
+    }
+
     @Test("transaction control in a transactional migration is refused before anything runs")
     func transactionControlRefused() throws {
         try TestDatabase.with { database in

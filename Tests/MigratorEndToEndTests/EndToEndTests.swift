@@ -227,6 +227,65 @@ struct EndToEndTests {
         }
     }
 
+    /// The progress record is a constant amount of work per statement (one row of migrator.history_statements and the
+    /// count in the history row), so a long file is linear; this checks what is recorded at that size, not a time
+    /// (scripts/bench-no-transaction prints the time).
+    @Test("a migration outside a transaction with 10,000 statements fails at its last, records 9,999, and resumes there")
+    func tenThousandStatements() throws {
+        try TestDatabase.with { db in
+            let count = 10_000
+            func file(last: String) -> String {
+                var text = "-- migrator:no-transaction\nCREATE TABLE many (id int PRIMARY KEY);\n"
+                for index in 2..<count { text += "INSERT INTO many VALUES (\(index));\n" }
+                return text + last + "\n"
+            }
+            let folder = try E2E.folder([("0001_many.sql", file(last: "INSERT INTO nowhere VALUES (\(count));"))])
+            let failed = try E2E.run(E2E.migrate(folder), database: db, limit: 300)
+            #expect(failed.exitCode == 1, failed.transcript)
+            #expect(failed.stderr.contains("0001_many.sql:\(count + 1):13: error: relation \"nowhere\" does not exist"), failed.transcript)
+            let connection = try db.connect()
+            let row = try #require(try connection.query(
+                "SELECT state, failed_statement, statements_done, statement_checksums FROM migrator.history WHERE version = 1"
+            ).first)
+            #expect(row["state"] == "failed")
+            #expect(row.int("failed_statement") == count)
+            #expect(row.int("statements_done") == count - 1)
+            // The checksums are rows of migrator.history_statements; the array holds one marker that matches no statement,
+            // so an older release (which reads only the array) refuses to resume instead of running statement 1 again.
+            #expect(row["statement_checksums"] == #"{"see history_statements (migrator engine step 2)"}"#)
+            #expect(try connection.count("SELECT count(*) FROM migrator.history_statements WHERE version = 1") == count - 1)
+            #expect(try connection.count(
+                "SELECT count(*) FROM migrator.history_statements WHERE version = 1 AND statement BETWEEN 1 AND \(count - 1)"
+            ) == count - 1)
+            #expect(try connection.count("SELECT count(*) FROM many") == count - 2)
+
+            let status = try decode(StatusJSON.self, try E2E.run(E2E.args("status", folder, "--json"), database: db).stdout)
+            #expect(status.migrations.first?.state == "failed" && status.migrations.first?.failedStatement == count)
+
+            try folder.write("0001_many.sql", file(last: "INSERT INTO many VALUES (\(count));"))
+            let resumed = try E2E.run(E2E.migrate(folder, "--json"), database: db, limit: 300)
+            #expect(resumed.exitCode == 0, resumed.transcript)
+            let report = try decode(MigrateJSON.self, resumed.stdout)
+            #expect(report.applied.first?.resumedAtStatement == count)
+            #expect(report.applied.first?.statements == count)
+            #expect(try connection.count("SELECT count(*) FROM many") == count - 1)
+            #expect(try connection.scalar("SELECT state FROM migrator.history WHERE version = 1") == "applied")
+            #expect(try connection.count("SELECT count(*) FROM migrator.history_statements") == 0)
+            try E2E.expectAllApplied(folder, database: db, versions: [1])
+
+            // From the start, in one run: all 10,000 statements.
+            try folder.write("0002_many_again.sql", file(last: "INSERT INTO many VALUES (\(count));").replacingOccurrences(of: "many", with: "many_again"))
+            let whole = try E2E.run(E2E.migrate(folder, "--json"), database: db, limit: 300)
+            #expect(whole.exitCode == 0, whole.transcript)
+            let wholeReport = try decode(MigrateJSON.self, whole.stdout)
+            #expect(wholeReport.applied.map(\.version) == [2] && wholeReport.applied.first?.statements == count)
+            #expect(wholeReport.applied.first?.resumedAtStatement == nil)
+            #expect(try connection.count("SELECT count(*) FROM many_again") == count - 1)
+            #expect(try connection.count("SELECT count(*) FROM migrator.history_statements") == 0)
+            try E2E.expectAllApplied(folder, database: db, versions: [1, 2])
+        }
+    }
+
     @Test("a failed migration outside a transaction whose completed statement changed is refused")
     func nonTransactionalResumeRefusesChangedStatement() throws {
         try TestDatabase.with { db in

@@ -125,16 +125,20 @@ struct HostileInputTests {
         }
     }
 
-    @Test("--roles files that are not JSON, huge, a folder or a FIFO exit 2 at once, naming the file")
+    @Test("--roles files that are not JSON, have a duplicate key, are huge, a folder or a FIFO exit 2 at once, naming the file")
     func hostileRolesFiles() throws {
         try TestDatabase.with { db in
             let folder = try MigrationFolder.shipped()
             let notJSON = try folder.write("roles-not-json.txt", "roles: [Lead]\n")
+            let duplicate = try folder.write(
+                "roles-duplicate.json", "{\"roles\": [{\"name\": \"Lead\", \"permissions\": [],\n  \"permissions\": [\"view_project\"]}]}\n"
+            )
             let huge = try folder.write("roles-huge.json", "{\"roles\": [], \"pad\": \"" + String(repeating: "p", count: 5 << 20) + "\"}")
             try FileManager.default.createDirectory(atPath: folder.path + "/roles-folder.json", withIntermediateDirectories: false)
             #expect(mkfifo(folder.path + "/roles-fifo.json", 0o644) == 0)
             let cases = [
-                (notJSON, "roles-not-json.txt: error: the file is not valid JSON"),
+                (notJSON, "roles-not-json.txt:1:1: error: the file is not valid JSON: expected a value"),
+                (duplicate, #"roles-duplicate.json:2:3: error: duplicate key "permissions" in roles[0] (first at 1:29)"#),
                 (huge, "roles-huge.json: error: the roles file is larger than 4194304 bytes"),
                 (folder.path + "/roles-folder.json", "roles-folder.json: error: this is a folder"),
                 (folder.path + "/roles-fifo.json", "roles-fifo.json: error: this is not a regular file"),

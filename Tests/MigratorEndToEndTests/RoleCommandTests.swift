@@ -119,6 +119,64 @@ struct RoleCommandTests {
         }
     }
 
+    @Test("update-roles --project-ids and --project-ids-from (a file, or - for standard input) limit the sync; a bad id is refused at its line and column")
+    func updateRolesProjectIDLists() throws {
+        try TestDatabase.with { db in
+            let folder = try Self.folderWithProjects(6)
+            #expect(try E2E.run(E2E.args("migrate", folder, "--skip-roles"), database: db).exitCode == 0)
+            let connection = try db.connect()
+            let ids = try connection.query("SELECT id::text AS id FROM main_project ORDER BY id").rows.compactMap { $0["id"] }
+            #expect(ids.count == 6)
+            func groups() throws -> Int { try connection.count("SELECT count(*) FROM auth_group") }
+
+            // Refused before anything is synced: a bad id in a file (exit 2, file:line:column and the line), in a
+            // list (exit 64), a missing file, an empty one.
+            let bad = try folder.write("ids.txt", "\(ids[0])\n\(ids[1]), 12x\n")
+            let refused = try E2E.run(E2E.args("update-roles", folder, "--project-ids-from", bad), database: db)
+            #expect(refused.exitCode == 2, refused.transcript)
+            #expect(refused.stderr.contains("ids.txt:2:\(ids[1].count + 3): error: '12x' is not a project id"), refused.transcript)
+            #expect(refused.stderr.contains("   2 | \(ids[1]), 12x"), refused.transcript)
+            let refusedJSON = try E2E.run(E2E.args("update-roles", folder, "--project-ids-from", bad, "--json"), database: db)
+            #expect(refusedJSON.exitCode == 2 && refusedJSON.stdout.contains("\"code\" : \"invalidInput\""), refusedJSON.transcript)
+            let negative = try E2E.run(E2E.args("update-roles", folder, "--project-ids-from", "-"), database: db, standardInput: "1\n-5\n")
+            #expect(negative.exitCode == 2, negative.transcript)
+            #expect(negative.stderr.contains("standard input:2:1: error: '-5' is not a project id: ids are positive"), negative.transcript)
+            let list = try E2E.run(E2E.args("update-roles", folder, "--project-ids", "\(ids[0]),x"), database: db)
+            #expect(list.exitCode == 64, list.transcript)
+            #expect(list.stderr.contains("--project-ids: 'x' is not a project id"), list.transcript)
+            let tooLarge = try E2E.run(E2E.args("update-roles", folder, "--project-ids", "9223372036854775808"), database: db)
+            #expect(tooLarge.exitCode == 64 && tooLarge.stderr.contains("larger than 9223372036854775807"), tooLarge.transcript)
+            let missing = try E2E.run(E2E.args("update-roles", folder, "--project-ids-from", folder.path + "/none.txt"), database: db)
+            #expect(missing.exitCode == 2 && missing.stderr.contains("none.txt: error: the file of project ids cannot be read"), missing.transcript)
+            let empty = try folder.write("empty.txt", " \n\n")
+            let none = try E2E.run(E2E.args("update-roles", folder, "--project-ids-from", empty), database: db)
+            #expect(none.exitCode == 2 && none.stderr.contains("names no project"), none.transcript)
+            #expect(try groups() == 0)
+
+            // A list, with --project-id and a duplicate: two projects.
+            let two = try E2E.run(
+                E2E.args("update-roles", folder, "--project-ids", "\(ids[0]), \(ids[1])", "--project-id", ids[0], "--json"), database: db
+            )
+            #expect(two.exitCode == 0, two.transcript)
+            #expect(two.stdout.contains("\"mode\" : \"projects\"") && two.stdout.contains("\"projects\" : 2"), two.transcript)
+            #expect(try groups() == 10)
+            // A file: one id a line, commas and spaces too, an id twice (it counts once).
+            let file = try folder.write("more.txt", "\(ids[2])\r\n\(ids[3]),\(ids[3])\n\n")
+            let fromFile = try E2E.run(E2E.args("update-roles", folder, "--project-ids-from", file, "--json"), database: db)
+            #expect(fromFile.exitCode == 0 && fromFile.stdout.contains("\"projects\" : 2"), fromFile.transcript)
+            #expect(try groups() == 20)
+            // Standard input, with thousands of ids (most of them no project): only the real ones are synced.
+            let many = ([ids[4], ids[5]] + (1...20_000).map { String(1_000_000 + $0) }).joined(separator: "\n")
+            let fromInput = try E2E.run(
+                E2E.args("update-roles", folder, "--project-ids-from", "-", "--json"), database: db, standardInput: many + "\n"
+            )
+            #expect(fromInput.exitCode == 0, fromInput.transcript)
+            #expect(try groups() == 30)
+            #expect(try connection.count("SELECT count(DISTINCT project_id) FROM migrator.project_role_group") == 6)
+            #expect(try connection.count("SELECT count(*) FROM migrator.role_version") == 0)
+        }
+    }
+
     @Test("a bad --roles file is refused with exit 2 naming the file and the role")
     func badRolesFile() throws {
         try TestDatabase.with { db in

@@ -27,11 +27,11 @@ enum E2E {
     @discardableResult
     static func run(
         _ arguments: [String], database: TestDatabase? = nil, environment: [String: String] = [:],
-        secrets: [String] = [], limit: Double = 60, currentDirectory: String? = nil,
+        secrets: [String] = [], limit: Double = 60, currentDirectory: String? = nil, standardInput: String? = nil,
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> Run {
         try finish(
-            start(arguments, database: database, environment: environment, currentDirectory: currentDirectory),
+            start(arguments, database: database, environment: environment, currentDirectory: currentDirectory, standardInput: standardInput),
             secrets: secrets, limit: limit, sourceLocation: sourceLocation
         )
     }
@@ -43,13 +43,13 @@ enum E2E {
 
     static func start(
         _ arguments: [String], database: TestDatabase? = nil, environment: [String: String] = [:],
-        currentDirectory: String? = nil
+        currentDirectory: String? = nil, standardInput: String? = nil
     ) throws -> Started {
         var env = environment
         if let database, env["DATABASE_URL"] == nil { env["DATABASE_URL"] = database.url }
         let startedAt = ContinuousClock.now
         return Started(
-            process: try MigratorProcess.start(arguments, environment: env, currentDirectory: currentDirectory),
+            process: try MigratorProcess.start(arguments, environment: env, currentDirectory: currentDirectory, standardInput: standardInput),
             startedAt: startedAt
         )
     }
@@ -182,6 +182,7 @@ struct MigrateJSON: Decodable {
         var name: String
         var transactional: Bool
         var resumedAtStatement: Int?
+        var statements: Int?
     }
 
     var applied: [Applied]

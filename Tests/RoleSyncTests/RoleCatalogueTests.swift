@@ -83,7 +83,18 @@ struct RoleCatalogueTests {
     }
 
     static let badFiles: [BadFile] = [
-        BadFile(label: "not JSON", json: #"{"roles": [}"#, expected: "roles.json: error: the file is not valid JSON"),
+        BadFile(label: "not JSON", json: #"{"roles": [}"#, expected: "roles.json:1:12: error: the file is not valid JSON: expected a value"),
+        BadFile(label: "duplicate top-level key", json: "{\"roles\": [{\"name\": \"A\", \"permissions\": []}],\n \"roles\": [{\"name\": \"B\", \"permissions\": []}]}", expected: #"roles.json:2:2: error: duplicate key "roles" in the top-level object (first at 1:2)"#),
+        BadFile(label: "duplicate key in a role", json: #"{"roles": [{"name": "A", "permissions": []}, {"name": "B", "permissions": ["x"], "name": "C"}]}"#, expected: #"roles.json:1:82: error: duplicate key "name" in roles[1] (first at 1:47)"#),
+        BadFile(label: "duplicate key in a permission", json: #"{"project_permissions": [{"codename": "c", "name": "C", "codename": "d"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: #"duplicate key "codename" in project_permissions[0]"#),
+        BadFile(label: "duplicate key in the target", json: #"{"roles": [{"name": "A", "permissions": []}], "target": {"group_name": "{id}{role}", "group_name": "{role}{id}"}}"#, expected: #"duplicate key "group_name" in target"#),
+        BadFile(label: "duplicate key deep in the ignored source", json: #"{"source": {"repo": {"url": "a", "url": "b"}}, "roles": [{"name": "A", "permissions": []}]}"#, expected: #"duplicate key "url" in source.repo"#),
+        BadFile(label: "escaped NUL in a codename", json: #"{"roles": [{"name": "A", "permissions": ["view\u0000_project"]}]}"#, expected: #"roles.json:1:47: error: \u0000 (NUL) in a string; PostgreSQL text cannot hold it"#),
+        BadFile(label: "escaped NUL in a display name", json: #"{"project_permissions": [{"codename": "c", "name": "Can\u0000 c"}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: #"roles.json:1:56: error: \u0000 (NUL)"#),
+        BadFile(label: "raw NUL byte in a string", json: "{\"roles\": [{\"name\": \"A\", \"permissions\": [\"c\u{0}d\"]}]}", expected: "roles.json:1:44: error: the file is not valid JSON: a NUL byte in a string"),
+        BadFile(label: "lone surrogate in a codename", json: #"{"roles": [{"name": "A", "permissions": ["c\uD800"]}]}"#, expected: #"roles.json:1:44: error: \uD800 is the first half of a surrogate pair without a second"#),
+        BadFile(label: "codename of 99 characters and 101 code points", json: #"{"roles": [{"name": "A", "permissions": [""# + String(repeating: "c", count: 97) + #"e\u0301e\u0301"]}]}"#, expected: "error: the codename has 101 characters (code points, as PostgreSQL counts them); auth_permission.codename holds at most 100"),
+        BadFile(label: "display name of 200 characters and 400 code points", json: #"{"project_permissions": [{"codename": "c", "name": ""# + String(repeating: #"e\u0301"#, count: 200) + #""}], "roles": [{"name": "A", "permissions": ["c"]}]}"#, expected: "permission 'c': error: the display name has 400 characters (code points, as PostgreSQL counts them)"),
         BadFile(label: "top level list", json: "[]", expected: "the top level must be an object"),
         BadFile(label: "no roles", json: #"{"project_permissions": []}"#, expected: #""roles" is missing"#),
         BadFile(label: "empty roles", json: #"{"roles": []}"#, expected: "declares no roles"),
@@ -121,6 +132,69 @@ struct RoleCatalogueTests {
         let error = #expect(throws: CatalogueError.self) { try RoleCatalogue.load(path: path.path) }
         #expect(error?.description.contains(bad.expected) == true, "\(error?.description ?? "no error")")
         #expect(error?.description.hasPrefix(path.path) == true)
+    }
+
+    /// PostgreSQL's varchar(n) counts code points in a UTF-8 database; Swift's `count` counts grapheme clusters, fewer
+    /// when a letter carries combining marks. The limits count what the server counts, on both sides of the limit.
+    @Test("length limits count code points, as PostgreSQL does, not Swift characters")
+    func lengthsInCodePoints() throws {
+        let combining = "e\u{301}"  // one Character, two code points
+        #expect(combining.count == 1 && combining.unicodeScalars.count == 2)
+        // 100 code points in 51 Characters: at the limit, accepted.
+        let atLimit = String(repeating: combining, count: 49) + "cc"
+        #expect(atLimit.count == 51 && atLimit.unicodeScalars.count == 100)
+        #expect(try RoleCatalogue(permissions: [], roles: [("A", [atLimit])]).role(named: "A")?.permissions == [atLimit])
+        // 101 code points in 52 Characters: past it, refused, though Swift counts only 52.
+        let past = atLimit + "c"
+        #expect(past.count == 52 && past.unicodeScalars.count == 101)
+        let codename = #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [], roles: [("A", [past])]) }
+        #expect(codename?.message.contains("the codename has 101 characters (code points") == true, "\(String(describing: codename))")
+        // The display name: 255 code points pass, 256 in 128 Characters do not.
+        let name255 = String(repeating: combining, count: 127) + "n"
+        #expect(name255.unicodeScalars.count == 255)
+        #expect(try RoleCatalogue(permissions: [("c", name255)], roles: [("A", ["c"])]).permissions.first?.name == name255)
+        let name256 = String(repeating: combining, count: 128)
+        #expect(name256.count == 128 && name256.unicodeScalars.count == 256)
+        let display = #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [("c", name256)], roles: [("A", ["c"])]) }
+        #expect(display?.message.contains("the display name has 256 characters (code points") == true)
+        // The role name (which keeps every group name within auth_group.name) is ASCII only, so both counts agree;
+        // a combining mark in it is refused as not an identifier, not measured.
+        let role = #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [], roles: [("Lead" + "\u{301}", [])]) }
+        #expect(role?.message.contains("not an identifier") == true)
+        #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [], roles: [(String(repeating: "R", count: 50), [])]) }
+        _ = try RoleCatalogue(permissions: [], roles: [(String(repeating: "R", count: 49), [])])
+    }
+
+    @Test("a NUL character in any catalogue value is refused, from a file and from code")
+    func nulRefused() throws {
+        let codename = #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [], roles: [("A", ["view\u{0}_project"])]) }
+        #expect(codename?.description.contains("role 'A': error: the codename contains a NUL character") == true, "\(String(describing: codename))")
+        let display = #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [("c", "Can\u{0} c")], roles: [("A", ["c"])]) }
+        #expect(display?.description.contains("permission 'c': error: the display name contains a NUL character") == true)
+        let role = #expect(throws: CatalogueError.self) { try RoleCatalogue(permissions: [], roles: [("A\u{0}B", [])]) }
+        #expect(role?.message.contains("not an identifier") == true)
+        let template = #expect(throws: CatalogueError.self) { try GroupNameTemplate("{id}\u{0}{role}") }
+        #expect(template?.message.contains("contains a NUL character") == true)
+        #expect(throws: CatalogueError.self) {
+            try RoleTarget(
+                projectTable: "main_project", idColumn: "id", nameColumn: "name", appLabel: "main\u{0}", model: "project",
+                groupName: .reference
+            )
+        }
+        #expect(throws: CatalogueError.self) {
+            try RoleTarget(
+                projectTable: "main\u{0}project", idColumn: "id", nameColumn: "name", appLabel: "main", model: "project",
+                groupName: .reference
+            )
+        }
+        // In a file every string is checked by the reader, keys and values alike, at the place of the escape.
+        for json in [
+            #"{"roles": [{"name": "A", "permissions": []}], "target": {"group_name": "{id}\u0000{role}"}}"#,
+            #"{"roles": [{"name": "A", "permissions": []}], "source": {"k\u0000": 1}}"#,
+        ] {
+            let error = #expect(throws: CatalogueError.self) { try RoleCatalogue.parse(Data(json.utf8), source: "r.json") }
+            #expect(error?.description.hasPrefix("r.json:1:") == true && error?.message.contains("NUL") == true, "\(String(describing: error))")
+        }
     }
 
     @Test("a roles file with a target and any \"source\" reads back the target; the reference file keeps its version")

@@ -551,6 +551,30 @@ struct RoleSyncTests {
         }
     }
 
+    /// The catalogue's limits count code points, which is what PostgreSQL's varchar(n) counts: a codename of 100 code
+    /// points in 51 Characters (combining accents) and a display name of 255 in 128 fit the tables, to the last one.
+    @Test("a codename and a display name at the limit in code points, written with combining characters, are synced as written")
+    func codePointLimits() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let codename = String(repeating: "e\u{301}", count: 49) + "cc"
+            let name = String(repeating: "e\u{301}", count: 127) + "n"
+            #expect(codename.count == 51 && codename.unicodeScalars.count == 100)
+            #expect(name.count == 128 && name.unicodeScalars.count == 255)
+            let catalogue = try RoleCatalogue(permissions: [(codename, name)], roles: [("Accented", [codename])])
+            let ids = try Self.addProjects(connection, ["p"])
+            let report = try Self.sync(connection, catalogue)
+            #expect(report.recordedVersion && report.totals.groupsCreated == 1)
+            let row = try #require(try connection.query(
+                "SELECT codename, name, char_length(codename) AS c, char_length(name) AS n FROM auth_permission WHERE codename = $1",
+                [codename]
+            ).first)
+            #expect(row["codename"] == codename && row["name"] == name)
+            #expect(row.int("c") == 100 && row.int("n") == 255)
+            #expect(try Self.grants(connection).object == ["\(ids[0])_p_Accented:\(codename)@\(ids[0])"])
+        }
+    }
+
     @Test("a dry run reports what would change per role and changes nothing")
     func dryRun() throws {
         try TestDatabase.with { database in

@@ -18,6 +18,18 @@ public struct HistoryStore: Sendable {
 
     public var table: String { schema.qualified("history") }
 
+    /// `<schema>.history_statements`: one row per statement of a migration outside a transaction that ran while the
+    /// migration has not finished (its checksum, by 1-based position), so that recording progress writes one small
+    /// row per statement instead of rewriting an array that grows with every statement. The history row keeps the
+    /// count (`statements_done`); the rows go when the migration is recorded applied (or its history row is deleted).
+    public var statementsTable: String { schema.qualified("history_statements") }
+
+    /// What a row whose statements are in ``statementsTable`` holds in `statement_checksums`, instead of NULL: a release
+    /// of engine step 1 reads only the array, and would take NULL for "no statement ran" and run them again; this one
+    /// element matches no statement's checksum, so such a release refuses to resume (statement 1 "has changed") and
+    /// runs nothing. Constant, so writing it costs the same whatever the number of statements.
+    static let statementsElsewhere = "see history_statements (migrator engine step 2)"
+
     static func createSQL(_ table: String) -> String {
         """
         CREATE TABLE IF NOT EXISTS \(table) (
@@ -48,6 +60,38 @@ public struct HistoryStore: Sendable {
             try connection.query(createSQL(history.table))
             try connection.query("ALTER TABLE \(history.table) ADD COLUMN IF NOT EXISTS superseded text")
         },
+        // Step 1 kept the checksums of the statements done in the history row's array, rewritten whole before every
+        // statement: quadratic in the file's length. A migration that failed part way under step 1 keeps its
+        // checksums: they move into the table, so the next run resumes it as before.
+        .init(version: 2, summary: "per-statement progress of migrations outside a transaction") { connection, schema, _ in
+            let history = HistoryStore(schema: schema)
+            try connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS \(history.statementsTable) (
+                    version bigint NOT NULL REFERENCES \(history.table) (version) ON DELETE CASCADE,
+                    statement integer NOT NULL CHECK (statement > 0),
+                    checksum text NOT NULL,
+                    PRIMARY KEY (version, statement)
+                )
+                """
+            )
+            try connection.query(
+                """
+                INSERT INTO \(history.statementsTable) (version, statement, checksum)
+                SELECT h.version, c.statement, c.checksum
+                FROM \(history.table) h, unnest(h.statement_checksums) WITH ORDINALITY AS c(checksum, statement)
+                WHERE h.statement_checksums IS NOT NULL AND c.checksum IS NOT NULL
+                ON CONFLICT (version, statement) DO NOTHING
+                """
+            )
+            try connection.query(
+                """
+                UPDATE \(history.table) SET statement_checksums = CASE WHEN state = 'failed' THEN ARRAY[$1::text] END
+                WHERE statement_checksums IS NOT NULL
+                """,
+                [HistoryStore.statementsElsewhere]
+            )
+        },
     ])
 
     func selectSQL(_ table: String, superseded: Bool) -> String {
@@ -73,7 +117,8 @@ public struct HistoryStore: Sendable {
     /// - Throws: a malformed row as a ``PostgresError`` that names the table and column.
     func read(_ connection: Connection, legacyFallback: Bool) throws(PostgresError) -> (records: [HistoryRecord], location: Location)? {
         do {
-            return (try decode(connection.query(selectSQL(table, superseded: true)), table: table), .current)
+            let records = try decode(connection.query(selectSQL(table, superseded: true)), table: table)
+            return (try withStatementChecksums(records, connection), .current)
         } catch where error.sqlState == SQLState.undefinedTable || error.sqlState == SQLState.invalidSchemaName {
             guard legacyFallback else { return nil }
         }
@@ -82,6 +127,55 @@ public struct HistoryStore: Sendable {
         } catch where error.sqlState == SQLState.undefinedTable {
             return nil
         }
+    }
+
+    /// Fills in, for each migration that stopped part way with its checksums in ``statementsTable`` (engine step 2
+    /// and later), the checksums of the statements done, in order: one more query, only when there is such a row (a
+    /// row of step 1 carries them in its array). A count that disagrees with the rows is refused, never guessed.
+    private func withStatementChecksums(_ records: [HistoryRecord], _ connection: Connection) throws(PostgresError) -> [HistoryRecord] {
+        let due = records.filter { $0.state == .failed && $0.statementChecksums == nil && ($0.statementsDone ?? 0) > 0 }
+        guard !due.isEmpty else { return records }
+        let result: QueryResult
+        do {
+            result = try connection.query(
+                """
+                SELECT version, array_agg(checksum ORDER BY statement) AS checksums, max(statement) AS last
+                FROM \(statementsTable) WHERE version = ANY($1::bigint[]) GROUP BY version
+                """,
+                [due.map(\.version)]
+            )
+        } catch where error.sqlState == SQLState.undefinedTable {
+            // Step 1's table only, read without upgrading (status, a dry run): its rows carry their arrays.
+            return records
+        }
+        var checksums: [Int64: [String]] = [:]
+        for row in result.from(statementsTable).rows {
+            let (version, list, last) = try decoded { () throws -> (Int64, [String], Int) in
+                (try row.decode("version"), try row.decode("checksums", as: [String?].self).compactMap { $0 }, try row.decode("last"))
+            }
+            guard last == list.count else {
+                throw PostgresError(
+                    code: .clientError,
+                    message: "\(statementsTable) lacks statements of version \(version) (it holds \(list.count), the last "
+                        + "numbered \(last)); fix or delete those rows and the history row by hand"
+                )
+            }
+            checksums[version] = list
+        }
+        var filled = records
+        for (position, record) in records.enumerated() where due.contains(where: { $0.version == record.version }) {
+            let list = checksums[record.version] ?? []
+            let done = record.statementsDone ?? 0
+            guard list.count >= done else {
+                throw PostgresError(
+                    code: .clientError,
+                    message: "the history row of version \(record.version) records \(done) statements done, "
+                        + "but \(statementsTable) holds \(list.count) of them; fix or delete those rows by hand"
+                )
+            }
+            filled[position].statementChecksums = Array(list.prefix(done))
+        }
+        return filled
     }
 
     private func decode(_ result: QueryResult, table: String) throws(PostgresError) -> [HistoryRecord] {
@@ -99,7 +193,8 @@ public struct HistoryStore: Sendable {
                     appliedAt: try row.decode("applied_at"), appliedBy: try row.decode("applied_by"),
                     durationMs: try row.decode("duration_ms"),
                     statementsDone: try row.decodeIfPresent("statements_done"),
-                    statementChecksums: try row.decodeIfPresent("statement_checksums", as: [String?].self)?.compactMap { $0 },
+                    statementChecksums: try row.decodeIfPresent("statement_checksums", as: [String?].self)
+                        .map { $0.compactMap { $0 } }.flatMap { $0 == [Self.statementsElsewhere] ? nil : $0 },
                     failedStatement: try row.decodeIfPresent("failed_statement"),
                     error: try row.decodeIfPresent("error"),
                     superseded: try row.decodeIfPresent("superseded")
@@ -133,43 +228,61 @@ public struct HistoryStore: Sendable {
     /// - Returns: false when it does not (nothing was written).
     func recordApplied(_ connection: Connection, file: MigrationFile, durationMs: Double, lockKey: Int64) throws(PostgresError) -> Bool {
         let (high, low) = Self.lockKeyParts(lockKey)
+        // The progress rows of a migration outside a transaction go with the same statement (for one in a
+        // transaction there are none: an index probe).
         return try connection.query(
             """
-            INSERT INTO \(table) (version, name, checksum, transactional, state, duration_ms)
-            SELECT $1, $2, $3, $4, 'applied', $5 WHERE \(Self.lockHeld(high: 6, low: 7))
-            ON CONFLICT (version) DO UPDATE SET
-                name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
-                state = 'applied', applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
-                statements_done = NULL, statement_checksums = NULL, failed_statement = NULL, error = NULL,
-                superseded = NULL
+            WITH recorded AS (
+                INSERT INTO \(table) (version, name, checksum, transactional, state, duration_ms)
+                SELECT $1, $2, $3, $4, 'applied', $5 WHERE \(Self.lockHeld(high: 6, low: 7))
+                ON CONFLICT (version) DO UPDATE SET
+                    name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
+                    state = 'applied', applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
+                    statements_done = NULL, statement_checksums = NULL, failed_statement = NULL, error = NULL,
+                    superseded = NULL
+                RETURNING version
+            ), cleared AS (
+                DELETE FROM \(statementsTable) s USING recorded r WHERE s.version = r.version
+            )
+            SELECT count(*) AS recorded FROM recorded
             """,
             [file.version, file.name, file.checksum, file.transactional, durationMs, high, low]
-        ).affectedRows == 1
+        ).recordedOne(table)
     }
 
     /// Records how far a migration outside a transaction got, if this session still holds the lock. Written before
     /// each statement with the error of an interruption, so a runner killed in the middle leaves a row that says
-    /// where to resume.
+    /// where to resume: `done` statements completed, `completed` the checksum of the last of them when it is not
+    /// recorded yet (statement number `done`). One statement of constant size whatever `done` is: the history row's
+    /// count and at most one row of ``statementsTable``.
     /// - Returns: false when the session no longer holds the lock (nothing was written).
     func recordProgress(
-        _ connection: Connection, file: MigrationFile, done: [String], failedStatement: Int, error: String,
+        _ connection: Connection, file: MigrationFile, done: Int, completed: String?, failedStatement: Int, error: String,
         durationMs: Double, lockKey: Int64
     ) throws(PostgresError) -> Bool {
         let (high, low) = Self.lockKeyParts(lockKey)
         return try connection.query(
             """
-            INSERT INTO \(table)
-                (version, name, checksum, transactional, state, duration_ms, statements_done, statement_checksums,
-                 failed_statement, error)
-            SELECT $1, $2, $3, false, 'failed', $4, $5, $6::text[], $7, $8 WHERE \(Self.lockHeld(high: 9, low: 10))
-            ON CONFLICT (version) DO UPDATE SET
-                name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = false, state = 'failed',
-                applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
-                statements_done = EXCLUDED.statements_done, statement_checksums = EXCLUDED.statement_checksums,
-                failed_statement = EXCLUDED.failed_statement, error = EXCLUDED.error
+            WITH recorded AS (
+                INSERT INTO \(table)
+                    (version, name, checksum, transactional, state, duration_ms, statements_done, statement_checksums,
+                     failed_statement, error)
+                SELECT $1, $2, $3, false, 'failed', $4, $5, ARRAY[$11::text], $6, $7 WHERE \(Self.lockHeld(high: 8, low: 9))
+                ON CONFLICT (version) DO UPDATE SET
+                    name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = false, state = 'failed',
+                    applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
+                    statements_done = EXCLUDED.statements_done, statement_checksums = EXCLUDED.statement_checksums,
+                    failed_statement = EXCLUDED.failed_statement, error = EXCLUDED.error
+                RETURNING version
+            ), statement AS (
+                INSERT INTO \(statementsTable) (version, statement, checksum)
+                SELECT r.version, $5, $10::text FROM recorded r WHERE $10::text IS NOT NULL
+                ON CONFLICT (version, statement) DO UPDATE SET checksum = EXCLUDED.checksum
+            )
+            SELECT count(*) AS recorded FROM recorded
             """,
-            [file.version, file.name, file.checksum, durationMs, done.count, done, failedStatement, error, high, low]
-        ).affectedRows == 1
+            [file.version, file.name, file.checksum, durationMs, done, failedStatement, error, high, low, completed, Self.statementsElsewhere]
+        ).recordedOne(table)
     }
 
     /// Marks applied rows as superseded by migrator's own objects: a migration that an earlier release shipped and
@@ -192,5 +305,13 @@ public struct HistoryStore: Sendable {
             ).affectedRows
         }
         return marked
+    }
+}
+
+extension QueryResult {
+    /// Whether the history statement's `recorded` count (the history rows it wrote) is 1.
+    fileprivate func recordedOne(_ table: String) throws(PostgresError) -> Bool {
+        guard let row = from(table).first else { return false }
+        return try decoded { try row.decode("recorded", as: Int.self) } == 1
     }
 }

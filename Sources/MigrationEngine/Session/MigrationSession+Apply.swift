@@ -104,9 +104,11 @@ extension MigrationSession {
         for index in step.resumeFrom..<step.statements.count {
             let statement = step.statements[index]
             do throws(PostgresError) {
+                // The statement before this one, once: on a resume the earlier run recorded it already.
+                let completed = index > step.resumeFrom ? done.last : nil
                 guard try own({ () throws(PostgresError) in
                     try history.recordProgress(
-                        connection, file: file, done: done, failedStatement: index + 1,
+                        connection, file: file, done: done.count, completed: completed, failedStatement: index + 1,
                         error: "interrupted: the run stopped before statement \(index + 1) finished",
                         durationMs: (clock.now - start).milliseconds, lockKey: lockKey
                     )
@@ -140,8 +142,9 @@ extension MigrationSession {
                         + "drop it (DROP INDEX CONCURRENTLY) or use IF NOT EXISTS before rerunning"
                 }
                 if connection.isConnected {
+                    // The statements done are recorded already, by the write before this statement.
                     _ = try? history.recordProgress(
-                        connection, file: file, done: done, failedStatement: index + 1,
+                        connection, file: file, done: done.count, completed: nil, failedStatement: index + 1,
                         error: String(failure.diagnostics[0].summary.prefix(4000)), durationMs: (clock.now - start).milliseconds,
                         lockKey: lockKey
                     )

@@ -11,7 +11,8 @@ struct UpdateRolesCommand: ParsableCommand {
         abstract: "Bring every project's role groups and permissions in step with the role catalogue, under the lock.",
         discussion: """
             By default a full reconcile (--force); --no-force syncs only when the stored role version differs. \
-            With --project-id the sync is limited to those projects and does not record the role version.
+            With --project-id, --project-ids or --project-ids-from the sync is limited to those projects (an id given \
+            twice counts once) and does not record the role version.
             """
     )
 
@@ -20,6 +21,18 @@ struct UpdateRolesCommand: ParsableCommand {
 
     @Option(name: .customLong("project-id"), help: ArgumentHelp("Sync only this project (repeatable).", valueName: "id"))
     var projectIDs: [Int64] = []
+
+    @Option(
+        name: .customLong("project-ids"),
+        help: ArgumentHelp("Sync only these projects: ids separated by commas or white space (repeatable).", valueName: "list")
+    )
+    var projectIDLists: [String] = []
+
+    @Option(
+        name: .customLong("project-ids-from"),
+        help: ArgumentHelp("Sync only the projects listed in this file (ids separated by commas, white space or lines; - for standard input).", valueName: "file")
+    )
+    var projectIDFile: String?
 
     @Flag(name: .customLong("dry-run"), help: "Run the same statements, print what would change per role, and roll back.")
     var dryRun = false
@@ -38,7 +51,49 @@ struct UpdateRolesCommand: ParsableCommand {
 
     func validate() throws {
         if let bad = projectIDs.first(where: { $0 <= 0 }) { throw ValidationError("--project-id must be a positive id; got \(bad)") }
+        for list in projectIDLists {
+            do throws(ProjectIDList.Problem) {
+                _ = try ProjectIDList.parse(Array(list.utf8))
+            } catch {
+                throw ValidationError("--project-ids: \(error.message)")
+            }
+            if list.utf8.allSatisfy({ $0 == UInt8(ascii: ",") || $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+                throw ValidationError("--project-ids names no project; give ids separated by commas, e.g. --project-ids 1,2,3")
+            }
+        }
         _ = try environmentFlag("MIGRATOR_FORCE_ROLES")
+    }
+
+    /// Every project named by the three options, each once in order of first mention; nil when none was given (every
+    /// project). A bad file exits 2 naming its line and column.
+    func selectedProjects() throws -> [Int64]? {
+        guard !projectIDs.isEmpty || !projectIDLists.isEmpty || projectIDFile != nil else { return nil }
+        var ids: [Int64] = []
+        var seen = Set<Int64>()
+        func add(_ more: [Int64]) {
+            for id in more where seen.insert(id).inserted { ids.append(id) }
+        }
+        add(projectIDs)
+        for list in projectIDLists {
+            // Checked by validate().
+            add((try? ProjectIDList.parse(Array(list.utf8))) ?? [])
+        }
+        if let projectIDFile {
+            do throws(MigrationError) {
+                let listed = try ProjectIDList.load(path: projectIDFile)
+                guard !listed.isEmpty else {
+                    throw MigrationError(
+                        code: .invalidInput,
+                        message: "the file of project ids names no project; to sync every project, leave out --project-ids-from",
+                        location: SourceLocation(file: projectIDFile == "-" ? "standard input" : projectIDFile)
+                    )
+                }
+                add(listed)
+            } catch {
+                throw Output.fail(error, json: json).exitCode
+            }
+        }
+        return ids
     }
 
     func run() throws {
@@ -54,7 +109,8 @@ struct UpdateRolesCommand: ParsableCommand {
             connection: global.connectionConfig, options: options, hooks: [RoleSyncHook(catalogue: catalogue)], logger: logger
         )
         let synchronizer = RoleSynchronizer(catalogue: catalogue, schema: options.schema)
-        let syncOptions = RoleSynchronizer.Options(force: forced, dryRun: dryRun, projectIDs: projectIDs.isEmpty ? nil : projectIDs)
+        let selected = try selectedProjects()
+        let syncOptions = RoleSynchronizer.Options(force: forced, dryRun: dryRun, projectIDs: selected)
         let report: RoleSyncReport
         do {
             report = try migrator.withLock { connection in

@@ -29,9 +29,18 @@ extension RoleCatalogue {
     }
 
     public static func parse(_ data: Data, source: String) throws(CatalogueError) -> RoleCatalogue {
+        // The strict reader first: what JSONDecoder would resolve silently (a duplicate key: the first wins, where
+        // jq, Python and JavaScript keep the last) or take as something else is refused at its line and column.
+        var bytes = [UInt8](data)
+        do throws(StrictJSON.Error) {
+            _ = try StrictJSON.parse(bytes)
+        } catch {
+            throw CatalogueError(source: source, line: error.line, column: error.column, message: error.isSyntax ? "the file is not valid JSON: \(error.message)" : error.message)
+        }
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
         let file: CatalogueFile
         do {
-            file = try JSONDecoder().decode(CatalogueFile.self, from: data)
+            file = try JSONDecoder().decode(CatalogueFile.self, from: Data(bytes))
         } catch let problem as CatalogueFile.Problem {
             throw CatalogueError(source: source, role: problem.role, message: problem.message)
         } catch {

@@ -41,10 +41,12 @@ public struct RoleCatalogue: Sendable, Equatable {
             guard !name.isEmpty else {
                 throw CatalogueError(source: source, codename: codename, message: "the permission's display name is empty")
             }
-            guard name.count <= Self.maxDisplayNameLength else {
+            try Self.refuseNUL(name, what: "the display name", role: nil, codename: codename, source: source)
+            guard Self.length(name) <= Self.maxDisplayNameLength else {
                 throw CatalogueError(
                     source: source, codename: codename,
-                    message: "the display name has \(name.count) characters; auth_permission.name holds at most \(Self.maxDisplayNameLength)"
+                    message: "the display name has \(Self.length(name)) characters (code points, as PostgreSQL counts them); "
+                        + "auth_permission.name holds at most \(Self.maxDisplayNameLength)"
                 )
             }
             if let other = names[codename], other != name {
@@ -97,10 +99,10 @@ public struct RoleCatalogue: Sendable, Equatable {
                 message: "the role name is not an identifier (ASCII letters, digits and _, not starting with a digit)"
             )
         }
-        guard role.count <= maxRoleNameLength else {
+        guard length(role) <= maxRoleNameLength else {
             throw CatalogueError(
                 source: source, role: role,
-                message: "the role name has \(role.count) characters; at most \(maxRoleNameLength) keep every group name within auth_group.name's 150"
+                message: "the role name has \(length(role)) characters; at most \(maxRoleNameLength) keep every group name within auth_group.name's 150"
             )
         }
     }
@@ -109,12 +111,28 @@ public struct RoleCatalogue: Sendable, Equatable {
         guard !codename.isEmpty, !codename.contains(where: \.isWhitespace) else {
             throw CatalogueError(source: source, role: role, codename: codename, message: "a codename is empty or contains white space")
         }
-        guard codename.count <= maxCodenameLength else {
+        try refuseNUL(codename, what: "the codename", role: role, codename: nil, source: source)
+        guard length(codename) <= maxCodenameLength else {
             throw CatalogueError(
-                source: source, role: role, codename: String(codename.prefix(40)) + "…",
-                message: "the codename has \(codename.count) characters; auth_permission.codename holds at most \(maxCodenameLength)"
+                source: source, role: role, codename: String(String.UnicodeScalarView(codename.unicodeScalars.prefix(40))) + "…",
+                message: "the codename has \(length(codename)) characters (code points, as PostgreSQL counts them); "
+                    + "auth_permission.codename holds at most \(maxCodenameLength)"
             )
         }
+    }
+
+    /// A length as PostgreSQL counts it for `varchar(n)` in a UTF-8 database: code points (Unicode scalars), not
+    /// Swift's grapheme clusters (`e` + U+0301 is one Character and two code points).
+    static func length(_ text: String) -> Int { text.unicodeScalars.count }
+
+    /// libpq sends text up to its first NUL, and PostgreSQL text cannot hold one: such a value would be stored cut
+    /// short, or not at all.
+    static func refuseNUL(_ text: String, what: String, role: String?, codename: String?, source: String) throws(CatalogueError) {
+        guard text.utf8.contains(0) else { return }
+        throw CatalogueError(
+            source: source, role: role, codename: codename.map { $0.replacing("\u{0}", with: "\\u0000") },
+            message: "\(what) contains a NUL character (\\u0000); PostgreSQL text cannot hold it"
+        )
     }
 
     public func role(named name: String) -> Role? { roles.first { $0.name == name } }
@@ -127,12 +145,17 @@ public struct RoleCatalogue: Sendable, Equatable {
 public struct CatalogueError: Error, Sendable, CustomStringConvertible, Equatable {
     /// The file (or "the role catalogue" for one built in code).
     public var source: String
+    /// Where in the file, when the problem is in its text (1-based; the column in Unicode scalars).
+    public var line: Int?
+    public var column: Int?
     public var role: String?
     public var codename: String?
     public var message: String
 
-    public init(source: String, role: String? = nil, codename: String? = nil, message: String) {
+    public init(source: String, line: Int? = nil, column: Int? = nil, role: String? = nil, codename: String? = nil, message: String) {
         self.source = source
+        self.line = line
+        self.column = column
         self.role = role
         self.codename = codename
         self.message = message
@@ -140,6 +163,7 @@ public struct CatalogueError: Error, Sendable, CustomStringConvertible, Equatabl
 
     public var description: String {
         var place = source
+        if let line, let column { place += ":\(line):\(column)" }
         if let role { place += ": role '\(role)'" }
         if let codename { place += ": permission '\(codename)'" }
         return "\(place): error: \(message)"

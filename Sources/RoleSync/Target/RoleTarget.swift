@@ -106,6 +106,9 @@ public struct GroupNameTemplate: Sendable, Equatable, CustomStringConvertible {
 
     /// - Throws: ``CatalogueError`` for an unknown placeholder, an unmatched brace, or a missing `{id}` / `{role}`.
     public init(_ text: String, source: String = "the group name template") throws(CatalogueError) {
+        guard !text.utf8.contains(0) else {
+            throw CatalogueError(source: source, message: "the group name template contains a NUL character (\\u0000); PostgreSQL text cannot hold it")
+        }
         var parts: [Part] = []
         var literal = ""
         var index = text.startIndex
