@@ -13,7 +13,8 @@ public final class PgBouncer: @unchecked Sendable {
     let user: String
     let password: String
 
-    public init(poolMode: PoolMode) throws {
+    /// - Parameter port: where it listens; a free one when nil.
+    public init(poolMode: PoolMode, port chosenPort: Int? = nil) throws {
         guard let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw TestSetupError("PgBouncer is not installed: apt-get install -y pgbouncer (.ci/run installs it)")
         }
@@ -22,7 +23,7 @@ public final class PgBouncer: @unchecked Sendable {
         }
         user = server.user ?? "postgres"
         password = server.password ?? ""
-        port = try Self.freePort()
+        port = try chosenPort ?? Self.freePort()
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("migrator-pgbouncer-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let configuration = """
@@ -92,7 +93,7 @@ public final class PgBouncer: @unchecked Sendable {
         try? FileManager.default.removeItem(at: folder)
     }
 
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
