@@ -69,10 +69,22 @@ struct ConcurrencyTests {
         try TestDatabase.with { db in
             let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
             let holder = try db.connect()
+            try holder.query("SET application_name = 'deploy-holder-test'")
             try holder.query("SELECT pg_advisory_lock($1::bigint)", [E2E.lockKey])
             let run = try E2E.run(E2E.migrate(folder, "--lock-timeout", "1s"), database: db, limit: 20)
             #expect(run.exitCode == 5, run.transcript)
             #expect(run.stderr.contains("pid \(holder.backendPID)"), run.transcript)
+            // The holder as an operator needs it: its application, its user, since when, and for how long it has
+            // been in its state (at least the second this run waited).
+            #expect(run.stderr.contains("application_name deploy-holder-test, user \(try Server.adminUser), connected since 20"), run.transcript)
+            // The last sentence naming the holder is the error's, written after the second of waiting.
+            let idleSeconds = run.stderr.matches(of: /idle for (\d+) s/).last.flatMap { Int($0.1) }
+            #expect((idleSeconds ?? -1) >= 1, run.transcript)
+            let json = try E2E.run(E2E.migrate(folder, "--lock-timeout", "1s", "--json"), database: db, limit: 20)
+            #expect(json.exitCode == 5, json.transcript)
+            let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            let error = object?["error"] as? [String: Any]
+            #expect(object?["exitCode"] as? Int == 5 && (error?["message"] as? String)?.contains("deploy-holder-test") == true, json.transcript)
             #expect(try holder.historyVersions() == [])
             #expect(try !holder.tableExists("a"))
 

@@ -185,6 +185,31 @@ struct HostileInputTests {
         }
     }
 
+    @Test("an unterminated dollar quote is exit 2 at the line where it starts (text and --json), and nothing runs")
+    func unterminatedDollarQuote() throws {
+        try TestDatabase.with { db in
+            let connection = try db.connect()
+            let folder = try E2E.folder([
+                ("0001_ok.sql", "CREATE TABLE ok (id int);\n"),
+                ("0002_open.sql", "CREATE TABLE two (id int);\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$\n  SELECT 1;\n"),
+            ])
+            let run = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(run.exitCode == 2, run.transcript)
+            #expect(run.stderr.contains("0002_open.sql:2:") && run.stderr.contains("unterminated dollar-quoted string $body$"), run.transcript)
+            let json = try E2E.run(E2E.migrate(folder, "--json"), database: db)
+            #expect(json.exitCode == 2, json.transcript)
+            let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            let error = object?["error"] as? [String: Any]
+            let diagnostic = (error?["diagnostics"] as? [[String: Any]])?.first
+            let location = diagnostic?["location"] as? [String: Any]
+            #expect(object?["exitCode"] as? Int == 2 && error?["code"] as? String == "invalidMigrationFile", json.transcript)
+            #expect(location?["line"] as? Int == 2 && (location?["file"] as? String)?.hasSuffix("0002_open.sql") == true, json.transcript)
+            // A file that cannot be split stops the run before anything is applied, the good file before it included.
+            #expect(try connection.historyVersions() == [])
+            #expect(try !connection.tableExists("ok"))
+        }
+    }
+
     @Test("standard_conforming_strings off: files are read as the server reads them, a COMMIT hidden from a standard reader is refused, and the role sync works")
     func standardConformingStringsOff() throws {
         try TestDatabase.with { db in
