@@ -388,6 +388,67 @@ struct EndToEndTests {
         }
     }
 
+    @Test("--dry-run and --to on a database with history: only what is pending is listed, --to stops there, nothing else changes")
+    func dryRunAndTargetWithHistory() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            let connection = try db.connect()
+            let first = try E2E.run(E2E.args("migrate", folder, "--to", "2"), database: db)
+            #expect(first.exitCode == 0 && first.stdout.contains("3 still pending beyond --to"), first.transcript)
+            #expect(try connection.historyVersions() == [1, 2])
+
+            let dry = try E2E.run(E2E.args("migrate", folder, "--dry-run"), database: db)
+            #expect(dry.exitCode == 0, dry.transcript)
+            #expect(!dry.stdout.contains("would apply 0001") && !dry.stdout.contains("would apply 0002"), dry.transcript)
+            #expect(dry.stdout.contains("would apply 0003_users") && dry.stdout.contains("would apply 0005_main_project"), dry.transcript)
+            #expect(try connection.historyVersions() == [1, 2])
+            #expect(try !connection.tableExists("main_project"))
+
+            let dryTo = try E2E.run(E2E.args("migrate", folder, "--dry-run", "--to", "4", "--json"), database: db)
+            #expect(dryTo.exitCode == 0, dryTo.transcript)
+            let object = try JSONSerialization.jsonObject(with: Data(dryTo.stdout.utf8)) as? [String: Any]
+            let versions = (object?["applied"] as? [[String: Any]])?.compactMap { $0["version"] as? Int }
+            #expect(versions == [3, 4] && object?["dryRun"] as? Bool == true, dryTo.transcript)
+            #expect(try connection.historyVersions() == [1, 2])
+
+            let to = try E2E.run(E2E.args("migrate", folder, "--to", "4"), database: db)
+            #expect(to.exitCode == 0, to.transcript)
+            #expect(try connection.historyVersions() == [1, 2, 3, 4])
+            // A target below what is applied undoes nothing (there are no down migrations) and applies nothing.
+            let below = try E2E.run(E2E.args("migrate", folder, "--to", "1"), database: db)
+            #expect(below.exitCode == 0 && below.stdout.contains("nothing to migrate"), below.transcript)
+            #expect(try connection.historyVersions() == [1, 2, 3, 4])
+        }
+    }
+
+    @Test("verify exits 3 for a migration whose file is gone and for one that failed part way, text and --json")
+    func verifyMissingAndFailed() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.folder([
+                ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+                ("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n"),
+            ])
+            let failing = try E2E.run(E2E.migrate(folder), database: db)
+            #expect(failing.exitCode == 1, failing.transcript)
+            let failed = try E2E.run(E2E.args("verify", folder), database: db)
+            #expect(failed.exitCode == 3, failed.transcript)
+            #expect(failed.stderr.contains("1 failed"), failed.transcript)
+            let failedJSON = try E2E.run(E2E.args("verify", folder, "--json"), database: db)
+            #expect(failedJSON.exitCode == 3, failedJSON.transcript)
+            #expect(try decode(StatusJSON.self, failedJSON.stdout).migrations.last?.state == "failed")
+
+            try folder.write("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nCREATE TABLE nowhere (id int);\n")
+            #expect(try E2E.run(E2E.migrate(folder), database: db).exitCode == 0)
+            try FileManager.default.removeItem(atPath: folder.path + "/0001_a.sql")
+            let missing = try E2E.run(E2E.args("verify", folder), database: db)
+            #expect(missing.exitCode == 3, missing.transcript)
+            #expect(missing.stderr.contains("1 missing"), missing.transcript)
+            let missingJSON = try E2E.run(E2E.args("verify", folder, "--json"), database: db)
+            #expect(missingJSON.exitCode == 3, missingJSON.transcript)
+            #expect(try decode(StatusJSON.self, missingJSON.stdout).migrations.first?.state == "missing")
+        }
+    }
+
     @Test("verify exits 3 while something is pending and 0 once everything is applied")
     func verify() throws {
         try TestDatabase.with { db in

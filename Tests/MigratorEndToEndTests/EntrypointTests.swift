@@ -41,6 +41,13 @@ struct EntrypointTests {
             let missing = try E2E.run(E2E.args("migrate", folder, "--then-exec", "--", "/nonexistent/app"), database: db)
             #expect(missing.exitCode == 127, missing.transcript)
             #expect(missing.stderr.contains("could not run '/nonexistent/app'"), missing.transcript)
+            // A file that exists but may not be executed: 127 as well, with the system's reason.
+            let script = try folder.write("app.sh", "#!/bin/sh\necho started\n")
+            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: script)
+            let notExecutable = try E2E.run(E2E.args("migrate", folder, "--then-exec", "--", script), database: db)
+            #expect(notExecutable.exitCode == 127, notExecutable.transcript)
+            #expect(notExecutable.stderr.contains("could not run '\(script)'") && notExecutable.stderr.contains("ermission denied"), notExecutable.transcript)
+            #expect(!notExecutable.stdout.contains("started"), notExecutable.transcript)
             #expect(try E2E.run(E2E.args("migrate", folder, "--then-exec"), database: db).exitCode == 64)
             #expect(try E2E.run(E2E.args("migrate", folder, "--", "true"), database: db).exitCode == 64)
         }
