@@ -364,10 +364,16 @@ struct MigratorTests {
     func lockReleased() throws {
         try TestDatabase.with { database in
             let folder = try MigrationFolder()
-            try folder.write("0001_a.sql", "SELECT current_setting('tcp_keepalives_idle');")
+            // The migration records the settings its session ran with, so the test reads what the server used.
+            try folder.write("0001_a.sql", """
+                CREATE TABLE seen AS SELECT current_setting('tcp_keepalives_idle') AS idle,
+                    current_setting('tcp_keepalives_interval') AS interval, current_setting('tcp_keepalives_count') AS count;
+                """)
             _ = try Self.migrator(database, folder).migrate()
             let connection = try database.connect()
             #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [OwnSchema.default.lockKey]).first?.bool("ok") == true)
+            let seen = try #require(try connection.query("SELECT idle, interval, count FROM seen").first)
+            #expect(try [seen.decode("idle", as: String.self), seen.decode("interval", as: String.self), seen.decode("count", as: String.self)] == ["10", "5", "3"])
         }
     }
 

@@ -18,8 +18,31 @@ struct EntrypointTests {
             #expect(run.stdout.contains("app pid \(pid)"), run.transcript)
             let connection = try db.connect()
             #expect(try connection.historyVersions().count == 5)
-            // The lock was released before the exec: another runner gets it at once.
+        }
+    }
+
+    @Test("while the exec'd app runs, migrator's lock and its connection are already gone")
+    func lockReleasedBeforeTheExec() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            let running = folder.path + "/app-running"
+            let stop = folder.path + "/app-stop"
+            // The app says it runs, then waits until the test has looked, so the check happens during the app's life.
+            let app = "touch '\(running)'; while [ ! -f '\(stop)' ]; do sleep 0.05; done; exit 7"
+            let started = try E2E.start(E2E.args("migrate", folder, "--then-exec", "--", "sh", "-c", app), database: db)
+            let deadline = Date().addingTimeInterval(60)
+            while !FileManager.default.fileExists(atPath: running), Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            #expect(FileManager.default.fileExists(atPath: running), "the app never started")
+            let connection = try db.connect()
             #expect(try connection.query("SELECT pg_try_advisory_lock($1::bigint) AS ok", [E2E.lockKey]).first?.bool("ok") == true)
+            try connection.query("SELECT pg_advisory_unlock($1::bigint)", [E2E.lockKey])
+            let sessions = try connection.query(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).first?.decode("n", as: Int.self)
+            #expect(sessions == 0, "migrator's connection is still open while the app runs")
+            FileManager.default.createFile(atPath: stop, contents: nil)
+            let run = E2E.finish(started)
+            #expect(run.exitCode == 7, run.transcript)
         }
     }
 
