@@ -36,14 +36,16 @@ struct DaemonTests {
             #expect(try connection.count("SELECT count(*) FROM auth_group WHERE name LIKE $1", ["\(id)\\_%"]) == 0)
             #expect(try connection.count("SELECT count(*) FROM migrator.project_role_group") == 0)
 
-            // The delete's notification is handled too: the daemon stays ready and counted three.
-            #expect(DaemonProcess.wait(timeout: 3) { ((try? daemon.metrics())?["migrator_notifications_received_total"] ?? 0) >= 3 }, daemon.transcript)
+            // The delete's notification is handled too: the daemon stays ready and counted two, the rename's and the
+            // delete's. (Until the poll for new projects it counted three: the INSERT sent one too. No trigger fires on
+            // INSERT now; the poll found the project.)
+            #expect(DaemonProcess.wait(timeout: 3) { ((try? daemon.metrics())?["migrator_notifications_received_total"] ?? 0) >= 2 }, daemon.transcript)
             #expect((try? daemon.get("/readyz").status) == 200)
             #expect(daemon.stop().code == 0, daemon.transcript)
         }
     }
 
-    @Test("projects inserted while no daemon ran are synced by the reconcile on start; a periodic reconcile catches a missed notification and a damaged grant")
+    @Test("projects inserted while no daemon ran are synced by the reconcile on start; a periodic reconcile catches a project below the poll's watermark and a damaged grant")
     func reconcile() throws {
         try TestDatabase.with { db in
             let folder = try MigrationFolder.shipped()
@@ -59,9 +61,13 @@ struct DaemonTests {
             #expect((metrics["migrator_reconcile_drifted_projects_total"] ?? 0) >= 3)
             #expect((metrics[#"migrator_role_syncs_total{trigger="reconcile",result="ok"}"#] ?? 0) >= 1)
 
-            // No notification at all (the trigger is off): the next periodic reconcile finds the project.
-            try connection.query("ALTER TABLE main_project DISABLE TRIGGER migrator_project_notify_insert")
-            let silent = try db.insertProject(connection, "silent")
+            // A project the poll does not find (there is no insert trigger to switch off now): an id the app supplies
+            // below the poll's watermark. The next periodic reconcile finds it.
+            try connection.query("SELECT setval(pg_get_serial_sequence('main_project', 'id'), 100)")
+            let high = try db.insertProject(connection, "high")
+            #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(high) == Self.complete }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 60) { ((try? daemon.metrics())?["migrator_project_watermark"] ?? 0) >= Double(high) }, daemon.transcript)
+            let silent = try #require(Int64(try connection.scalar("INSERT INTO main_project (id, name, description) VALUES (50, 'silent', '') RETURNING id") ?? ""))
             #expect(try DaemonProcess.wait(timeout: 5) { try connection.roleRows(silent) == Self.complete }, daemon.transcript)
 
             // A grant removed by hand is restored, and only that project is touched.
@@ -306,10 +312,16 @@ struct DaemonTests {
             let metrics = try PrometheusText(parsing: answer.body)
             #expect(metrics["migrator_migrations_applied"] == 5)
             #expect(metrics["migrator_migrations_pending"] == 0)
-            #expect(metrics["migrator_notifications_received_total"] == 1)
+            // The INSERT sends no notification (until the poll for new projects it sent one, and the sync counted as
+            // `notify`): the poll found the project, and its sync counts as `poll`.
+            #expect(metrics["migrator_notifications_received_total"] == 0)
+            #expect(metrics["migrator_projects_polled_total"] == 1)
+            #expect((metrics["migrator_project_polls_total"] ?? 0) >= 1)
             #expect(metrics["migrator_projects_synced_total"] == 1)
-            #expect(metrics[#"migrator_role_syncs_total{trigger="notify",result="ok"}"#] == 1)
-            #expect(metrics[#"migrator_role_sync_duration_seconds_count{trigger="notify"}"#] == 1)
+            #expect(metrics[#"migrator_role_syncs_total{trigger="poll",result="ok"}"#] == 1)
+            #expect(metrics[#"migrator_role_sync_duration_seconds_count{trigger="poll"}"#] == 1)
+            #expect(metrics["migrator_projects_waiting"] == 0)
+            #expect(DaemonProcess.wait(timeout: 60) { ((try? daemon.metrics())?["migrator_project_watermark"]) == Double(id) }, daemon.transcript)
             #expect(metrics["migrator_reconnects_total"] == 0)
             #expect(metrics["migrator_ready"] == 1)
             let lastSync = metrics["migrator_last_successful_sync_timestamp_seconds"] ?? 0
