@@ -237,7 +237,11 @@ final class ProjectSyncWorker {
                 ])
             }
         case .report where work == .poll:
-            logger.error("the poll for new projects failed; retrying at the next interval", metadata: ["db.error": "\(error)"])
+            // The project table may have changed under us (an app migration): polls resume once a reconcile, due at
+            // once, has checked it again; a failing reconcile says so on /readyz.
+            target = nil
+            schedule.dueNow()
+            logger.error("the poll for new projects failed; reconciling", metadata: ["db.error": "\(error)"])
         case .report where work == .reconcile:
             state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
             publishReadiness()
