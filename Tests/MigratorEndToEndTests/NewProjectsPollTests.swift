@@ -136,4 +136,24 @@ extension LiveAppTests {
         let variable = try E2E.run(["serve", "--http-address", "127.0.0.1:0"], environment: ["MIGRATOR_POLL_INTERVAL": "soon"])
         #expect(variable.exitCode == 64 && variable.stderr.contains("MIGRATOR_POLL_INTERVAL (for --poll-interval) has an invalid value 'soon'"), variable.transcript)
     }
+
+    @Test("the project table renamed under serve: the poll fails and a reconcile says why on /readyz; renamed back, the polls resume")
+    func pollFailure() throws {
+        try TestDatabase.with { db in
+            let daemon = try DaemonProcess(try MigrationFolder.shipped(), database: db, ["--poll-interval", "50ms", "--reconcile-interval", "1s"])
+            #expect(daemon.waitUntilReady(), daemon.transcript)
+            let connection = try db.connect()
+            try connection.query("ALTER TABLE main_project RENAME TO main_project_away")
+            #expect(DaemonProcess.wait(timeout: 10) { daemon.stderr.contains("the poll for new projects failed; reconciling") }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 10) {
+                guard let answer = try? daemon.get("/readyz") else { return false }
+                return answer.status == 503 && answer.body.contains("the project table 'main_project' does not exist")
+            }, daemon.transcript)
+            try connection.query("ALTER TABLE main_project_away RENAME TO main_project")
+            #expect(daemon.waitUntilReady(), daemon.transcript)
+            let id = try db.insertProject(connection, "after the rename back")
+            #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(id) == DaemonTests.complete }, daemon.transcript)
+            #expect(daemon.stop().code == 0, daemon.transcript)
+        }
+    }
 }
