@@ -54,20 +54,16 @@ struct DaemonTests {
             let offline = try (1...3).map { try db.insertProject(connection, "offline \($0)") }
             #expect(try offline.map { try connection.roleRows($0) } == [[0, 0, 0], [0, 0, 0], [0, 0, 0]])
 
-            let daemon = try DaemonProcess(folder, database: db, ["--reconcile-interval", "500ms"])
+            let daemon = try DaemonProcess(folder, database: db, ["--reconcile-interval", "500ms", "--poll-interval", "1h"])
             #expect(try DaemonProcess.wait(timeout: 10) { try offline.allSatisfy { try connection.roleRows($0) == Self.complete } }, daemon.transcript)
             #expect(daemon.waitUntilReady(), daemon.transcript)
             let metrics = try daemon.metrics()
             #expect((metrics["migrator_reconcile_drifted_projects_total"] ?? 0) >= 3)
             #expect((metrics[#"migrator_role_syncs_total{trigger="reconcile",result="ok"}"#] ?? 0) >= 1)
 
-            // A project the poll does not find (there is no insert trigger to switch off now): an id the app supplies
-            // below the poll's watermark. The next periodic reconcile finds it.
-            try connection.query("SELECT setval(pg_get_serial_sequence('main_project', 'id'), 100)")
-            let high = try db.insertProject(connection, "high")
-            #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(high) == Self.complete }, daemon.transcript)
-            #expect(DaemonProcess.wait(timeout: 60) { ((try? daemon.metrics())?["migrator_project_watermark"] ?? 0) >= Double(high) }, daemon.transcript)
-            let silent = try #require(Int64(try connection.scalar("INSERT INTO main_project (id, name, description) VALUES (50, 'silent', '') RETURNING id") ?? ""))
+            // A project the poll does not find (there is no insert trigger to switch off now): with --poll-interval 1h
+            // the daemon polled once, at the start of its session; the next periodic reconcile finds it.
+            let silent = try db.insertProject(connection, "silent")
             #expect(try DaemonProcess.wait(timeout: 5) { try connection.roleRows(silent) == Self.complete }, daemon.transcript)
 
             // A grant removed by hand is restored, and only that project is touched.
@@ -321,7 +317,9 @@ struct DaemonTests {
             #expect(metrics[#"migrator_role_syncs_total{trigger="poll",result="ok"}"#] == 1)
             #expect(metrics[#"migrator_role_sync_duration_seconds_count{trigger="poll"}"#] == 1)
             #expect(metrics["migrator_projects_waiting"] == 0)
-            #expect(DaemonProcess.wait(timeout: 60) { ((try? daemon.metrics())?["migrator_project_watermark"]) == Double(id) }, daemon.transcript)
+            // The watermark itself moves only once every transaction in the cluster older than the poll ended (other
+            // tests' may stay open for minutes): its rule is ProjectWatermarkTests'; here only that it is exported.
+            #expect(metrics["migrator_project_watermark"] != nil)
             #expect(metrics["migrator_reconnects_total"] == 0)
             #expect(metrics["migrator_ready"] == 1)
             let lastSync = metrics["migrator_last_successful_sync_timestamp_seconds"] ?? 0
