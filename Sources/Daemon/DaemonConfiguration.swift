@@ -16,6 +16,7 @@ public struct DaemonConfiguration: Sendable {
     /// The defaults, declared once (`migrator wait` shares the first, declared with the wait itself).
     public static let defaultWaitTimeout = DatabaseWait.defaultTimeout
     public static let defaultReconcileInterval = Duration.seconds(60)
+    public static let defaultPollInterval = Duration.milliseconds(500)
     public static let defaultSyncBatchSize = 1000
     public static let defaultSyncTimeBudget = Duration.seconds(2)
 
@@ -23,6 +24,8 @@ public struct DaemonConfiguration: Sendable {
     public var waitTimeout: Duration = defaultWaitTimeout
     /// How often the reconciler compares every project's roles with the catalogue.
     public var reconcileInterval: Duration = defaultReconcileInterval
+    /// How often the daemon polls the project table for new projects (no trigger fires on INSERT).
+    public var pollInterval: Duration = defaultPollInterval
     /// Notifications that arrive within this gap of the previous one join its batch…
     public var batchGap: Duration = .milliseconds(20)
     /// …until the batch is this old, so that a steady stream still gets synced promptly.

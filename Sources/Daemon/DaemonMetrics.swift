@@ -22,6 +22,13 @@ struct DaemonMetrics: Sendable {
     /// Times the daemon paused between two batches so that a runner waiting for the lock got it.
     let lockYields: Counter
     let databaseQueries: Counter
+    /// Polls for new projects run, and the new projects they found.
+    let polls: Counter
+    let projectsPolled: Counter
+    /// The poll's watermark: every project with an id at or below it was seen (0 before the first).
+    let watermark: Gauge
+    /// Projects the daemon holds to sync (found by a poll, a notification or a reconcile), not yet synced.
+    let projectsWaiting: Gauge
     let lastSuccessfulSync: Gauge
     let ready: Gauge
 
@@ -40,11 +47,15 @@ struct DaemonMetrics: Sendable {
         catalogueSuperseded = Gauge(label: "migrator_role_catalogue_superseded", factory: factory)
         lockYields = Counter(label: "migrator_lock_yields_total", factory: factory)
         databaseQueries = Counter(label: "migrator_database_queries_total", factory: factory)
+        polls = Counter(label: "migrator_project_polls_total", factory: factory)
+        projectsPolled = Counter(label: "migrator_projects_polled_total", factory: factory)
+        watermark = Gauge(label: "migrator_project_watermark", factory: factory)
+        projectsWaiting = Gauge(label: "migrator_projects_waiting", factory: factory)
         lastSuccessfulSync = Gauge(label: "migrator_last_successful_sync_timestamp_seconds", factory: factory)
         ready = Gauge(label: "migrator_ready", factory: factory)
     }
 
-    /// `trigger` is notify or reconcile; `result` ok, error or superseded.
+    /// `trigger` is poll, notify or reconcile; `result` ok, error or superseded.
     func syncCompleted(trigger: String, result: String) {
         Counter(label: "migrator_role_syncs_total", dimensions: [("trigger", trigger), ("result", result)], factory: factory)
             .increment()

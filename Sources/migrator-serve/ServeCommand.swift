@@ -15,8 +15,9 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "migrator serve",
         abstract: "Run as a daemon: wait for the database, migrate, then keep every project's roles in step.",
         discussion: """
-            New, renamed and deleted projects are synced from the NOTIFYs of the shipped trigger, in batches; a \
-            reconcile on start, after a reconnect and every --reconcile-interval catches anything missed. HTTP: \
+            New projects are found by polling the project table past an id watermark every --poll-interval (no \
+            trigger fires on INSERT), renamed and deleted ones from the NOTIFYs of migrator's triggers; they are \
+            synced in bounded batches. A reconcile on start, after a reconnect and every --reconcile-interval catches anything missed. HTTP: \
             /healthz, /readyz (503 with the reason when not ready), /metrics (Prometheus text). SIGTERM or SIGINT: \
             the transaction in progress finishes, the lock is released, exit 0. A failed start-up exits with the \
             migrate exit codes.
@@ -40,6 +41,12 @@ struct ServeCommand: AsyncParsableCommand {
     var reconcileInterval: DurationArgument?
 
     @Option(
+        name: .customLong("poll-interval"),
+        help: ArgumentHelp("How often the project table is polled for new projects, e.g. 500ms, 2s (env: MIGRATOR_POLL_INTERVAL; default 500ms).", valueName: "duration")
+    )
+    var pollInterval: DurationArgument?
+
+    @Option(
         name: .customLong("wait-timeout"),
         help: ArgumentHelp("How long to wait for the database on start; only connection errors are retried (env: MIGRATOR_WAIT_TIMEOUT; default 60s).", valueName: "duration")
     )
@@ -53,7 +60,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("sync-batch-size"),
-        help: ArgumentHelp("At most this many notified or drifted projects per sync transaction; the lock is free between two (env: MIGRATOR_SYNC_BATCH_SIZE; default \(DaemonConfiguration.defaultSyncBatchSize)).", valueName: "n")
+        help: ArgumentHelp("At most this many new, notified or drifted projects per sync transaction; the lock is free between two (env: MIGRATOR_SYNC_BATCH_SIZE; default \(DaemonConfiguration.defaultSyncBatchSize)).", valueName: "n")
     )
     var syncBatchSize: Int?
 
@@ -96,14 +103,18 @@ struct ServeCommand: AsyncParsableCommand {
     var resolvedNoMigrate: Bool { get throws { try noMigrate || !forceRoles && environmentFlag("MIGRATOR_NO_MIGRATE") == true } }
     var resolvedForceRoles: Bool { get throws { try forceRoles || !noMigrate && environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
-    private func daemonSettings() throws -> (reconcile: Duration, wait: Duration, address: HTTPAddress) {
+    private func daemonSettings() throws -> (reconcile: Duration, poll: Duration, wait: Duration, address: HTTPAddress) {
         let reconcile = try Self.reconcileSetting.resolved(reconcileInterval)
         guard reconcile >= .milliseconds(100) else {
             throw ValidationError("--reconcile-interval (MIGRATOR_RECONCILE_INTERVAL) must be at least 100ms")
         }
+        let poll = try Self.pollSetting.resolved(pollInterval)
+        guard poll >= .milliseconds(10) else {
+            throw ValidationError("--poll-interval (MIGRATOR_POLL_INTERVAL) must be at least 10ms")
+        }
         let wait = try DurationSetting.serveWaitTimeout.resolved(waitTimeout)
         let address = try HTTPAddressOption.resolve(httpAddress)
-        return (reconcile, wait, address)
+        return (reconcile, poll, wait, address)
     }
 
     func run() async throws {
@@ -122,6 +133,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.migrate = try !resolvedNoMigrate
         configuration.forceRoles = try resolvedForceRoles
         configuration.reconcileInterval = settings.reconcile
+        configuration.pollInterval = settings.poll
         configuration.waitTimeout = settings.wait
         configuration.httpAddress = settings.address
         configuration.syncBatchSize = bounds.size
@@ -148,5 +160,9 @@ extension ServeCommand {
     static let reconcileSetting = DurationSetting(
         option: "--reconcile-interval", env: "MIGRATOR_RECONCILE_INTERVAL",
         defaultValue: DaemonConfiguration.defaultReconcileInterval
+    )
+
+    static let pollSetting = DurationSetting(
+        option: "--poll-interval", env: "MIGRATOR_POLL_INTERVAL", defaultValue: DaemonConfiguration.defaultPollInterval
     )
 }

@@ -82,6 +82,31 @@ struct NotificationBatchTests {
         #expect(batch.isEmpty && !batch.isDue && batch.retryAt == nil)
         #expect(batch.wait(atMost: .milliseconds(250)) == .milliseconds(250))
     }
+
+    @Test("polled projects join the batch like notified ones; a sync of them counts as poll, unless a notification named one")
+    func polled() {
+        var batch = self.batch()
+        batch.addPolled([5, 3])
+        #expect(batch.hasPolled && batch.isDue && batch.ids == [3, 5])
+        #expect(batch.trigger([3, 5]) == "poll")
+        batch.addDrifted([9])
+        #expect(batch.trigger([3, 5, 9]) == "poll" && batch.trigger([9]) == "reconcile")
+        _ = batch.add(["5"])
+        #expect(batch.trigger([3, 5]) == "notify", "renamed meanwhile: the notification counts")
+        // An id already pending keeps what it came from.
+        batch.addPolled([9])
+        #expect(batch.trigger([9]) == "reconcile")
+        // A batch waiting for a busy lock keeps waiting when the poll adds to it.
+        let first = batch.lockBusy()
+        #expect(first)
+        batch.addPolled([11])
+        #expect(!batch.isDue)
+        batch.synced([3, 5, 9, 11])
+        #expect(!batch.hasPolled && batch.isEmpty)
+        batch.addPolled([12])
+        batch.discard()
+        #expect(!batch.hasPolled)
+    }
 }
 
 @Suite("ReconcileSchedule: due at once, every interval, at once again after a reconnect or a bad payload")

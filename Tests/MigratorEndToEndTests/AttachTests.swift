@@ -151,7 +151,7 @@ struct AttachTests {
             #expect(try connection.count("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == 0)
             #expect(try connection.scalar(
                 "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'main_project'::regclass AND NOT tgisinternal"
-            ) == "migrator_project_delete_groups,migrator_project_notify_delete,migrator_project_notify_insert,migrator_project_notify_rename,migrator_project_truncate")
+            ) == "migrator_project_delete_groups,migrator_project_notify_delete,migrator_project_notify_rename,migrator_project_truncate")
             #expect(try connection.scalar(
                 "SELECT string_agg(version || ':' || coalesce(superseded, '-'), ',' ORDER BY version) FROM migrator.history"
             ) == "1:-,2:-,3:-,4:-,5:-,6:migrator's own schema migrator,7:migrator's own schema migrator,8:migrator's own schema migrator")
@@ -330,7 +330,7 @@ struct AttachTests {
             )
             #expect(objectRows == 3 * 82)
             #expect(try connection.count("SELECT count(*) FROM auth_group_permissions") == 3 * 82)
-            #expect(try connection.count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'app.workspaces'::regclass AND NOT tgisinternal") == 5)
+            #expect(try connection.count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'app.workspaces'::regclass AND NOT tgisinternal") == 4)
 
             // status and verify say what was left out; the version is current.
             let verify = try E2E.run(["verify"] + Self.target, database: db, currentDirectory: empty.path)

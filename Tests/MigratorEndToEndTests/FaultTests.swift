@@ -184,10 +184,13 @@ struct FaultTests {
             let daemon = try DaemonProcess(folder, database: db, ["--reconcile-interval", "1h"])
             #expect(daemon.waitUntilReady(), daemon.transcript)
             let connection = try db.connect()
-            // A project the daemon is not told about: only a reconcile finds it.
-            try connection.query("ALTER TABLE main_project DISABLE TRIGGER migrator_project_notify_insert")
-            let missed = try db.insertProject(connection, "missed")
-            try connection.query("ALTER TABLE main_project ENABLE TRIGGER migrator_project_notify_insert")
+            // A project the daemon's poll does not find (there is no insert trigger to switch off now): an id the app
+            // supplies below the poll's watermark. Only a reconcile, or the first poll of a new session, finds it.
+            try connection.query("SELECT setval(pg_get_serial_sequence('main_project', 'id'), 100)")
+            let high = try db.insertProject(connection, "high")
+            #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(high) == DaemonTests.complete }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 60) { ((try? daemon.metrics())?["migrator_project_watermark"] ?? 0) >= Double(high) }, daemon.transcript)
+            let missed = try #require(Int64(try connection.scalar("INSERT INTO main_project (id, name, description) VALUES (50, 'missed', '') RETURNING id") ?? ""))
             usleep(300_000)
             #expect(try connection.roleRows(missed) == [0, 0, 0])
 

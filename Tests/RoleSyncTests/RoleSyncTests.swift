@@ -605,7 +605,9 @@ struct RoleSyncTests {
         }
     }
 
-    @Test("the project table's trigger, installed by the first sync, notifies on a project's insert, rename and delete, not on other updates")
+    // Until the poll for new projects this test also expected a notification for the INSERT (three payloads): no
+    // trigger of migrator's fires on INSERT now (README "New projects are polled"), so an insert sends nothing.
+    @Test("the project table's triggers, installed by the first sync, notify on a project's rename and delete, not on its insert or other updates")
     func projectNotifications() throws {
         try TestDatabase.with { database in
             let connection = try Self.migrated(database)
@@ -618,11 +620,11 @@ struct RoleSyncTests {
             try connection.query("DELETE FROM main_project WHERE id = $1", [id])
             var payloads: [String] = []
             let deadline = ContinuousClock.now + .seconds(5)
-            while payloads.count < 3, ContinuousClock.now < deadline {
+            while payloads.count < 2, ContinuousClock.now < deadline {
                 payloads += try listener.waitForNotifications(timeout: .milliseconds(300)).map(\.payload)
             }
             payloads += try listener.waitForNotifications(timeout: .milliseconds(200)).map(\.payload)
-            #expect(payloads == [String(id), String(id), String(id)])
+            #expect(payloads == [String(id), String(id)])
         }
     }
 

@@ -24,6 +24,8 @@ enum ErrorClass: Equatable, Sendable {
         /// Waiting for notifications on an open session.
         case listening
         case reconcile
+        /// Polling for new projects (one read-only statement).
+        case poll
         /// Syncing a batch of notified projects.
         case batch
     }
@@ -39,7 +41,7 @@ enum ErrorClass: Equatable, Sendable {
         case .startUp: return .fail
         // No session yet: whatever failed, the next attempt starts from a new connection.
         case .connecting: return .reconnect
-        case .listening, .reconcile, .batch: break
+        case .listening, .reconcile, .poll, .batch: break
         }
         guard connected else { return .reconnect }
         if work == .batch || work == .reconcile, code == .lockTimeout { return .lockBusy }

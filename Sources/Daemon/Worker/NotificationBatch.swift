@@ -1,6 +1,7 @@
 import SystemSupport
 
-/// The projects notified (or found drifted by a reconcile) and not yet synced, and when to sync them: notifications
+/// The projects notified (renamed or deleted), found by the poll for new projects, or found drifted by a reconcile,
+/// and not yet synced, and when to sync them: notifications
 /// that arrive within `gap` of the last wait join one batch until it is `maxDelay` old; a batch that found the lock
 /// busy waits `lockRetryDelay` before the next try and keeps growing meanwhile. The worker syncs them a bounded
 /// chunk at a time (``SyncBudget``), lowest id first; what is left stays due.
@@ -17,6 +18,8 @@ struct NotificationBatch<C: Clock<Duration>> {
     /// Those of them a reconcile found out of step (and no notification named since): the reconcile is complete once
     /// they are synced.
     private(set) var drifted = Set<Int64>()
+    /// Those of them the poll for new projects found (and no notification named since).
+    private(set) var polled = Set<Int64>()
     /// When the first notification of the batch being gathered arrived.
     private var gatheringSince: C.Instant?
     /// Not before then (the lock was busy); nil: at once.
@@ -43,6 +46,7 @@ struct NotificationBatch<C: Clock<Duration>> {
             if let id = Int64(payload.trimmingWhitespace()) {
                 projectIDs.insert(id)
                 drifted.remove(id)
+                polled.remove(id)
             } else {
                 rejected.append(payload)
             }
@@ -54,6 +58,23 @@ struct NotificationBatch<C: Clock<Duration>> {
     /// Projects a reconcile found out of step: synced like notified ones, in chunks, retried on a busy lock.
     mutating func addDrifted(_ ids: [Int64]) {
         for id in ids where projectIDs.insert(id).inserted { drifted.insert(id) }
+    }
+
+    /// New projects the poll found: synced like notified ones (a batch waiting for a busy lock keeps waiting). An id
+    /// already pending keeps what it came from.
+    mutating func addPolled(_ ids: [Int64]) {
+        for id in ids where projectIDs.insert(id).inserted { polled.insert(id) }
+    }
+
+    /// Whether some of the poll's projects are still to sync (the next poll waits for them).
+    var hasPolled: Bool { !polled.isEmpty }
+
+    /// What a sync of `ids` is counted as: `reconcile` when a reconcile found them all, `poll` when the poll (or a
+    /// reconcile) found them all, `notify` when a notification named one of them.
+    func trigger(_ ids: [Int64]) -> String {
+        if allDrifted(ids) { return "reconcile" }
+        if ids.allSatisfy({ drifted.contains($0) || polled.contains($0) }) { return "poll" }
+        return "notify"
     }
 
     /// Whether some of a reconcile's projects are still to sync.
@@ -98,6 +119,7 @@ struct NotificationBatch<C: Clock<Duration>> {
     mutating func synced(_ ids: [Int64]) {
         projectIDs.subtract(ids)
         drifted.subtract(ids)
+        polled.subtract(ids)
         retryAt = nil
         lockBusyReported = false
     }
@@ -115,6 +137,7 @@ struct NotificationBatch<C: Clock<Duration>> {
     mutating func discard() {
         projectIDs.removeAll()
         drifted.removeAll()
+        polled.removeAll()
         retryAt = nil
     }
 }

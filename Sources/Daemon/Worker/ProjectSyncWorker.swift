@@ -10,8 +10,9 @@ import Postgres
 import RoleSync
 import SystemSupport
 
-/// The daemon's database side: waits for the database, migrates, then keeps projects' roles in step from
-/// notifications and periodic reconciles, reconnecting when the connection breaks.
+/// The daemon's database side: waits for the database, migrates, then keeps projects' roles in step: new projects
+/// from polling the project table past a watermark (``ProjectWatermark``; no trigger fires on INSERT), renames and
+/// deletes from notifications, anything missed from periodic reconciles; it reconnects when the connection breaks.
 ///
 /// libpq blocks, so the worker lives on its own serial queue (``WorkerService`` creates it there), off Swift's
 /// cooperative pool; it is not `Sendable`, and its entry points check the queue. Only `state` is shared. It stops
@@ -44,6 +45,15 @@ final class ProjectSyncWorker {
     private var batch: NotificationBatch<ContinuousClock>
     private var schedule: ReconcileSchedule<ContinuousClock>
     private var budget: SyncBudget<ContinuousClock>
+    /// When the next poll for new projects is due.
+    private var pollSchedule: ReconcileSchedule<ContinuousClock>
+    /// Where the poll starts, and when that moves.
+    private var watermark = ProjectWatermark()
+    /// The project table as the last reconcile checked it: the poll runs only once a reconcile found this
+    /// catalogue in force on the current session.
+    private var target: ResolvedTarget?
+    /// The last poll stopped at its limit: the next one runs as soon as its projects are synced.
+    private var pollTruncated = false
     /// A reconcile handed its drifted projects to the batch: it is complete once they are synced.
     private var reconcileAwaitingBatch = false
     /// Whether "the reconcile waits for the lock" was logged since a reconcile last got it.
@@ -79,6 +89,9 @@ final class ProjectSyncWorker {
         batch = NotificationBatch(clock: clock, gap: configuration.batchGap, maxDelay: configuration.batchMaxDelay)
         schedule = ReconcileSchedule(clock: clock, interval: configuration.reconcileInterval)
         budget = SyncBudget(clock: clock, maxSize: configuration.syncBatchSize, timeBudget: configuration.syncTimeBudget)
+        pollSchedule = ReconcileSchedule(clock: clock, interval: configuration.pollInterval)
+        metrics.watermark.record(0)
+        metrics.projectsWaiting.record(0)
     }
 
     private var session: MigrationSession? {
@@ -124,6 +137,7 @@ final class ProjectSyncWorker {
         logger.info("watching projects", metadata: [
             "daemon.channel": "\(Self.channel)",
             "daemon.reconcile_interval_s": "\(TextFormat.fixed(configuration.reconcileInterval.seconds, 1))",
+            "daemon.poll_interval_ms": "\(Int(configuration.pollInterval.milliseconds))",
         ])
         var backoff = Backoff.reconnect
         while true {
@@ -152,8 +166,8 @@ final class ProjectSyncWorker {
         }
     }
 
-    /// One turn on an open session: reconcile when due, sync what is due, wait for notifications and sync what they
-    /// name. Each part ends the turn early on a stop request or a reported error.
+    /// One turn on an open session: reconcile when due, poll for new projects when due, sync what is due, wait for
+    /// notifications and sync what they name. Each part ends the turn early on a stop request or a reported error.
     private func turn() throws {
         dispatchPrecondition(condition: .onQueue(queue))
         guard let session else { return }
@@ -165,11 +179,14 @@ final class ProjectSyncWorker {
                 if try reconcile(session) { markReconciled() } else { reconcileAwaitingBatch = true }
             }) else { return }
         }
+        if pollIsDue {
+            guard try perform(.poll, { try poll(session) }) else { return }
+        }
         if batch.isDue {
             guard try perform(.batch, { try syncBatch(session) }) else { return }
         }
         let received = try session.connection.waitForNotifications(
-            timeout: batch.wait(atMost: min(.milliseconds(250), schedule.timeUntilDue))
+            timeout: batch.wait(atMost: min(.milliseconds(250), schedule.timeUntilDue, timeUntilPoll))
         )
         guard !received.isEmpty else { return }
         // Gather what arrives close together into one batch.
@@ -219,6 +236,12 @@ final class ProjectSyncWorker {
                     "daemon.projects": "\(batch.projectIDs.count)",
                 ])
             }
+        case .report where work == .poll:
+            // The project table may have changed under us (an app migration): polls resume once a reconcile, due at
+            // once, has checked it again; a failing reconcile says so on /readyz.
+            target = nil
+            schedule.dueNow()
+            logger.error("the poll for new projects failed; reconciling", metadata: ["db.error": "\(error)"])
         case .report where work == .reconcile:
             state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
             publishReadiness()
@@ -233,8 +256,9 @@ final class ProjectSyncWorker {
                 state.update { $0.reconcileProblem = "the last reconcile failed: \(Self.shortMessage(error))" }
                 publishReadiness()
             }
-            metrics.syncCompleted(trigger: "notify", result: "error")
+            metrics.syncCompleted(trigger: batch.isEmpty ? "notify" : batch.trigger(budget.chunk(batch.ids)), result: "error")
             batch.discard()
+            metrics.projectsWaiting.record(0)
         case .reconnect, .fail:
             // `.fail` is the start-up's, which throws it; in the loop a session that cannot go on is replaced.
             return .reconnect
@@ -304,6 +328,11 @@ final class ProjectSyncWorker {
         }
         reconcileAwaitingBatch = false
         schedule.dueNow()
+        // The first poll on a session scans from the bottom: whatever was created meanwhile is found.
+        watermark.reset()
+        target = nil
+        pollTruncated = false
+        pollSchedule.dueNow()
         return fresh
     }
 
@@ -403,7 +432,13 @@ final class ProjectSyncWorker {
             return true
         }
         let resolved = try synchronizer.installTriggersIfNeeded(connection, checked, dryRun: false, logger: syncLogger)
+        target = resolved
+        let driftStart = clock.now
         let drift = try synchronizer.drift(connection, target: resolved)
+        logger.debug("reconcile: drift query done", metadata: [
+            "daemon.drift_ms": "\(TextFormat.fixed((clock.now - driftStart).milliseconds, 1))",
+            "daemon.projects": "\(drift.projectIDs.count)",
+        ])
         metrics.blockedGroups.record(drift.blockedGroups)
         metrics.tooLongGroups.record(drift.tooLongGroups)
         if drift.tooLongGroups != leftOut.tooLong {
@@ -474,25 +509,70 @@ final class ProjectSyncWorker {
         publishReadiness()
     }
 
+    // MARK: - Poll
+
+    /// Whether the daemon syncs now: its catalogue is in force and the migrations agree with the history.
+    private var syncAllowed: Bool {
+        let current = state.current
+        return current.roleVersionProblem == nil && current.supersededBy == nil && current.pendingMigrations == 0
+            && current.historyProblems.isEmpty
+    }
+
+    /// A poll is due every interval, and at once after one that stopped at its limit; never while the last poll's
+    /// projects are still to sync (a batch waiting for the lock does not grow), nor before a reconcile found this
+    /// catalogue in force.
+    private var pollIsDue: Bool {
+        guard target != nil, syncAllowed, !batch.hasPolled else { return false }
+        return pollTruncated || pollSchedule.isDue
+    }
+
+    /// How long the wait for notifications may last before a poll is due.
+    private var timeUntilPoll: Duration {
+        guard target != nil, syncAllowed, !batch.hasPolled else { return .milliseconds(250) }
+        return pollTruncated ? .zero : pollSchedule.timeUntilDue
+    }
+
+    /// One poll (``NewProjectsPoll``): its new projects join the batch, synced in bounded chunks like notified ones.
+    private func poll(_ session: MigrationSession) throws {
+        guard let target else { return }
+        pollSchedule.start()
+        pollTruncated = false
+        metrics.polls.increment()
+        let found = try synchronizer.pollNewProjects(
+            session.connection, target: target, after: watermark.mark, covered: watermark.covered,
+            skipping: watermark.skipping, limit: configuration.syncBatchSize
+        )
+        let fresh = watermark.observe(found)
+        pollTruncated = found.truncated
+        metrics.watermark.record(watermark.shown)
+        guard !fresh.isEmpty else { return }
+        metrics.projectsPolled.increment(by: fresh.count)
+        batch.addPolled(fresh)
+        metrics.projectsWaiting.record(batch.projectIDs.count)
+        logger.debug("found new projects", metadata: [
+            "daemon.projects": "\(fresh.count)", "daemon.watermark": "\(watermark.shown)",
+            "daemon.more": "\(found.truncated)",
+        ])
+    }
+
     // MARK: - Sync
 
     /// Syncs the next chunk of the batch (``SyncBudget``) in one transaction; what is left stays due. A busy lock or a
     /// stop request comes out as an error for `classify`. Between two chunks, a runner waiting for the lock goes
     /// first (``yieldToWaiter(_:)``).
     private func syncBatch(_ session: MigrationSession) throws {
-        let current = state.current
-        guard current.roleVersionProblem == nil, current.supersededBy == nil, current.pendingMigrations == 0,
-              current.historyProblems.isEmpty
-        else {
+        guard syncAllowed else {
             // Not ours to sync now; the reconcile that clears the problem finds these projects.
             batch.discard()
             return
         }
         let ids = budget.chunk(batch.ids)
-        let trigger = batch.allDrifted(ids) ? "reconcile" : "notify"
+        let trigger = batch.trigger(ids)
         guard try sync(ids, trigger: trigger, session) else { return }
         batch.synced(ids)
-        if !batch.isEmpty {
+        metrics.projectsWaiting.record(batch.projectIDs.count)
+        // More to sync: in the batch, or in the table past the last poll's limit.
+        if !batch.isEmpty || pollTruncated {
             try yieldToWaiter(session)
         } else if reconcileAwaitingBatch {
             reconcileAwaitingBatch = false

@@ -11,8 +11,9 @@ import Postgres
 /// - `delete_role_groups(integer[])`: removes groups with every row that references them, found from the catalog's
 ///   foreign keys (Django's `auth_user_groups`, a custom user model's `users_user_groups`, guardian's tables, …),
 ///   so no user model is named anywhere.
-/// - the trigger functions `project_deleted`, `projects_truncated` and `project_notify`; the triggers themselves sit on
-///   the project table and are kept in step with the target by ``RoleTargetResolver``.
+/// - the trigger functions `project_deleted`, `projects_truncated` and `project_notify` (renames and deletes; no
+///   trigger of ours fires on INSERT: `serve` polls for new projects); the triggers themselves sit on the project
+///   table and are kept in step with the target by ``RoleTargetResolver``.
 public enum RoleObjects {
     /// Versions and checksums of the migrations of earlier releases whose work this component took over.
     static let supersededMigrations: [(version: Int64, checksums: [String])] = [
@@ -210,7 +211,8 @@ public enum RoleObjects {
             END;
             $fn$;
 
-            -- AFTER INSERT, UPDATE OF the name, DELETE: tells `migrator serve` which project changed.
+            -- AFTER UPDATE OF the name, AFTER DELETE: tells `migrator serve` which project changed. (Releases before
+            -- the polling of new projects also ran it AFTER INSERT; no insert trigger calls it now.)
             CREATE OR REPLACE FUNCTION \(schema.qualified("project_notify"))() RETURNS trigger
             LANGUAGE plpgsql AS $fn$
             BEGIN

@@ -51,6 +51,7 @@ final class StatementParameters {
     func text(_ value: String) -> String { bind(value, as: "text") }
     func texts(_ values: [String]) -> String { bind(values, as: "text[]") }
     func integer(_ value: Int?) -> String { bind(value, as: "integer") }
+    func bigint(_ value: Int64) -> String { bind(value, as: "bigint") }
     func bigints(_ values: [Int64]?) -> String { bind(values, as: "bigint[]") }
     func boolean(_ value: Bool) -> String { bind(value, as: "boolean") }
     func double(_ value: Double) -> String { bind(value, as: "double precision") }

@@ -21,9 +21,12 @@ public struct ResolvedTarget: Sendable {
 
 /// Checks the target and keeps the project table's triggers in step with it.
 enum RoleTargetResolver {
+    /// No trigger fires on INSERT: `serve` finds new projects by polling past a watermark (see
+    /// ``NewProjectsPoll``), so the app's inserts pay nothing for migrator. A database of an earlier release loses
+    /// its `migrator_project_notify_insert` on the next check (the set differs, so every trigger of ours is replaced).
     static let triggerNames = [
-        "migrator_project_delete_groups", "migrator_project_notify_delete", "migrator_project_notify_insert",
-        "migrator_project_notify_rename", "migrator_project_truncate",
+        "migrator_project_delete_groups", "migrator_project_notify_delete", "migrator_project_notify_rename",
+        "migrator_project_truncate",
     ]
 
     /// Also reads the latest stored role version, so that a sync with nothing to do needs no query of its own for
@@ -149,7 +152,6 @@ enum RoleTargetResolver {
         let arguments = [
             "migrator_project_delete_groups": "\(id),",
             "migrator_project_notify_delete": "\(id),",
-            "migrator_project_notify_insert": "\(id),",
             "migrator_project_notify_rename": "\(id),\(target.nameColumn),",
             "migrator_project_truncate": "",
         ]
@@ -193,8 +195,6 @@ enum RoleTargetResolver {
                 FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_deleted"))('\(id)');
             CREATE TRIGGER migrator_project_truncate AFTER TRUNCATE ON \(table)
                 FOR EACH STATEMENT EXECUTE FUNCTION \(schema.qualified("projects_truncated"))();
-            CREATE TRIGGER migrator_project_notify_insert AFTER INSERT ON \(table)
-                FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)');
             CREATE TRIGGER migrator_project_notify_rename AFTER UPDATE OF \(name) ON \(table)
                 FOR EACH ROW WHEN (OLD.\(name) IS DISTINCT FROM NEW.\(name))
                 EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)', '\(resolved.target.nameColumn)');
