@@ -23,7 +23,7 @@ public final class PgBouncer: @unchecked Sendable {
         }
         user = server.user ?? "postgres"
         password = server.password ?? ""
-        port = try chosenPort ?? Self.freePort()
+        port = try chosenPort ?? Loopback.freePort()
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("migrator-pgbouncer-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let configuration = """
@@ -60,7 +60,7 @@ public final class PgBouncer: @unchecked Sendable {
         try process.run()
         // Ready when it accepts a connection; the bound is for a PgBouncer that never comes up.
         let deadline = Date().addingTimeInterval(20)
-        while !Self.accepts(port: port) {
+        while !Loopback.accepts(port: port) {
             guard process.isRunning, Date() < deadline else {
                 let log = (try? String(contentsOf: folder.appendingPathComponent("pgbouncer.log"), encoding: .utf8)) ?? ""
                 stop()
@@ -91,30 +91,5 @@ public final class PgBouncer: @unchecked Sendable {
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: folder)
-    }
-
-    public static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard bound == 0 else { throw TestSetupError("no free port for PgBouncer") }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    static func accepts(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
     }
 }

@@ -96,7 +96,7 @@ public struct ConnectionConfig: Sendable {
             if host.first == "[", let close = host.firstIndex(of: "]") { host = host[host.index(after: close)...] }
             guard let colon = host.firstIndex(of: ":") else { return nil }
             let after = host[host.index(after: colon)...]
-            return after.isEmpty || after.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) ? nil : String(after)
+            return after.isEmpty || isDigits(after) ? nil : String(after)
         }
         guard let colon = authority[..<at].firstIndex(of: ":") else { return nil }
         let password = authority[authority.index(after: colon)..<at]
@@ -185,7 +185,11 @@ public struct ConnectionConfig: Sendable {
         var digits = Substring(text.trimmingWhitespace())
         if digits.isEmpty { return allowEmpty }
         if digits.first == "+" || digits.first == "-" { digits = digits.dropFirst() }
-        return !digits.isEmpty && digits.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+        return !digits.isEmpty && isDigits(digits)
+    }
+
+    static func isDigits(_ text: Substring) -> Bool {
+        text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
     }
 
     /// Why a `postgresql://` URL cannot be what its writer meant, without quoting it: an `@` that is not the one

@@ -196,27 +196,20 @@ struct ConnectionFailureTests {
 
     @Test("a role whose sessions are read-only exits 6, also with --json, and nothing is applied")
     func readOnlyRole() throws {
-        let role = "mt_ro_\(UUID().uuidString.prefix(8).lowercased())"
-        let password = "ro-\(UUID().uuidString)"
         try TestDatabase.with { db in
             let connection = try db.connect()
-            // A role name cannot be a parameter; this one is made of [a-z0-9_] only.
-            try connection.query("CREATE ROLE \(role) LOGIN PASSWORD '\(password)'")
-            defer { _ = try? connection.query("DROP OWNED BY \(role)"); _ = try? connection.query("DROP ROLE \(role)") }
-            try connection.query("GRANT ALL ON DATABASE \(db.name) TO \(role)")
-            try connection.query("GRANT ALL ON SCHEMA public TO \(role)")
-            try connection.query("ALTER ROLE \(role) SET default_transaction_read_only = on")
-            let url = try Server.url(user: role, password: password, database: db.name)
-            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
-            let run = try E2E.run(E2E.args("migrate", folder), environment: ["DATABASE_URL": url], secrets: [password])
-            #expect(run.exitCode == 6, run.transcript)
-            #expect(run.stderr.contains("read-only") && run.stderr.contains("the role"), run.transcript)
-            let json = try E2E.run(E2E.args("migrate", folder, "--json"), environment: ["DATABASE_URL": url], secrets: [password])
-            #expect(json.exitCode == 6, json.transcript)
-            let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
-            let error = object?["error"] as? [String: Any]
-            #expect(object?["exitCode"] as? Int == 6 && error?["code"] as? String == "readOnly", json.transcript)
-            #expect(try connection.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'migrator'") == 0)
+            try E2E.withRole(db, connection, settings: [("default_transaction_read_only", "on")]) { _, password, url in
+                let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+                let run = try E2E.run(E2E.args("migrate", folder), environment: ["DATABASE_URL": url], secrets: [password])
+                #expect(run.exitCode == 6, run.transcript)
+                #expect(run.stderr.contains("read-only") && run.stderr.contains("the role"), run.transcript)
+                let json = try E2E.run(E2E.args("migrate", folder, "--json"), environment: ["DATABASE_URL": url], secrets: [password])
+                #expect(json.exitCode == 6, json.transcript)
+                let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+                let error = object?["error"] as? [String: Any]
+                #expect(object?["exitCode"] as? Int == 6 && error?["code"] as? String == "readOnly", json.transcript)
+                #expect(try connection.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'migrator'") == 0)
+            }
         }
     }
 
@@ -237,18 +230,7 @@ struct ConnectionFailureTests {
             // At first the port answers like a server that is not up yet: it accepts the connection and closes it.
             // Once wait has tried that way, a PgBouncer (session mode) in front of the test server starts on the same
             // port: the database "comes up" at a moment the test chooses.
-            let port = try PgBouncer.freePort()
-            let notYet = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var reuse: Int32 = 1
-            setsockopt(notYet, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(notYet, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            try #require(bound == 0 && listen(notYet, 4) == 0)
+            let (notYet, port) = try Loopback.listen()
             var components = try #require(URLComponents(string: db.url))
             components.port = port
             let url = try #require(components.string)

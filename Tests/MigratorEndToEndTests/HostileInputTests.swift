@@ -168,20 +168,14 @@ struct HostileInputTests {
     @Test("a role whose statement_timeout is 100 ms migrates a 0.5 s migration and syncs roles")
     func lowStatementTimeoutRole() throws {
         try TestDatabase.with { db in
-            let role = "low_timeout_" + UUID().uuidString.prefix(8).lowercased()
-            let password = "pw-" + UUID().uuidString
             let connection = try db.connect()
-            try connection.query("CREATE ROLE \(role) LOGIN PASSWORD '\(password)'")
-            defer { _ = try? connection.query("DROP OWNED BY \(role)"); _ = try? connection.query("DROP ROLE \(role)") }
-            try connection.query("ALTER ROLE \(role) SET statement_timeout = '100ms'")
-            try connection.query("GRANT ALL ON DATABASE \(db.name) TO \(role)")
-            try connection.query("GRANT ALL ON SCHEMA public TO \(role)")
-            let url = try Server.url(user: role, password: password, database: db.name)
-            let folder = try E2E.shipped(plus: [("0009_slow.sql", "SELECT pg_sleep(0.5);\n")])
-            let run = try E2E.run(E2E.args("migrate", folder), environment: ["DATABASE_URL": url], secrets: [password])
-            #expect(run.exitCode == 0, run.transcript)
-            #expect(run.stdout.contains("6 migrations applied"), run.transcript)
-            #expect(try connection.count("SELECT count(*) FROM migrator.role_version") == 1)
+            try E2E.withRole(db, connection, settings: [("statement_timeout", "100ms")]) { _, password, url in
+                let folder = try E2E.shipped(plus: [("0009_slow.sql", "SELECT pg_sleep(0.5);\n")])
+                let run = try E2E.run(E2E.args("migrate", folder), environment: ["DATABASE_URL": url], secrets: [password])
+                #expect(run.exitCode == 0, run.transcript)
+                #expect(run.stdout.contains("6 migrations applied"), run.transcript)
+                #expect(try connection.count("SELECT count(*) FROM migrator.role_version") == 1)
+            }
         }
     }
 

@@ -141,6 +141,28 @@ enum E2E {
     }
 }
 
+extension E2E {
+    /// A login role of the test's own that may use `db` and its public schema, with `settings` applied to it
+    /// (`ALTER ROLE … SET name = value`), for `body(role, password, url)`; dropped with what it owns afterwards.
+    static func withRole<T>(
+        _ db: TestDatabase, _ connection: Connection, settings: [(String, String)] = [],
+        _ body: (_ role: String, _ password: String, _ url: String) throws -> T
+    ) throws -> T {
+        let role = "mt_role_" + UUID().uuidString.prefix(8).lowercased()
+        let password = "pw-" + UUID().uuidString
+        // A role name cannot be a parameter; this one is made of [a-z0-9_] only, and the password of [a-z0-9-].
+        try connection.query("CREATE ROLE \(role) LOGIN PASSWORD '\(password)'")
+        defer { _ = try? connection.query("DROP OWNED BY \(role)"); _ = try? connection.query("DROP ROLE \(role)") }
+        // Setting names and values are the test's own constants.
+        for (name, value) in settings {
+            try connection.query("ALTER ROLE \(role) SET \(name) = '\(value)'")
+        }
+        try connection.query("GRANT ALL ON DATABASE \(db.name) TO \(role)")
+        try connection.query("GRANT ALL ON SCHEMA public TO \(role)")
+        return try body(role, password, try Server.url(user: role, password: password, database: db.name))
+    }
+}
+
 extension Connection {
     func scalar(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) throws -> String? {
         try query(sql, parameters).first?[0]
