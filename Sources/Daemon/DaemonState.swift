@@ -26,6 +26,8 @@ public final class DaemonState: Sendable {
         /// Whether a reconcile has completed on the current session: until then a project made while the daemon was
         /// away (or while it reconnected) may still be out of step, so the daemon is not ready.
         var reconciled = false
+        /// What the start-up migrate's running statement is doing, once it has run long enough to be reported.
+        var migrationActivity: String?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -64,7 +66,7 @@ public final class DaemonState: Sendable {
         switch state.phase {
         case .starting: return (false, "starting")
         case .waitingForDatabase: return (false, "waiting for the database" + (state.lastError.map { ": \($0)" } ?? ""))
-        case .migrating: return (false, "applying migrations")
+        case .migrating: return (false, "applying migrations" + (state.migrationActivity.map { ": \($0)" } ?? ""))
         case .stopping: return (false, "shutting down")
         case .running: break
         }

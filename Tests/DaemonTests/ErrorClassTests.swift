@@ -19,6 +19,12 @@ struct ErrorClassTests {
     static let statementFailed = RoleSyncError(
         phase: "create groups", error: PostgresError(code: .queryFailed, message: "duplicate key", sqlState: "23505")
     )
+    static let rowLockRefused = RoleSyncError(
+        phase: "rename groups", error: PostgresError(code: .queryFailed, message: "canceling statement due to lock timeout", sqlState: "55P03")
+    )
+    static let deadlock = RoleSyncError(
+        phase: "remove permissions", error: PostgresError(code: .queryFailed, message: "deadlock detected", sqlState: "40P01")
+    )
     static let lost = PostgresError(code: .connectionLost, message: "server closed the connection unexpectedly")
 
     static let cases: [Case] = [
@@ -44,6 +50,12 @@ struct ErrorClassTests {
         Case(error: lockTimeout, work: .batch, connected: true, expected: .lockBusy),
         Case(error: lockTimeout, work: .reconcile, connected: true, expected: .lockBusy),
         Case(error: lockTimeout, work: .batch, connected: false, expected: .reconnect),
+        // An app's row lock held past lock_timeout, or a deadlock: the sync rolled back and is tried again shortly.
+        Case(error: rowLockRefused, work: .reconcile, connected: true, expected: .lockBusy),
+        Case(error: rowLockRefused, work: .batch, connected: true, expected: .lockBusy),
+        Case(error: deadlock, work: .batch, connected: true, expected: .lockBusy),
+        Case(error: rowLockRefused, work: .listening, connected: true, expected: .report),
+        Case(error: rowLockRefused, work: .batch, connected: false, expected: .reconnect),
     ]
 
     @Test("each error, by the work it interrupted and the connection's state", arguments: cases)

@@ -289,7 +289,8 @@ struct ConnectionFailureTests {
             let reader = try db.connect()
             try reader.query("BEGIN")
             try reader.query("LOCK TABLE a IN ACCESS SHARE MODE")
-            let run = try E2E.run(E2E.migrate(folder, "--ddl-lock-timeout", "300ms"), database: db, limit: 20)
+            // Without retries (SafeDDLTests has them): the first refusal fails the run.
+            let run = try E2E.run(E2E.migrate(folder, "--ddl-lock-timeout", "300ms", "--ddl-lock-retries", "0"), database: db, limit: 20)
             #expect(run.exitCode == 1, run.transcript)
             #expect(run.stderr.contains("55P03"), run.transcript)
             try reader.query("COMMIT")

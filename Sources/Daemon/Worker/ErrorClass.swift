@@ -1,4 +1,5 @@
 import MigrationEngine
+import Postgres
 
 /// What an error means to the worker, decided in one place (``classify(_:during:connected:)``) for every catch
 /// site, so that "reconnect or report" is not decided differently in three places.
@@ -45,6 +46,13 @@ enum ErrorClass: Equatable, Sendable {
         }
         guard connected else { return .reconnect }
         if work == .batch || work == .reconcile, code == .lockTimeout { return .lockBusy }
+        // A row lock of the app's held past the session's lock_timeout (or a deadlock the server broke): the sync
+        // was rolled back whole; like a busy migration lock it is tried again shortly, not a readiness problem.
+        if work == .batch || work == .reconcile,
+           let server = (error as? any HookServerFailure)?.rolledBackServerError,
+           [SQLState.lockNotAvailable, SQLState.deadlockDetected].contains(server.sqlState ?? "") {
+            return .lockBusy
+        }
         return .report
     }
 }

@@ -114,6 +114,8 @@ final class ProjectSyncWorker {
         var options = configuration.migrator
         let state = state
         options.stopRequested = { state.isStopping }
+        // What a long migration statement is doing (its progress, who blocks it) is `/readyz`'s reason meanwhile.
+        options.activity = { text in state.update { $0.migrationActivity = text } }
         return options
     }
 

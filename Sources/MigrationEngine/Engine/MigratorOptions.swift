@@ -15,6 +15,17 @@ public struct MigratorOptions: Sendable {
     /// `lock_timeout` for the migrations' statements (zero turns it off): a migration that waits behind an
     /// application's long transaction fails instead of queueing every other query behind itself.
     public var ddlLockTimeout: Duration
+    /// How long a migration whose lock was not granted within ``ddlLockTimeout`` (SQLSTATE 55P03, or a deadlock) is
+    /// retried, with backoff, counted from its first try: a transactional file whole, after its rollback; outside a
+    /// transaction the statement alone. Zero: the first refusal fails the run.
+    public var ddlLockRetryBudget: Duration
+    /// A statement that has run this long gets its progress reported (from PostgreSQL's progress views, through a
+    /// second connection), and again every time as long; zero turns the reports off. Who blocks it is watched in
+    /// any case.
+    public var progressEvery: Duration
+    /// Told what the running statement is doing each time its progress is reported, and nil when it ends (the
+    /// daemon puts it in `/readyz`'s reason during its start-up migrate).
+    public var activity: @Sendable (String?) -> Void = { _ in }
     /// `statement_timeout`; nil runs with none, whatever the server or role sets.
     public var statementTimeout: Duration?
     /// Apply pending migrations numbered below the newest applied one instead of refusing.
@@ -27,7 +38,9 @@ public struct MigratorOptions: Sendable {
 
     /// The defaults, declared once (the CLI's options and the README name the same values).
     public static let defaultLockTimeout = Duration.seconds(300)
-    public static let defaultDDLLockTimeout = Duration.seconds(10)
+    public static let defaultDDLLockTimeout = Duration.seconds(2)
+    public static let defaultDDLLockRetryBudget = Duration.seconds(60)
+    public static let defaultProgressEvery = Duration.seconds(5)
 
     public init(
         migrationsPath: String? = "./Migrations",
@@ -35,6 +48,8 @@ public struct MigratorOptions: Sendable {
         dryRun: Bool = false,
         lockTimeout: Duration = defaultLockTimeout,
         ddlLockTimeout: Duration = defaultDDLLockTimeout,
+        ddlLockRetryBudget: Duration = defaultDDLLockRetryBudget,
+        progressEvery: Duration = defaultProgressEvery,
         statementTimeout: Duration? = nil,
         allowOutOfOrder: Bool = false,
         lockReportInterval: Duration = .seconds(5)
@@ -44,6 +59,8 @@ public struct MigratorOptions: Sendable {
         self.dryRun = dryRun
         self.lockTimeout = lockTimeout
         self.ddlLockTimeout = ddlLockTimeout
+        self.ddlLockRetryBudget = ddlLockRetryBudget
+        self.progressEvery = progressEvery
         self.statementTimeout = statementTimeout
         self.allowOutOfOrder = allowOutOfOrder
         self.lockReportInterval = lockReportInterval

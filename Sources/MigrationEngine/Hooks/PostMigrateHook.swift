@@ -18,6 +18,14 @@ public protocol PostMigrateHook: Sendable {
     var ownObjects: OwnObjectsComponent? { get }
 }
 
+/// A hook's error that carries the server's: when it is a lock not granted (SQLSTATE 55P03, or a deadlock) and the
+/// hook's transaction was rolled back, the engine runs the hook again with backoff, as it does a migration, until
+/// ``MigratorOptions/ddlLockRetryBudget`` is spent.
+public protocol HookServerFailure: Error {
+    /// The server's error, when the hook's work was rolled back whole; nil otherwise (then it is never retried).
+    var rolledBackServerError: PostgresError? { get }
+}
+
 extension PostMigrateHook {
     public func status(_ connection: Connection, schema: OwnSchema) throws -> HookStatus? { nil }
     public var ownObjects: OwnObjectsComponent? { nil }

@@ -30,40 +30,66 @@ extension MigrationSession {
         return Self.report(step, durationMs: durationMs)
     }
 
-    /// The file and its history row in one transaction: both commit or neither does.
+    /// The file and its history row in one transaction: both commit or neither does. A lock not granted within the
+    /// lock timeout rolls the whole back and tries again, with backoff, until the retry budget is spent.
     private func applyInTransaction(_ file: MigrationFile, statements: [SQLStatement]) throws(MigrationError) {
-        let clock = ContinuousClock()
-        let start = clock.now
-        // The transaction's id, so that after a failure the server can say whether it really ended without a commit
-        // before the message claims that nothing of the file remains.
-        var transactionID: String?
-        do throws(PostgresError) {
-            // The session as the set-up left it, whatever an earlier migration changed, then the transaction.
-            let begun = try connection.execute(script: restoreScript + ";\nBEGIN;\nSELECT txid_current()::text AS xid")
-            transactionID = (try? begun.last?.first?.decodeIfPresent("xid", as: String.self)) ?? nil
-            // The history row is written in the session the set-up made whatever the file set (its role, its
-            // statement_timeout): the file is split and checked, so nothing of it is left open for the appended
-            // statements to fall into.
-            try connection.execute(script: file.content + "\n;" + restoreScript)
-            guard connection.transactionStatus == .inTransaction else {
-                throw PostgresError(
-                    code: .clientError,
-                    message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
-                )
+        var retry = LockRetry(budget: options.ddlLockRetryBudget)
+        while true {
+            let clock = ContinuousClock()
+            let start = clock.now
+            // The transaction's id, so that after a failure the server can say whether it really ended without a
+            // commit before the message claims that nothing of the file remains.
+            var transactionID: String?
+            do throws(PostgresError) {
+                // The session as the set-up left it, whatever an earlier migration changed, then the transaction.
+                let begun = try connection.execute(script: restoreScript + ";\nBEGIN;\nSELECT txid_current()::text AS xid")
+                transactionID = (try? begun.last?.first?.decodeIfPresent("xid", as: String.self)) ?? nil
+                // The history row is written in the session the set-up made whatever the file set (its role, its
+                // statement_timeout): the file is split and checked, so nothing of it is left open for the appended
+                // statements to fall into.
+                watcher?.begin(pid: connection.backendPID, label: file.label, logger: connection.logger)
+                try connection.execute(script: file.content + "\n;" + restoreScript)
+                watcher?.end()
+                guard connection.transactionStatus == .inTransaction else {
+                    throw PostgresError(
+                        code: .clientError,
+                        message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
+                    )
+                }
+                guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
+                    throw lostLock(during: file)
+                }
+                try connection.query("COMMIT")
+                return
+            } catch {
+                let sighting = watcher?.end() ?? LockSighting()
+                if connection.isConnected, connection.transactionStatus != .idle {
+                    _ = try? connection.query("ROLLBACK")
+                }
+                if LockRetry.isLockRefusal(error) { retry.lastSighting = sighting }
+                if let delay = retry.delay(after: error, connected: connection.isConnected, stopRequested: options.stopRequested()) {
+                    logRefusal(error, file: file, sighting: sighting, retryIn: delay, attempt: retry.attempts)
+                    LockRetry.sleep(delay)
+                    continue
+                }
+                // Without a position, the number of statements that completed names the one that failed.
+                let failed = error.completedStatements.flatMap { $0 < statements.count ? statements[$0] : nil }
+                var failure = failure(error, file: file, statementOffset: 0, statement: failed)
+                    .adding(note: outcomeNote(file, transactionID: transactionID))
+                if LockRetry.isLockRefusal(error) { failure = failure.adding(note: retry.finalNote(ddlLockTimeout: options.ddlLockTimeout)) }
+                throw failure
             }
-            guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
-                throw lostLock(during: file)
-            }
-            try connection.query("COMMIT")
-        } catch {
-            if connection.isConnected, connection.transactionStatus != .idle {
-                _ = try? connection.query("ROLLBACK")
-            }
-            // Without a position, the number of statements that completed names the one that failed.
-            let failed = error.completedStatements.flatMap { $0 < statements.count ? statements[$0] : nil }
-            throw failure(error, file: file, statementOffset: 0, statement: failed)
-                .adding(note: outcomeNote(file, transactionID: transactionID))
         }
+    }
+
+    /// Says in the log that a lock was not granted, who holds it, and when the next try is.
+    private func logRefusal(_ error: PostgresError, file: MigrationFile, sighting: LockSighting, retryIn delay: Duration, attempt: Int) {
+        connection.logger.warning("a lock the migration needs was not granted; trying again", metadata: [
+            "db.sqlstate": "\(error.sqlState ?? "")",
+            "lock.blockers": "\(LockBlocker.sentence(sighting.blockers, waitingFor: sighting.waitingFor))",
+            "retry.attempt": "\(attempt)",
+            "retry.in_ms": "\(Int(delay.milliseconds))",
+        ])
     }
 
     /// What became of a transactional migration that failed, as the server tells it: a `COMMIT` the server read in
@@ -103,6 +129,7 @@ extension MigrationSession {
         var lockLost = false
         for index in step.resumeFrom..<step.statements.count {
             let statement = step.statements[index]
+            var statementNotes: [String] = []
             do throws(PostgresError) {
                 // The statement before this one, once: on a resume the earlier run recorded it already.
                 let completed = index > step.resumeFrom ? done.last : nil
@@ -116,7 +143,7 @@ extension MigrationSession {
                     lockLost = true
                     throw lostLock(during: file, after: index)
                 }
-                try connection.execute(script: statement.text)
+                try executeRetryingLocks(statement, number: index + 1, of: file, notes: &statementNotes)
                 guard connection.transactionStatus == .idle else {
                     _ = try? connection.query("ROLLBACK")
                     throw PostgresError(
@@ -137,6 +164,7 @@ extension MigrationSession {
                     )
                 }
                 var failure = failure(error, file: file, statementOffset: statement.offset, statement: statement)
+                for note in statementNotes { failure = failure.adding(note: note) }
                 if error.sqlState == SQLState.duplicateTable, statement.leadingWords(4).contains("CONCURRENTLY") {
                     failure.diagnostics[0].hint = "a CREATE INDEX CONCURRENTLY that failed leaves an invalid index behind; "
                         + "drop it (DROP INDEX CONCURRENTLY) or use IF NOT EXISTS before rerunning"
@@ -162,6 +190,61 @@ extension MigrationSession {
             }
         } catch {
             throw failure(error, file: file, statementOffset: 0, statement: nil)
+        }
+    }
+
+    /// One statement outside a transaction. A lock not granted within the lock timeout is tried again, with backoff,
+    /// until the retry budget is spent; before each new try, and when the statement fails for good, what a failed
+    /// `CREATE INDEX CONCURRENTLY` or `REINDEX CONCURRENTLY` left (an INVALID index this statement made, never one
+    /// that was there before it) is dropped, so that neither the retry nor the next run trips over it.
+    private func executeRetryingLocks(
+        _ statement: SQLStatement, number: Int, of file: MigrationFile, notes: inout [String]
+    ) throws(PostgresError) {
+        var retry = LockRetry(budget: options.ddlLockRetryBudget)
+        let cleanup = ConcurrentIndexCleanup(statement)
+        var leftovers: [ConcurrentIndexCleanup.Index] = []
+        let label = "\(file.label) statement \(number)"
+        while true {
+            do throws(PostgresError) {
+                if let cleanup, !leftovers.isEmpty {
+                    try cleanup.drop(leftovers, on: connection, logger: connection.logger)
+                    leftovers = []
+                }
+                let before = try cleanup.map { (c) throws(PostgresError) in try c.invalidIndexes(on: connection) } ?? []
+                watcher?.begin(pid: connection.backendPID, label: label, logger: connection.logger)
+                do throws(PostgresError) {
+                    try connection.execute(script: statement.text)
+                    watcher?.end()
+                    return
+                } catch {
+                    let sighting = watcher?.end() ?? LockSighting()
+                    if LockRetry.isLockRefusal(error) { retry.lastSighting = sighting }
+                    if let cleanup, connection.isConnected, connection.transactionStatus == .idle {
+                        leftovers = (try? cleanup.leftBehind(on: connection, before: before)) ?? []
+                    }
+                    throw error
+                }
+            } catch {
+                if let delay = retry.delay(after: error, connected: connection.isConnected, stopRequested: options.stopRequested()) {
+                    logRefusal(error, file: file, sighting: retry.lastSighting, retryIn: delay, attempt: retry.attempts)
+                    LockRetry.sleep(delay)
+                    continue
+                }
+                if LockRetry.isLockRefusal(error) { notes.append(retry.finalNote(ddlLockTimeout: options.ddlLockTimeout)) }
+                if let cleanup, !leftovers.isEmpty {
+                    let names = leftovers.map(\.name).joined(separator: ", ")
+                    do throws(PostgresError) {
+                        try cleanup.drop(leftovers, on: connection, logger: connection.logger)
+                        notes.append("the INVALID index this statement left behind (\(names)) was dropped; nothing of it remains")
+                    } catch let dropError {
+                        notes.append(
+                            "the INVALID index this statement left behind (\(names)) could not be dropped (\(dropError.message)); "
+                                + "drop it with DROP INDEX CONCURRENTLY before running migrate again"
+                        )
+                    }
+                }
+                throw error
+            }
         }
     }
 

@@ -39,6 +39,11 @@ public final class MigrationSession {
     private var ownObjectsMarker: String?
     /// How many ``withLock(timeout:_:)`` calls are inside each other: the lock is released when the outermost ends.
     private var lockDepth = 0
+    /// Where the session connected, for the second connection that watches the migrations (nil for a session made
+    /// on a connection opened elsewhere: it runs without one).
+    private(set) var config: ConnectionConfig?
+    /// Who blocks the running migration and its progress, while a plan is applied.
+    var watcher: StatementWatcher?
 
     /// Whether this session holds the migration lock now.
     public var holdsLock: Bool { lockDepth > 0 }
@@ -62,6 +67,7 @@ public final class MigrationSession {
             throw MigrationError(code: .connectionFailed, message: "cannot connect to the database: \(error.message)", hint: error.hint)
         }
         try self.init(connection: connection, options: options, hooks: hooks, purpose: purpose, logger: logger)
+        self.config = config
     }
 
     /// Sets up a session on an open connection.
@@ -222,18 +228,29 @@ public final class MigrationSession {
                     + "migrate, update-roles or serve moves it into schema \(options.schema.name)"
             )
         }
+        let hazards = readHazards(&notes)
         guard let entries else {
             notes.append("no migrations folder: the history is shown as recorded, and no file was compared")
             return StatusReport(
                 migrations: history.map(MigrationStatus.init(recorded:)), problems: [], hooks: [], notes: notes,
-                roundTrips: connection.roundTrips, database: connection.safeDescription
+                hazards: hazards, roundTrips: connection.roundTrips, database: connection.safeDescription
             )
         }
         let plan = try plan(entries: entries, history: history, target: nil)
         return StatusReport(
-            migrations: plan.statuses, problems: plan.problems, hooks: [], notes: notes,
+            migrations: plan.statuses, problems: plan.problems, hooks: [], notes: notes, hazards: hazards,
             roundTrips: connection.roundTrips, database: connection.safeDescription
         )
+    }
+
+    /// The database's INVALID indexes and constraints not validated yet; when they cannot be read, a note says so.
+    private func readHazards(_ notes: inout [String]) -> [SchemaHazard] {
+        do {
+            return try SchemaHazard.read(connection)
+        } catch {
+            notes.append("INVALID indexes and unvalidated constraints could not be read: \(error.message)")
+            return []
+        }
     }
 
     /// Each hook's state; a hook whose state cannot be read says so instead of failing the whole status.
@@ -295,6 +312,13 @@ public final class MigrationSession {
     func apply(_ plan: MigrationPlan) throws(MigrationError) -> [MigrateReport.Applied] {
         precondition(holdsLock, "migrations are applied under the lock")
         var applied: [MigrateReport.Applied] = []
+        if !plan.steps.isEmpty, let config {
+            watcher = StatementWatcher(config: config, options: options, logger: logger)
+        }
+        defer {
+            watcher?.close()
+            watcher = nil
+        }
         for step in plan.steps {
             if options.stopRequested() {
                 throw stopped(before: MigrationStatus.label(step.file.version, step.file.name), applied: applied)
@@ -335,12 +359,25 @@ public final class MigrationSession {
                 connection: connection, schema: options.schema, logger: hookLogger,
                 appliedVersions: applied.map(\.version), pendingMigrations: pendingAfter, dryRun: options.dryRun
             )
-            do {
-                reports.append(try hook.run(context))
-            } catch {
-                var failure = MigrationError(code: .hookFailed, message: "post-migrate hook '\(hook.name)' failed: \(error)")
-                failure.appliedBeforeFailure = applied.map { MigrationStatus.label($0.version, $0.name) }
-                throw failure
+            var retry = LockRetry(budget: options.ddlLockRetryBudget)
+            while true {
+                do {
+                    reports.append(try hook.run(context))
+                    break
+                } catch {
+                    if let serverError = (error as? any HookServerFailure)?.rolledBackServerError,
+                       let delay = retry.delay(after: serverError, connected: connection.isConnected, stopRequested: options.stopRequested()) {
+                        hookLogger.warning("a lock the post-migrate hook needs was not granted; trying again", metadata: [
+                            "db.sqlstate": "\(serverError.sqlState ?? "")", "retry.attempt": "\(retry.attempts)",
+                            "retry.in_ms": "\(Int(delay.milliseconds))",
+                        ])
+                        LockRetry.sleep(delay)
+                        continue
+                    }
+                    var failure = MigrationError(code: .hookFailed, message: "post-migrate hook '\(hook.name)' failed: \(error)")
+                    failure.appliedBeforeFailure = applied.map { MigrationStatus.label($0.version, $0.name) }
+                    throw failure
+                }
             }
         }
         return reports

@@ -115,9 +115,21 @@ public struct RunOptions: ParsableArguments {
 
     @Option(
         name: .customLong("ddl-lock-timeout"),
-        help: ArgumentHelp("lock_timeout for the migrations' statements; 0 turns it off (env: MIGRATOR_DDL_LOCK_TIMEOUT; default 10s).", valueName: "duration")
+        help: ArgumentHelp("lock_timeout for each try of a migration statement; 0 turns it off (env: MIGRATOR_DDL_LOCK_TIMEOUT; default 2s).", valueName: "duration")
     )
     var ddlLockTimeout: DurationArgument?
+
+    @Option(
+        name: .customLong("ddl-lock-retries"),
+        help: ArgumentHelp("How long to keep trying a migration whose lock was not granted, with backoff; 0 fails at the first refusal (env: MIGRATOR_DDL_LOCK_RETRIES; default 1m).", valueName: "duration")
+    )
+    var ddlLockRetries: DurationArgument?
+
+    @Option(
+        name: .customLong("progress-every"),
+        help: ArgumentHelp("Report a statement's progress once it has run this long, and again every as long; 0 turns it off (env: MIGRATOR_PROGRESS_EVERY; default 5s).", valueName: "duration")
+    )
+    var progressEvery: DurationArgument?
 
     @Option(
         name: .customLong("statement-timeout"),
@@ -135,6 +147,8 @@ public struct RunOptions: ParsableArguments {
         let lock = try DurationSetting.lockTimeout.resolved(lockTimeout)
         let ddl = try DurationSetting.ddlLockTimeout.resolved(ddlLockTimeout)
         let statement = try DurationSetting.statementTimeout.resolve(statementTimeout)
+        let retries = try DurationSetting.ddlLockRetries.resolved(ddlLockRetries)
+        let progress = try DurationSetting.progressEvery.resolved(progressEvery)
         // The server takes these in milliseconds up to 2^31-1 (about 24.8 days).
         let serverMaximum = Duration.milliseconds(Int64(Int32.max))
         for (setting, value) in [(DurationSetting.ddlLockTimeout, ddl), (DurationSetting.statementTimeout, statement)] {
@@ -147,6 +161,8 @@ public struct RunOptions: ParsableArguments {
             migrationsPath: migrations,
             lockTimeout: lock,
             ddlLockTimeout: ddl,
+            ddlLockRetryBudget: retries,
+            progressEvery: progress,
             statementTimeout: statement,
             allowOutOfOrder: outOfOrder
         )

@@ -52,6 +52,7 @@ enum StatusTable {
         Output.print("\(report.database): \(summary)")
         for hook in report.hooks { Output.print("\(hook.name): \(hook.summary)") }
         for problem in report.problems { Output.print(ErrorText.render(problem).joined(separator: "\n")) }
+        for hazard in report.hazards { Output.print("warning: \(hazard.message)") }
         for note in report.notes { Output.print("note: \(note)") }
     }
 }

@@ -5,7 +5,7 @@ import RoleSync
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Exit 0 only when every migration is applied and unchanged and the role version is current (a CI gate); 3 otherwise."
+        abstract: "Exit 0 only when every migration is applied and unchanged, no index is INVALID, and the role version is current (a CI gate); 3 otherwise."
     )
 
     @OptionGroup var global: GlobalOptions
@@ -25,11 +25,15 @@ struct VerifyCommand: ParsableCommand {
                 }
                 for problem in report.problems { Output.printError(ErrorText.render(problem).joined(separator: "\n")) }
                 for hook in report.hooks where !hook.upToDate { Output.printError("\(hook.name): \(hook.summary)") }
-                Output.printError("verify failed: \(report.count(.pending)) pending, \(report.count(.changed)) changed, \(report.count(.missing)) missing, \(report.count(.failed)) failed")
+                for hazard in report.hazards { Output.printError("\(hazard.kind == .invalidIndex ? "error" : "warning"): \(hazard.message)") }
+                let invalid = report.hazards.count { $0.kind == .invalidIndex }
+                Output.printError("verify failed: \(report.count(.pending)) pending, \(report.count(.changed)) changed, \(report.count(.missing)) missing, \(report.count(.failed)) failed"
+                    + (invalid > 0 ? ", \(invalid) INVALID index\(invalid == 1 ? "" : "es")" : ""))
             }
             throw ExitStatus.verifyFailed.exitCode
         }
         if !json {
+            for hazard in report.hazards { Output.print("warning: \(hazard.message)") }
             for note in report.notes { Output.print("note: \(note)") }
             // A hook can be current and still have something to say (role groups it had to leave out).
             for hook in report.hooks where hook.details.keys.contains(where: { $0.hasPrefix("groupsName") }) {

@@ -33,6 +33,8 @@ public struct DurationSetting: Sendable {
 
     static let lockTimeout = DurationSetting(option: "--lock-timeout", env: "MIGRATOR_LOCK_TIMEOUT", defaultValue: MigratorOptions.defaultLockTimeout)
     static let ddlLockTimeout = DurationSetting(option: "--ddl-lock-timeout", env: "MIGRATOR_DDL_LOCK_TIMEOUT", defaultValue: MigratorOptions.defaultDDLLockTimeout)
+    static let ddlLockRetries = DurationSetting(option: "--ddl-lock-retries", env: "MIGRATOR_DDL_LOCK_RETRIES", defaultValue: MigratorOptions.defaultDDLLockRetryBudget)
+    static let progressEvery = DurationSetting(option: "--progress-every", env: "MIGRATOR_PROGRESS_EVERY", defaultValue: MigratorOptions.defaultProgressEvery)
     static let statementTimeout = DurationSetting(option: "--statement-timeout", env: "MIGRATOR_STATEMENT_TIMEOUT", defaultValue: nil)
     /// `serve --wait-timeout` and `wait --timeout` share the variable and the default. (`serve`'s own settings are
     /// declared in migrator-serve, beside the daemon's defaults.)

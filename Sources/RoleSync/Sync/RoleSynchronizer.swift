@@ -589,7 +589,7 @@ public struct RoleSynchronizer: Sendable {
 }
 
 /// A sync that failed, with the phase it failed in. Its transaction was rolled back: the old version and rows remain.
-public struct RoleSyncError: Error, Sendable, CustomStringConvertible {
+public struct RoleSyncError: Error, Sendable, CustomStringConvertible, HookServerFailure {
     public var phase: String
     public var error: PostgresError
     /// The configuration is at fault (the target names a table or column that is not there), not the database.
@@ -605,6 +605,9 @@ public struct RoleSyncError: Error, Sendable, CustomStringConvertible {
     public init(phase: String, decoding error: RowDecodingError) {
         self.init(phase: phase, error: PostgresError(code: .clientError, message: error.description))
     }
+
+    /// Every sync error rolls the whole sync back (the configuration's errors change nothing at all).
+    public var rolledBackServerError: PostgresError? { input ? nil : error }
 
     public var description: String {
         var text = "role sync failed while it tried to \(phase): \(error)"
