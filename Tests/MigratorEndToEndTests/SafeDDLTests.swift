@@ -1,6 +1,7 @@
 import Foundation
 import MigratorTestSupport
 import Postgres
+import SystemSupport
 import Testing
 
 /// A `migrate` run whose standard error is read while it runs, so that a test can wait for what it logs (a refused
@@ -315,6 +316,68 @@ struct SafeDDLTests {
             let json = try E2E.run(E2E.args("status", folder, "--json"), database: db)
             #expect(json.stdout.contains("\"unvalidated-constraint\""), json.transcript)
             #expect(json.stdout.contains("CHECK ((v > 0)) NOT VALID"), json.transcript)
+        }
+    }
+}
+
+/// The same lock-awareness where the role sync and `serve` meet it.
+@Suite("Lock-aware migrations: the role hook and serve")
+struct SafeDDLServeTests {
+    @Test("the post-migrate role sync refused a lock by an app's transaction is rolled back and tried again, and completes once the transaction ends")
+    func hookRetried() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            #expect(try E2E.run(["migrate", "--migrations", folder.path], database: db).exitCode == 0)
+            let connection = try db.connect()
+            let project = try db.insertProject(connection, "locked-out")
+            // The app holds a lock that keeps every write out of auth_group_permissions.
+            let blocker = try db.connect()
+            try blocker.query("BEGIN")
+            try blocker.query("LOCK TABLE auth_group_permissions IN SHARE MODE")
+            let run = try WatchedRun(
+                ["migrate", "--migrations", folder.path, "--force-roles", "--ddl-lock-timeout", "300ms", "--ddl-lock-retries", "5m"],
+                database: db
+            )
+            let message = "a lock the post-migrate hook needs was not granted; trying again"
+            #expect(run.waitFor { _ in run.lines(containing: message) >= 2 }, run.transcript)
+            // Nothing of a refused try remains: the project is still without its groups.
+            #expect(try connection.roleRows(project)[0] == 0)
+            try blocker.query("COMMIT")
+            let finished = run.finish()
+            #expect(finished.exitCode == 0, finished.transcript)
+            #expect(try connection.roleRows(project).allSatisfy { $0 > 0 }, finished.transcript)
+        }
+    }
+
+    @Test("serve's /readyz reason during a long start-up migration says what the statement is doing")
+    func readyzShowsProgress() throws {
+        try TestDatabase.with { db in
+            let folder = try E2E.shipped(plus: [("0009_p.sql", """
+                CREATE TABLE p (x int);
+                INSERT INTO p SELECT generate_series(2, 200000);
+                INSERT INTO p VALUES (1);
+                CREATE FUNCTION gate(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql SET lock_timeout = 0 AS $$
+                BEGIN
+                  IF x = 1 THEN PERFORM pg_advisory_lock_shared(4242); PERFORM pg_advisory_unlock_shared(4242); END IF;
+                  RETURN x;
+                END $$;
+
+                """)])
+            #expect(try E2E.run(["migrate", "--migrations", folder.path], database: db).exitCode == 0)
+            try folder.write("0010_index.sql", "CREATE INDEX p_gate ON p (gate(x));\n")
+            let gate = try db.connect()
+            try gate.query("SELECT pg_advisory_lock(4242)")
+            let daemon = try DaemonProcess(folder, database: db, ["--progress-every", "200ms"])
+            var reason = ""
+            let said = DaemonProcess.wait(timeout: 60) {
+                reason = (try? daemon.get("/readyz").body) ?? ""
+                return reason.contains("applying migrations: 0010_index running for") && reason.contains("CREATE INDEX, building index")
+            }
+            #expect(said, "last /readyz answer: \(reason)")
+            #expect((try? daemon.get("/readyz").status) == 503)
+            try gate.query("SELECT pg_advisory_unlock(4242)")
+            #expect(daemon.waitUntilReady(timeout: 60), daemon.transcript)
+            #expect(daemon.stop().code == 0)
         }
     }
 }
