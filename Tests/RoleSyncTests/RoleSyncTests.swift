@@ -628,6 +628,47 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("a sync with nothing to do (one quick query) still puts back a trigger the app dropped and the links' foreign key, and does not take another's trigger of our name for ours")
+    func unchangedSyncRepairs() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            try Self.addProjects(connection, ["a"])
+            try Self.sync(connection)
+            let ours = """
+                SELECT string_agg(tg.tgname || ':' || tg.tgfoid::regprocedure::text, ',' ORDER BY tg.tgname) AS t
+                FROM pg_trigger tg WHERE tg.tgrelid = 'main_project'::regclass AND NOT tg.tgisinternal
+                """
+            let installed = try connection.query(ours).first?["t"]
+            let quiet = try Self.sync(connection)
+            #expect(quiet.mode == .unchanged && quiet.roundTrips == 1)
+
+            try connection.query("DROP TRIGGER migrator_project_delete_groups ON main_project")
+            #expect(try Self.sync(connection).mode == .unchanged)
+            #expect(try connection.query(ours).first?["t"] == installed)
+
+            // A trigger of that name calling a function of someone else's is not taken for ours: the quick check
+            // does not call it in step, and the full one refuses to replace it.
+            try connection.query("DROP TRIGGER migrator_project_truncate ON main_project")
+            try connection.query("CREATE FUNCTION public.projects_truncated() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+            try connection.query("CREATE TRIGGER migrator_project_truncate AFTER TRUNCATE ON main_project EXECUTE FUNCTION public.projects_truncated()")
+            let taken = #expect(throws: RoleSyncError.self) { try Self.sync(connection) }
+            #expect(taken?.error.sqlState == "42710")
+            try connection.query("DROP TRIGGER migrator_project_truncate ON main_project")
+            #expect(try Self.sync(connection).mode == .unchanged)
+            #expect(try connection.query(ours).first?["t"] == installed)
+
+            let key = "SELECT count(*) AS n FROM pg_constraint WHERE conrelid = 'migrator.project_role_group'::regclass AND contype = 'f' AND confrelid = 'auth_group'::regclass"
+            let keys = try Self.count(connection, key)
+            #expect(keys == 1)
+            let name = try #require(try connection.query("SELECT conname FROM pg_constraint WHERE conrelid = 'migrator.project_role_group'::regclass AND confrelid = 'auth_group'::regclass").first?["conname"])
+            // The constraint's name is the server's own, read just above.
+            try connection.query("ALTER TABLE migrator.project_role_group DROP CONSTRAINT \(SQLIdentifier.quote(name))")
+            #expect(try Self.sync(connection).mode == .unchanged)
+            #expect(try Self.count(connection, key) == 1)
+            #expect(try Self.sync(connection).roundTrips == 1)
+        }
+    }
+
     @Test("a changed display name is corrected in place, and a missing content type is created")
     func displayNamesAndContentType() throws {
         try TestDatabase.with { database in

@@ -240,6 +240,18 @@ public struct RoleSynchronizer: Sendable {
         let start = clock.now
         let startTrips = connection.roundTrips
         let version = catalogue.version
+        // The common case, every deploy step's: nothing to sync. One cheap query says so (the stored version, the
+        // triggers, the links' key); the columns are checked by the full query below when a sync runs.
+        if options.projectIDs == nil, !options.force,
+           RoleTargetResolver.storedVersionIfInStep(connection, catalogue.target, schema: schema) == version {
+            var report = RoleSyncReport(
+                mode: .unchanged, dryRun: options.dryRun, version: version, previousVersion: version,
+                recordedVersion: false, projects: 0
+            )
+            report.roundTrips = connection.roundTrips - startTrips
+            report.durationMs = (clock.now - start).milliseconds
+            return report
+        }
         // Also when nothing is to sync: the project table's triggers must be there (a first run after the upgrade
         // from an earlier release, an app migration that rebuilt the table). One query when they are, which also
         // reads the stored version.

@@ -65,6 +65,41 @@ enum RoleTargetResolver {
         }
     }
 
+    /// The check of a run with nothing to sync, cheap for a new server process (whose catalogue caches are cold, so
+    /// that planning the full ``resolveStatement(_:schema:)`` costs several milliseconds of every deploy step): the
+    /// stored version, the project table's triggers (looked up by the table and by our functions, no join), and the
+    /// links' foreign key. The columns are checked when a sync runs.
+    static func quickStatement(_ target: RoleTarget, schema: OwnSchema) -> SyncStatement {
+        SyncStatement("check the stored version and the triggers") { p in
+        let table = p.text(target.tableSQL)
+        let functions = ["project_deleted", "projects_truncated", "project_notify"]
+            .map { "to_regprocedure(\(p.text(schema.qualified($0) + "()")))" }.joined(separator: ", ")
+        return """
+        SELECT to_regclass(\(table))::text AS table_sql,
+               (SELECT version FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1) AS stored_version,
+               (SELECT string_agg(tgname || '|' || tgrelid::regclass::text || '|'
+                                  || replace(encode(tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tgname)
+                FROM pg_trigger
+                WHERE tgrelid = to_regclass(\(table)) AND NOT tgisinternal AND tgfoid = ANY (ARRAY[\(functions)])) AS triggers,
+               EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(p.text(schema.qualified("project_role_group"))))
+                       AND contype = 'f' AND confrelid = to_regclass('auth_group')) AS links_reference_groups
+        """
+        }
+    }
+
+    /// The stored version when ``quickStatement(_:schema:)`` finds the triggers and the links' key as the target
+    /// needs them; nil otherwise, or when it cannot be read (migrator's role objects not installed yet): then the
+    /// full check runs and says what is wrong.
+    static func storedVersionIfInStep(_ connection: Connection, _ target: RoleTarget, schema: OwnSchema) -> String? {
+        guard let row = try? quickStatement(target, schema: schema).one(on: connection),
+              let table = (try? row.decodeIfPresent("table_sql", as: String.self)) ?? nil,
+              let stored = (try? row.decodeIfPresent("stored_version", as: String.self)) ?? nil,
+              (try? row.decode("links_reference_groups", as: Bool.self)) == true,
+              ((try? row.decodeIfPresent("triggers", as: String.self)) ?? nil) == expectedTriggers(table: table, target: target)
+        else { return nil }
+        return stored
+    }
+
     /// - Throws: ``RoleSyncError`` that says what is wrong with the table or a column, and which option sets it.
     static func resolve(_ connection: Connection, _ target: RoleTarget, schema: OwnSchema) throws(RoleSyncError) -> ResolvedTarget {
         let statement = resolveStatement(target, schema: schema)
