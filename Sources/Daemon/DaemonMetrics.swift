@@ -7,6 +7,8 @@ struct DaemonMetrics: Sendable {
     let factory: any MetricsFactory
     let migrationsApplied: Gauge
     let migrationsPending: Gauge
+    /// Applied migrations numbered above every file of this release's folder (`--allow-newer-database`).
+    let migrationsNewerThanFolder: Gauge
     let notificationsReceived: Counter
     let projectsSynced: Counter
     let rowsWritten: Counter
@@ -36,6 +38,7 @@ struct DaemonMetrics: Sendable {
         self.factory = factory
         migrationsApplied = Gauge(label: "migrator_migrations_applied", factory: factory)
         migrationsPending = Gauge(label: "migrator_migrations_pending", factory: factory)
+        migrationsNewerThanFolder = Gauge(label: "migrator_migrations_newer_than_folder", factory: factory)
         notificationsReceived = Counter(label: "migrator_notifications_received_total", factory: factory)
         projectsSynced = Counter(label: "migrator_projects_synced_total", factory: factory)
         rowsWritten = Counter(label: "migrator_role_rows_written_total", factory: factory)

@@ -26,6 +26,8 @@ public final class DaemonState: Sendable {
         /// Whether a reconcile has completed on the current session: until then a project made while the daemon was
         /// away (or while it reconnected) may still be out of step, so the daemon is not ready.
         var reconciled = false
+        /// Applied migrations newer than this release's folder, accepted with `--allow-newer-database`.
+        var newerThanFolder: [String] = []
         /// What the start-up migrate's running statement is doing, once it has run long enough to be reported.
         var migrationActivity: String?
     }
@@ -51,7 +53,10 @@ public final class DaemonState: Sendable {
             "this daemon's role catalogue was superseded by \($0.prefix(12)), synced after it by a newer release; "
                 + "not syncing (`migrator update-roles` with this catalogue rolls back to it)"
         }
-        let notices = [superseded, state.rolesNotice].compactMap { $0 }
+        let newer = state.newerThanFolder.isEmpty ? nil
+            : "the database has migrations newer than this release (\(state.newerThanFolder.joined(separator: ", "))); "
+                + "--allow-newer-database: nothing was applied or reverted"
+        let notices = [newer, superseded, state.rolesNotice].compactMap { $0 }
         return notices.isEmpty ? nil : notices.joined(separator: "\nnote: ")
     }
 

@@ -395,9 +395,13 @@ final class ProjectSyncWorker {
         let pendingMigrations = status.count(.pending) + status.count(.failed)
         metrics.migrationsApplied.record(status.count(.applied))
         metrics.migrationsPending.record(pendingMigrations)
+        let newer = status.migrations.filter { $0.newerThanFolder == true && $0.state == .missing }
+            .map { MigrationStatus.label($0.version, $0.name) }
+        metrics.migrationsNewerThanFolder.record(newer.count)
         state.update {
             $0.pendingMigrations = pendingMigrations
             $0.historyProblems = status.problems.map(\.summary)
+            $0.newerThanFolder = newer
         }
         guard pendingMigrations == 0, status.problems.isEmpty else {
             publishReadiness()

@@ -17,6 +17,9 @@ struct MigrationPlan {
     var statuses: [MigrationStatus] = []
     var problems: [Diagnostic] = []
     var steps: [Step] = []
+    /// Applied migrations numbered above every file of the folder (`0012_name`), when the folder is older than the
+    /// database; with ``MigratorOptions/allowNewerDatabase`` they are no problem, and nothing is applied.
+    var newerThanFolder: [String] = []
 
     /// Migrations not applied yet: pending, or failed part way.
     var pendingCount: Int { statuses.count { $0.state == .pending || $0.state == .failed } }
@@ -28,7 +31,7 @@ struct MigrationPlan {
     /// - Throws: ``MigrationError`` `.invalidMigrationFile` when a file cannot be read or split.
     static func make(
         entries: [MigrationDirectory.Entry], history: [HistoryRecord], migrationsPath: String,
-        target: Int64?, allowOutOfOrder: Bool, standardConformingStrings: Bool = true
+        target: Int64?, allowOutOfOrder: Bool, allowNewerDatabase: Bool = false, standardConformingStrings: Bool = true
     ) throws(MigrationError) -> MigrationPlan {
         var plan = MigrationPlan()
         let records = Dictionary(history.map { ($0.version, $0) }, uniquingKeysWith: { first, _ in first })
@@ -123,6 +126,8 @@ struct MigrationPlan {
             }
             byVersion[entry.version] = status
         }
+        let newestFile = entries.map(\.version).max() ?? 0
+        var newer: [HistoryRecord] = []
         for record in history where byVersion[record.version] == nil {
             let label = MigrationStatus.label(record.version, record.name)
             if let superseded = record.superseded {
@@ -136,13 +141,35 @@ struct MigrationPlan {
             byVersion[record.version] = MigrationStatus(
                 version: record.version, name: record.name, state: .missing, transactional: record.transactional,
                 appliedAt: record.appliedAt, appliedBy: record.appliedBy, durationMs: record.durationMs,
-                recordedChecksum: record.checksum, failedStatement: record.failedStatement, error: record.error
+                recordedChecksum: record.checksum, failedStatement: record.failedStatement, error: record.error,
+                newerThanFolder: record.version > newestFile ? true : nil
             )
+            if record.version > newestFile {
+                newer.append(record)
+                continue
+            }
             plan.problems.append(Diagnostic(
                 message: "migration \(label) is in the history but its file is gone from this folder; "
                     + "restore \(label).sql (the history has checksum \(record.checksum.prefix(19))…)",
                 location: SourceLocation(file: migrationsPath)
             ))
+        }
+        plan.newerThanFolder = newer.sorted { $0.version < $1.version }.map { MigrationStatus.label($0.version, $0.name) }
+        if !newer.isEmpty {
+            if allowNewerDatabase {
+                // A rolled-back release: what the newer one applied stays, and nothing of this folder is applied over
+                // it (a pending file of this folder may be one the newer release replaced or renumbered).
+                plan.steps = []
+            } else {
+                plan.problems.append(Diagnostic(
+                    message: "the database has \(newer.count) applied migration\(newer.count == 1 ? "" : "s") newer than "
+                        + "every file of this folder (\(plan.newerThanFolder.joined(separator: ", "))): a newer release "
+                        + "migrated it, or \(newer.count == 1 ? "its file was" : "their files were") deleted; run that "
+                        + "release or restore the files, or pass --allow-newer-database (MIGRATOR_ALLOW_NEWER_DATABASE=1) "
+                        + "to start this one without applying or reverting anything",
+                    location: SourceLocation(file: migrationsPath)
+                ))
+            }
         }
         if !fileErrors.isEmpty {
             throw MigrationError(code: .invalidMigrationFile, diagnostics: fileErrors)

@@ -31,4 +31,7 @@ public struct MigrationStatus: Sendable, Codable, Equatable {
     public var outOfOrder: Bool?
     /// For `superseded`: by what.
     public var supersededBy: String?
+    /// For `missing`: numbered above every file of the folder, so applied by a newer release (a rolled-back image
+    /// meeting the database its successor migrated).
+    public var newerThanFolder: Bool?
 }

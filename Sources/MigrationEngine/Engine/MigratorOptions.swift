@@ -30,6 +30,9 @@ public struct MigratorOptions: Sendable {
     public var statementTimeout: Duration?
     /// Apply pending migrations numbered below the newest applied one instead of refusing.
     public var allowOutOfOrder: Bool
+    /// Start on a database that has migrations newer than the folder (numbered above every file: a rolled-back
+    /// release): nothing is applied or reverted, the run warns and succeeds.
+    public var allowNewerDatabase = false
     /// How often to say who holds the lock while waiting.
     public var lockReportInterval: Duration
     /// Asked while waiting for the lock and before each migration and hook: once it returns true the run ends with

@@ -17,6 +17,9 @@ public struct MigrateReport: Sendable, Codable {
     public var hooks: [HookReport]
     /// Migrations still pending after the run (beyond `--to`).
     public var pendingAfter: Int
+    /// Applied migrations numbered above every file of the folder (`0012_name`), accepted with
+    /// `--allow-newer-database`: nothing was applied.
+    public var newerThanFolder: [String] = []
     public var lockWaitMs: Double
     public var durationMs: Double
     /// Requests sent to the server in this run.

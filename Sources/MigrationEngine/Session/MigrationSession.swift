@@ -210,7 +210,7 @@ public final class MigrationSession {
     ) throws(MigrationError) -> MigrationPlan {
         try MigrationPlan.make(
             entries: entries, history: history, migrationsPath: options.migrationsPath ?? "",
-            target: target, allowOutOfOrder: options.allowOutOfOrder,
+            target: target, allowOutOfOrder: options.allowOutOfOrder, allowNewerDatabase: options.allowNewerDatabase,
             // As the server will read the files: libpq knows the setting from the connection, no query needed.
             standardConformingStrings: connection.parameterStatus("standard_conforming_strings") != "off"
         )
@@ -287,15 +287,21 @@ public final class MigrationSession {
                     notes: ["nothing was applied; the folder and the history must agree before migrating"]
                 )
             }
+            if !plan.newerThanFolder.isEmpty {
+                self.logger.warning("the database has migrations newer than this folder; applying nothing, reverting nothing", metadata: [
+                    "migrate.newer_versions": "\(plan.newerThanFolder.joined(separator: ","))",
+                ])
+            }
             let applied = try self.options.dryRun ? plan.steps.map { Self.report($0, durationMs: 0) } : self.apply(plan)
             let pendingAfter = max(0, plan.pendingCount - (self.options.dryRun ? 0 : applied.count))
             let hooks = try self.runHooks(applied: applied, pendingAfter: pendingAfter)
-            return RunResult(applied: applied, hooks: hooks, pendingAfter: pendingAfter)
+            return RunResult(applied: applied, hooks: hooks, pendingAfter: pendingAfter, newerThanFolder: plan.newerThanFolder)
         }
         lastLockWait = .zero
         let result = try options.dryRun ? run() : withMigrationLock(run)
         return MigrateReport(
             dryRun: options.dryRun, applied: result.applied, hooks: result.hooks, pendingAfter: result.pendingAfter,
+            newerThanFolder: result.newerThanFolder,
             lockWaitMs: lastLockWait.milliseconds, durationMs: (clock.now - start).milliseconds,
             roundTrips: connection.roundTrips, database: connection.safeDescription
         )
@@ -305,6 +311,7 @@ public final class MigrationSession {
         var applied: [MigrateReport.Applied]
         var hooks: [HookReport]
         var pendingAfter: Int
+        var newerThanFolder: [String]
     }
 
     /// Applies the plan's steps in order, under the lock, stopping between two migrations when asked to.

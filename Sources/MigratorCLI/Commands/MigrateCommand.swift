@@ -91,7 +91,10 @@ struct MigrateCommand: ParsableCommand {
         for hook in report.hooks { Output.print("hook \(hook.name): \(hook.summary)") }
         let count = report.applied.count
         let noun = count == 1 ? "migration" : "migrations"
-        if count == 0 {
+        if !report.newerThanFolder.isEmpty {
+            Output.print("warning: \(report.database) has migrations newer than this folder (\(report.newerThanFolder.joined(separator: ", "))), "
+                + "applied by a newer release; --allow-newer-database: nothing was applied or reverted")
+        } else if count == 0 {
             Output.print("nothing to migrate: \(report.database) is up to date (\(Output.milliseconds(report.durationMs)), \(report.roundTrips) round trips)")
         } else if dryRun {
             Output.print("dry run: \(count) \(noun) would be applied to \(report.database); nothing was changed")
@@ -138,6 +141,12 @@ public struct RunOptions: ParsableArguments {
     var statementTimeout: DurationArgument?
 
     @Flag(
+        name: .customLong("allow-newer-database"),
+        help: "Start on a database migrated by a newer release (applied migrations numbered above every file): apply nothing, revert nothing, warn and exit 0 (env: MIGRATOR_ALLOW_NEWER_DATABASE=1)."
+    )
+    var allowNewerDatabase = false
+
+    @Flag(
         name: .customLong("allow-out-of-order"),
         help: "Apply pending migrations numbered below the newest applied one instead of refusing (env: MIGRATOR_ALLOW_OUT_OF_ORDER=1)."
     )
@@ -167,6 +176,7 @@ public struct RunOptions: ParsableArguments {
             allowOutOfOrder: outOfOrder
         )
         options.schema = schema
+        options.allowNewerDatabase = try allowNewerDatabase || environmentFlag("MIGRATOR_ALLOW_NEWER_DATABASE") == true
         return options
     }
 }

@@ -34,6 +34,7 @@ enum StatusTable {
             if migration.outOfOrder == true { state += " (out of order)" }
             if migration.state == .failed, let statement = migration.failedStatement { state += " at statement \(statement)" }
             if let by = migration.supersededBy { state += " by \(by)" }
+            if migration.newerThanFolder == true { state += " (newer than this folder)" }
             rows.append([
                 String(MigrationStatus.label(migration.version, "").dropLast()), migration.name, state,
                 migration.appliedAt ?? "-", migration.durationMs.map(Output.milliseconds) ?? "-",
