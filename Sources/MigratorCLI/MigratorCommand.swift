@@ -25,7 +25,8 @@ struct MigratorCommand: ParsableCommand {
             """,
         subcommands: [
             MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,
-            UpdateRolesCommand.self, ServeForwarder.self, ProbeCommand.self,
+            UpdateRolesCommand.self, ServeForwarder.self, ProbeCommand.self, BaselineCommand.self, RepairCommand.self,
+            MarkAppliedCommand.self, MarkPendingCommand.self,
         ]
     )
 }

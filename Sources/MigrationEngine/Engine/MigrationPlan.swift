@@ -12,6 +12,14 @@ struct MigrationPlan {
         /// Outside a transaction: statements already done by an earlier run that failed part way.
         var resumeFrom: Int
         var previous: HistoryRecord?
+        /// Its reverse, stored in the history row when it is applied.
+        var down: MigrationFile?
+    }
+
+    /// An applied migration a `--to` below it reverses, with the down stored when it was applied.
+    struct Reversal {
+        var record: HistoryRecord
+        var down: HistoryRecord.Down
     }
 
     var statuses: [MigrationStatus] = []
@@ -20,6 +28,8 @@ struct MigrationPlan {
     /// Applied migrations numbered above every file of the folder (`0012_name`), when the folder is older than the
     /// database; with ``MigratorOptions/allowNewerDatabase`` they are no problem, and nothing is applied.
     var newerThanFolder: [String] = []
+    /// With a `--to` below the newest applied migration: what to reverse, newest first (and ``steps`` is empty).
+    var reversals: [Reversal] = []
 
     /// Migrations not applied yet: pending, or failed part way.
     var pendingCount: Int { statuses.count { $0.state == .pending || $0.state == .failed } }
@@ -95,7 +105,9 @@ struct MigrationPlan {
                 status.error = record!.error
                 if target.map({ entry.version <= $0 }) ?? true {
                     do {
-                        plan.steps.append(try resumeStep(file: file, record: record!, standardConformingStrings: standardConformingStrings))
+                        var step = try resumeStep(file: file, record: record!, standardConformingStrings: standardConformingStrings)
+                        step.down = try entry.loadDown()
+                        plan.steps.append(step)
                     } catch {
                         if error.code == .invalidMigrationFile { fileErrors += error.diagnostics } else {
                             plan.problems += error.diagnostics
@@ -117,7 +129,10 @@ struct MigrationPlan {
                 if target.map({ entry.version <= $0 }) ?? true {
                     do {
                         plan.steps.append(
-                            Step(file: file, statements: try statements(of: file, standardConformingStrings: standardConformingStrings), resumeFrom: 0, previous: nil)
+                            Step(
+                                file: file, statements: try statements(of: file, standardConformingStrings: standardConformingStrings),
+                                resumeFrom: 0, previous: nil, down: try entry.loadDown()
+                            )
                         )
                     } catch {
                         fileErrors += error.diagnostics
@@ -173,6 +188,31 @@ struct MigrationPlan {
         }
         if !fileErrors.isEmpty {
             throw MigrationError(code: .invalidMigrationFile, diagnostics: fileErrors)
+        }
+        for record in history where byVersion[record.version] != nil {
+            byVersion[record.version]?.reversible = record.state == .applied && record.down != nil && !record.irreversible
+        }
+        if let target, target < newestApplied {
+            plan.steps = []
+            for record in history.sorted(by: { $0.version > $1.version }) where record.version > target {
+                let label = MigrationStatus.label(record.version, record.name)
+                let place = SourceLocation(file: byVersion[record.version]?.file ?? migrationsPath)
+                if record.superseded != nil {
+                    plan.problems.append(Diagnostic(message: "\(label) is superseded by migrator's own objects and cannot be reversed; choose a --to at or above \(record.version)", location: place))
+                } else if record.state == .failed {
+                    plan.problems.append(Diagnostic(message: "\(label) failed part way; finish it (migrate) or clear it (migrator repair) before reversing past it", location: place))
+                } else if record.irreversible {
+                    plan.problems.append(Diagnostic(message: "\(label) is marked irreversible (-- \(MigrationFile.irreversibleDirective)); choose a --to at or above \(record.version)", location: place))
+                } else if let down = record.down {
+                    plan.reversals.append(Reversal(record: record, down: down))
+                } else {
+                    plan.problems.append(Diagnostic(
+                        message: "\(label) has no down migration: it was \(record.kind == "migration" ? "applied without \(label).down.sql beside it" : "recorded by \(record.kind == "baseline" ? "baseline" : "mark-applied"), not run"); "
+                            + "choose a --to at or above \(record.version), or reverse it by hand in a new migration",
+                        location: place
+                    ))
+                }
+            }
         }
         plan.statuses = byVersion.values.sorted { $0.version < $1.version }
         plan.steps.sort { $0.file.version < $1.file.version }

@@ -34,4 +34,7 @@ public struct MigrationStatus: Sendable, Codable, Equatable {
     /// For `missing`: numbered above every file of the folder, so applied by a newer release (a rolled-back image
     /// meeting the database its successor migrated).
     public var newerThanFolder: Bool?
+    /// For an applied migration: whether a down was stored when it was applied (and it is not marked irreversible),
+    /// so `migrate --to` below it can reverse it.
+    public var reversible: Bool?
 }

@@ -20,6 +20,9 @@ public struct MigrateReport: Sendable, Codable {
     /// Applied migrations numbered above every file of the folder (`0012_name`), accepted with
     /// `--allow-newer-database`: nothing was applied.
     public var newerThanFolder: [String] = []
+    /// With `--to` below the newest applied migration: the migrations reversed (with `--dry-run`, that would be),
+    /// newest first.
+    public var reverted: [Applied] = []
     public var lockWaitMs: Double
     public var durationMs: Double
     /// Requests sent to the server in this run.

@@ -23,6 +23,16 @@ public struct MigrationDirectory: Sendable {
         public var displayPath: String
         /// The path opened to read the file.
         public var path: String
+        /// Its reverse, `NNNN_description.down.sql` beside it, when there is one.
+        public var downFileName: String?
+        public var downDisplayPath: String?
+
+        /// Reads and normalises the down file, when there is one.
+        public func loadDown() throws(MigrationError) -> MigrationFile? {
+            guard let downFileName, let downDisplayPath else { return nil }
+            let down = Entry(version: version, name: name, fileName: downFileName, displayPath: downDisplayPath, path: downDisplayPath)
+            return try down.load()
+        }
 
         /// Reads and normalises the file.
         public func load() throws(MigrationError) -> MigrationFile {
@@ -68,10 +78,13 @@ public struct MigrationDirectory: Sendable {
         }
         var problems: [Diagnostic] = []
         var byVersion: [Int64: Entry] = [:]
+        var downs: [(version: Int64, name: String, fileName: String, displayPath: String)] = []
         for fileName in names.sorted() where !fileName.hasPrefix(".") && fileName.lowercased().hasSuffix(".sql") {
             let displayPath = Self.join(path, fileName)
+            // `0007_add_index.down.sql` is the reverse of `0007_add_index.sql`, not a migration of its own.
+            let isDown = fileName.hasSuffix(".down.sql")
             let parsed: (Int64, String)
-            switch Self.parse(fileName: fileName) {
+            switch Self.parse(fileName: isDown ? String(fileName.dropLast(9)) + ".sql" : fileName) {
             case .success(let value): parsed = value
             case .failure(let reason):
                 problems.append(Diagnostic(message: "\(reason); expected \(Self.expectedForm)", location: SourceLocation(file: displayPath)))
@@ -90,6 +103,10 @@ public struct MigrationDirectory: Sendable {
             case .file:
                 break
             }
+            if isDown {
+                downs.append((parsed.0, parsed.1, fileName, displayPath))
+                continue
+            }
             let entry = Entry(version: parsed.0, name: parsed.1, fileName: fileName, displayPath: displayPath, path: displayPath)
             if let other = byVersion[parsed.0] {
                 problems.append(Diagnostic(
@@ -100,6 +117,21 @@ public struct MigrationDirectory: Sendable {
                 continue
             }
             byVersion[parsed.0] = entry
+        }
+        for down in downs {
+            guard let up = byVersion[down.version], up.name == down.name else {
+                let expected = String(down.fileName.dropLast(9)) + ".sql"
+                problems.append(Diagnostic(
+                    message: "a down migration without its migration: \(expected) is not in the folder"
+                        + (byVersion[down.version].map { " (version \(down.version) is \($0.fileName))" } ?? "")
+                        + "; name the down file after the migration it reverses",
+                    location: SourceLocation(file: down.displayPath)
+                ))
+                continue
+            }
+            byVersion[down.version]?.downFileName = down.fileName
+            byVersion[down.version]?.downDisplayPath = down.displayPath
+            _ = up
         }
         if !problems.isEmpty {
             throw MigrationError(code: .invalidMigrationFile, diagnostics: problems)

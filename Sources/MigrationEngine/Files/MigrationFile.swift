@@ -19,11 +19,14 @@ public struct MigrationFile: Sendable {
     public var checksum: String
     /// False when the file's leading comments hold `-- migrator:no-transaction`.
     public var transactional: Bool
+    /// True when they hold `-- migrator:irreversible`: a plan that would reverse it stops before anything runs.
+    public var irreversible = false
 
     /// The version and name as people read them: `0007_add_index`.
     public var label: String { String(fileName.dropLast(4)) }
 
     static let noTransactionDirective = "migrator:no-transaction"
+    static let irreversibleDirective = "migrator:irreversible"
 
     /// Normalises raw bytes and reads the directive.
     /// - Throws: ``MigrationError`` `.invalidMigrationFile` when the bytes are not UTF-8 or a directive is unknown.
@@ -57,7 +60,7 @@ public struct MigrationFile: Sendable {
         }
         self.content = content
         self.checksum = "sha256:" + TextFormat.hex(SHA256.hash(data: normalised))
-        self.transactional = try Self.readTransactional(content, displayPath: displayPath)
+        (self.transactional, self.irreversible) = try Self.readDirectives(content, displayPath: displayPath)
     }
 
     /// The bytes with a BOM removed and CRLF turned into LF: what is checksummed.
@@ -118,8 +121,9 @@ public struct MigrationFile: Sendable {
 
     /// Reads the directives in the comment lines before the first statement. An unknown `migrator:` directive is an
     /// error, so that a misspelt one never silently turns a migration transactional.
-    private static func readTransactional(_ content: String, displayPath: String) throws(MigrationError) -> Bool {
+    private static func readDirectives(_ content: String, displayPath: String) throws(MigrationError) -> (transactional: Bool, irreversible: Bool) {
         var transactional = true
+        var irreversible = false
         var lineNumber = 0
         var inHeader = true
         var rest = Substring(content)
@@ -146,14 +150,17 @@ public struct MigrationFile: Sendable {
             }
             if comment.lowercased() == noTransactionDirective {
                 transactional = false
+            } else if comment.lowercased() == irreversibleDirective {
+                irreversible = true
             } else {
                 throw MigrationError(
                     code: .invalidMigrationFile,
-                    message: "unknown directive '\(comment)'; the only directive is '-- \(noTransactionDirective)'",
+                    message: "unknown directive '\(comment)'; the directives are '-- \(noTransactionDirective)' and "
+                        + "'-- \(irreversibleDirective)'",
                     location: SourceLocation(file: displayPath, line: lineNumber, column: 1)
                 )
             }
         }
-        return transactional
+        return (transactional, irreversible)
     }
 }

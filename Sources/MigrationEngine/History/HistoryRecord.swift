@@ -25,4 +25,18 @@ public struct HistoryRecord: Sendable, Codable, Equatable {
     /// Set when migrator's own objects took over what this migration did (a migration an earlier release shipped):
     /// the row needs no file any more. Says by what.
     public var superseded: String?
+    /// How the row came to be: `migration` (applied by a run), `baseline` (recorded by `baseline` without running),
+    /// `marked` (by `mark-applied`).
+    public var kind: String = "migration"
+
+    /// The reverse of the migration as it was when the migration was applied.
+    public struct Down: Sendable, Codable, Equatable {
+        public var sql: String
+        public var checksum: String
+        public var transactional: Bool
+    }
+
+    public var down: Down?
+    /// The file said `-- migrator:irreversible`.
+    public var irreversible: Bool = false
 }

@@ -24,6 +24,10 @@ public struct HistoryStore: Sendable {
     /// count (`statements_done`); the rows go when the migration is recorded applied (or its history row is deleted).
     public var statementsTable: String { schema.qualified("history_statements") }
 
+    /// `<schema>.history_audit`: one row per hand change of the history (`baseline`, `repair`, `mark-applied`,
+    /// `mark-pending`): who, when, what, and why.
+    public var auditTable: String { schema.qualified("history_audit") }
+
     /// What a row whose statements are in ``statementsTable`` holds in `statement_checksums`, instead of NULL: a release
     /// of engine step 1 reads only the array, and would take NULL for "no statement ran" and run them again; this one
     /// element matches no statement's checksum, so such a release refuses to resume (statement 1 "has changed") and
@@ -92,14 +96,52 @@ public struct HistoryStore: Sendable {
                 [HistoryStore.statementsElsewhere]
             )
         },
+        // The reverse of a migration is kept with it when it is applied (its text, checksum and whether it runs in a
+        // transaction), so that what runs on the way back is what was reviewed with that release; a row says how it
+        // came to be (a run, a baseline, a hand mark); hand changes are audited.
+        .init(version: 3, summary: "down migrations kept at apply time, baselines, the audit of hand changes") { connection, schema, _ in
+            let history = HistoryStore(schema: schema)
+            try connection.query(
+                """
+                ALTER TABLE \(history.table)
+                    ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'migration'
+                        CHECK (kind IN ('migration', 'baseline', 'marked')),
+                    ADD COLUMN IF NOT EXISTS down_sql text,
+                    ADD COLUMN IF NOT EXISTS down_checksum text,
+                    ADD COLUMN IF NOT EXISTS down_transactional boolean,
+                    ADD COLUMN IF NOT EXISTS irreversible boolean NOT NULL DEFAULT false
+                """
+            )
+            try connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS \(history.auditTable) (
+                    id bigserial PRIMARY KEY,
+                    at timestamptz NOT NULL DEFAULT now(),
+                    by text NOT NULL DEFAULT current_user,
+                    action text NOT NULL,
+                    version bigint,
+                    name text,
+                    old_checksum text,
+                    new_checksum text,
+                    reason text
+                )
+                """
+            )
+        },
     ])
 
-    func selectSQL(_ table: String, superseded: Bool) -> String {
+    /// The columns each layout has: an earlier release's table has no `superseded`; one of engine steps 1-2 (read
+    /// without upgrading: status, a dry run) none of step 3's.
+    enum Layout { case legacy, step2, current }
+
+    func selectSQL(_ table: String, layout: Layout) -> String {
         """
         SELECT version, name, checksum, transactional, state,
                to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS applied_at,
                applied_by, duration_ms, statements_done, statement_checksums, failed_statement, error,
-               \(superseded ? "superseded" : "NULL::text AS superseded")
+               \(layout == .legacy ? "NULL::text AS superseded" : "superseded"),
+               \(layout == .current ? "kind, down_sql, down_checksum, down_transactional, irreversible"
+                   : "'migration' AS kind, NULL::text AS down_sql, NULL::text AS down_checksum, NULL::boolean AS down_transactional, false AS irreversible")
         FROM \(table) ORDER BY version
         """
     }
@@ -117,13 +159,19 @@ public struct HistoryStore: Sendable {
     /// - Throws: a malformed row as a ``PostgresError`` that names the table and column.
     func read(_ connection: Connection, legacyFallback: Bool) throws(PostgresError) -> (records: [HistoryRecord], location: Location)? {
         do {
-            let records = try decode(connection.query(selectSQL(table, superseded: true)), table: table)
+            let result: QueryResult
+            do {
+                result = try connection.query(selectSQL(table, layout: .current))
+            } catch where error.sqlState == SQLState.undefinedColumn {
+                result = try connection.query(selectSQL(table, layout: .step2))
+            }
+            let records = try decode(result, table: table)
             return (try withStatementChecksums(records, connection), .current)
         } catch where error.sqlState == SQLState.undefinedTable || error.sqlState == SQLState.invalidSchemaName {
             guard legacyFallback else { return nil }
         }
         do {
-            return (try decode(connection.query(selectSQL(Self.legacyTable, superseded: false)), table: Self.legacyTable), .legacy)
+            return (try decode(connection.query(selectSQL(Self.legacyTable, layout: .legacy)), table: Self.legacyTable), .legacy)
         } catch where error.sqlState == SQLState.undefinedTable {
             return nil
         }
@@ -197,7 +245,12 @@ public struct HistoryStore: Sendable {
                         .map { $0.compactMap { $0 } }.flatMap { $0 == [Self.statementsElsewhere] ? nil : $0 },
                     failedStatement: try row.decodeIfPresent("failed_statement"),
                     error: try row.decodeIfPresent("error"),
-                    superseded: try row.decodeIfPresent("superseded")
+                    superseded: try row.decodeIfPresent("superseded"),
+                    kind: try row.decode("kind"),
+                    down: try row.decodeIfPresent("down_sql", as: String.self).map { sql throws(RowDecodingError) in
+                        HistoryRecord.Down(sql: sql, checksum: try row.decode("down_checksum"), transactional: try row.decode("down_transactional"))
+                    },
+                    irreversible: try row.decode("irreversible")
                 ))
             } catch {
                 let version = ((try? row.text("version")) ?? nil) ?? "NULL"
@@ -226,27 +279,33 @@ public struct HistoryStore: Sendable {
 
     /// Records a transactional migration inside its own transaction, if this session still holds the lock.
     /// - Returns: false when it does not (nothing was written).
-    func recordApplied(_ connection: Connection, file: MigrationFile, durationMs: Double, lockKey: Int64) throws(PostgresError) -> Bool {
+    func recordApplied(
+        _ connection: Connection, file: MigrationFile, down: MigrationFile? = nil, durationMs: Double, lockKey: Int64
+    ) throws(PostgresError) -> Bool {
         let (high, low) = Self.lockKeyParts(lockKey)
         // The progress rows of a migration outside a transaction go with the same statement (for one in a
         // transaction there are none: an index probe).
         return try connection.query(
             """
             WITH recorded AS (
-                INSERT INTO \(table) (version, name, checksum, transactional, state, duration_ms)
-                SELECT $1, $2, $3, $4, 'applied', $5 WHERE \(Self.lockHeld(high: 6, low: 7))
+                INSERT INTO \(table) (version, name, checksum, transactional, state, duration_ms, kind, down_sql,
+                                       down_checksum, down_transactional, irreversible)
+                SELECT $1, $2, $3, $4, 'applied', $5, 'migration', $8, $9, $10, $11 WHERE \(Self.lockHeld(high: 6, low: 7))
                 ON CONFLICT (version) DO UPDATE SET
                     name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
                     state = 'applied', applied_at = now(), applied_by = current_user, duration_ms = EXCLUDED.duration_ms,
                     statements_done = NULL, statement_checksums = NULL, failed_statement = NULL, error = NULL,
-                    superseded = NULL
+                    superseded = NULL, kind = 'migration', down_sql = EXCLUDED.down_sql,
+                    down_checksum = EXCLUDED.down_checksum, down_transactional = EXCLUDED.down_transactional,
+                    irreversible = EXCLUDED.irreversible
                 RETURNING version
             ), cleared AS (
                 DELETE FROM \(statementsTable) s USING recorded r WHERE s.version = r.version
             )
             SELECT count(*) AS recorded FROM recorded
             """,
-            [file.version, file.name, file.checksum, file.transactional, durationMs, high, low]
+            [file.version, file.name, file.checksum, file.transactional, durationMs, high, low,
+             down?.content, down?.checksum, down?.transactional, file.irreversible]
         ).recordedOne(table)
     }
 
@@ -305,6 +364,23 @@ public struct HistoryStore: Sendable {
             ).affectedRows
         }
         return marked
+    }
+}
+
+extension HistoryStore {
+    /// Deletes the history row of a migration that was reversed, in the down's transaction, if this session still
+    /// holds the lock. - Returns: false when it does not (nothing was deleted).
+    func recordReverted(_ connection: Connection, version: Int64, lockKey: Int64) throws(PostgresError) -> Bool {
+        let (high, low) = Self.lockKeyParts(lockKey)
+        return try connection.query(
+            """
+            WITH recorded AS (
+                DELETE FROM \(table) WHERE version = $1 AND \(Self.lockHeld(high: 2, low: 3)) RETURNING version
+            )
+            SELECT count(*) AS recorded FROM recorded
+            """,
+            [version, high, low]
+        ).recordedOne(table)
     }
 }
 

@@ -20,7 +20,7 @@ extension MigrationSession {
             metadata: step.resumeFrom > 0 ? ["migration.statement": "\(step.resumeFrom + 1)"] : [:]
         )
         if file.transactional {
-            try applyInTransaction(file, statements: step.statements)
+            try applyInTransaction(file, statements: step.statements, down: step.down)
             // The history row commits with the migration, so the duration is measured before the commit.
         } else {
             try applyStatementByStatement(step, start: start)
@@ -32,7 +32,7 @@ extension MigrationSession {
 
     /// The file and its history row in one transaction: both commit or neither does. A lock not granted within the
     /// lock timeout rolls the whole back and tries again, with backoff, until the retry budget is spent.
-    private func applyInTransaction(_ file: MigrationFile, statements: [SQLStatement]) throws(MigrationError) {
+    private func applyInTransaction(_ file: MigrationFile, statements: [SQLStatement], down: MigrationFile?) throws(MigrationError) {
         var retry = LockRetry(budget: options.ddlLockRetryBudget)
         while true {
             let clock = ContinuousClock()
@@ -56,7 +56,7 @@ extension MigrationSession {
                         message: "the migration ended its transaction itself; remove BEGIN/COMMIT from it"
                     )
                 }
-                guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
+                guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, down: down, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
                     throw lostLock(during: file)
                 }
                 try connection.query("COMMIT")
@@ -185,7 +185,7 @@ extension MigrationSession {
             }
         }
         do throws(PostgresError) {
-            guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
+            guard try own({ () throws(PostgresError) in try history.recordApplied(connection, file: file, down: step.down, durationMs: (clock.now - start).milliseconds, lockKey: lockKey) }) else {
                 throw lostLock(during: file, after: step.statements.count)
             }
         } catch {
@@ -197,7 +197,7 @@ extension MigrationSession {
     /// until the retry budget is spent; before each new try, and when the statement fails for good, what a failed
     /// `CREATE INDEX CONCURRENTLY` or `REINDEX CONCURRENTLY` left (an INVALID index this statement made, never one
     /// that was there before it) is dropped, so that neither the retry nor the next run trips over it.
-    private func executeRetryingLocks(
+    func executeRetryingLocks(
         _ statement: SQLStatement, number: Int, of file: MigrationFile, notes: inout [String]
     ) throws(PostgresError) {
         var retry = LockRetry(budget: options.ddlLockRetryBudget)
@@ -250,7 +250,7 @@ extension MigrationSession {
 
     /// Runs one of migrator's own history statements: its error is about migrator's table, not the file, so it
     /// carries no position into the file (which would put the caret on a line that is not there).
-    private func own<T>(_ body: () throws(PostgresError) -> T) throws(PostgresError) -> T {
+    func own<T>(_ body: () throws(PostgresError) -> T) throws(PostgresError) -> T {
         do {
             return try body()
         } catch {
@@ -265,7 +265,7 @@ extension MigrationSession {
 
     /// The error for a migration that released the migration lock (`pg_advisory_unlock_all()`, `DISCARD ALL`):
     /// nothing more is recorded or run, since another runner may hold the lock now.
-    private func lostLock(during file: MigrationFile, after statements: Int? = nil) -> PostgresError {
+    func lostLock(during file: MigrationFile, after statements: Int? = nil) -> PostgresError {
         let place = statements.map { " (after statement \($0))" } ?? ""
         return PostgresError(
             code: .clientError,
@@ -280,7 +280,7 @@ extension MigrationSession {
     /// The server's position wins. Without one (errors found while executing DDL, such as a missing relation, carry
     /// none), the location is the first mention of the object the message quotes inside the failing statement,
     /// else the statement's start.
-    private func failure(
+    func failure(
         _ error: PostgresError, file: MigrationFile, statementOffset: Int, statement: SQLStatement?
     ) -> MigrationError {
         var location = SourceLocation(file: file.displayPath)

@@ -292,16 +292,26 @@ public final class MigrationSession {
                     "migrate.newer_versions": "\(plan.newerThanFolder.joined(separator: ","))",
                 ])
             }
-            let applied = try self.options.dryRun ? plan.steps.map { Self.report($0, durationMs: 0) } : self.apply(plan)
-            let pendingAfter = max(0, plan.pendingCount - (self.options.dryRun ? 0 : applied.count))
-            let hooks = try self.runHooks(applied: applied, pendingAfter: pendingAfter)
-            return RunResult(applied: applied, hooks: hooks, pendingAfter: pendingAfter, newerThanFolder: plan.newerThanFolder)
+            let reversing = !plan.reversals.isEmpty
+            let done = try self.options.dryRun
+                ? (reversing ? plan.reversals.map(Self.report) : plan.steps.map { Self.report($0, durationMs: 0) })
+                : self.apply(plan)
+            let applied = reversing ? [] : done
+            let pendingAfter = reversing
+                ? plan.pendingCount + (self.options.dryRun ? 0 : done.count)
+                : max(0, plan.pendingCount - (self.options.dryRun ? 0 : applied.count))
+            // The role hook runs after a down as after an up (the migrations it depends on may be gone now).
+            let hooks = try self.runHooks(applied: done, pendingAfter: pendingAfter)
+            return RunResult(
+                applied: applied, reverted: reversing ? done : [], hooks: hooks, pendingAfter: pendingAfter,
+                newerThanFolder: plan.newerThanFolder
+            )
         }
         lastLockWait = .zero
         let result = try options.dryRun ? run() : withMigrationLock(run)
         return MigrateReport(
             dryRun: options.dryRun, applied: result.applied, hooks: result.hooks, pendingAfter: result.pendingAfter,
-            newerThanFolder: result.newerThanFolder,
+            newerThanFolder: result.newerThanFolder, reverted: result.reverted,
             lockWaitMs: lastLockWait.milliseconds, durationMs: (clock.now - start).milliseconds,
             roundTrips: connection.roundTrips, database: connection.safeDescription
         )
@@ -309,6 +319,7 @@ public final class MigrationSession {
 
     private struct RunResult {
         var applied: [MigrateReport.Applied]
+        var reverted: [MigrateReport.Applied]
         var hooks: [HookReport]
         var pendingAfter: Int
         var newerThanFolder: [String]
@@ -319,12 +330,22 @@ public final class MigrationSession {
     func apply(_ plan: MigrationPlan) throws(MigrationError) -> [MigrateReport.Applied] {
         precondition(holdsLock, "migrations are applied under the lock")
         var applied: [MigrateReport.Applied] = []
-        if !plan.steps.isEmpty, let config {
+        if !plan.steps.isEmpty || !plan.reversals.isEmpty, let config {
             watcher = StatementWatcher(config: config, options: options, logger: logger)
         }
         defer {
             watcher?.close()
             watcher = nil
+        }
+        for reversal in plan.reversals {
+            let label = MigrationStatus.label(reversal.record.version, reversal.record.name)
+            if options.stopRequested() { throw stopped(before: "reversing \(label)", applied: applied) }
+            do {
+                applied.append(try revert(reversal))
+            } catch var error {
+                error.appliedBeforeFailure = applied.map { MigrationStatus.label($0.version, $0.name) + " (reversed)" }
+                throw error
+            }
         }
         for step in plan.steps {
             if options.stopRequested() {
@@ -398,6 +419,14 @@ public final class MigrationSession {
         )
         error.appliedBeforeFailure = applied.map { MigrationStatus.label($0.version, $0.name) }
         return error
+    }
+
+    static func report(_ reversal: MigrationPlan.Reversal) -> MigrateReport.Applied {
+        MigrateReport.Applied(
+            version: reversal.record.version, name: reversal.record.name,
+            file: MigrationStatus.label(reversal.record.version, reversal.record.name) + ".down.sql (stored)",
+            transactional: reversal.down.transactional, statements: 0, resumedAtStatement: nil, durationMs: 0
+        )
     }
 
     static func report(_ step: MigrationPlan.Step, durationMs: Double) -> MigrateReport.Applied {

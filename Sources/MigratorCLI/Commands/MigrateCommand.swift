@@ -22,7 +22,7 @@ struct MigrateCommand: ParsableCommand {
     @Flag(name: .customLong("skip-roles"), help: "Do not run the role sync after the migrations (env: MIGRATOR_SKIP_ROLES=1).")
     var skipRoles = false
 
-    @Option(name: .customLong("to"), help: ArgumentHelp("Apply up to and including this version only.", valueName: "version"))
+    @Option(name: .customLong("to"), help: ArgumentHelp("Apply up to and including this version only; below the newest applied one, reverse the migrations above it with the downs stored when they were applied (0: all).", valueName: "version"))
     var target: Int64?
 
     @Flag(name: .customLong("dry-run"), help: "Show what would be applied; change nothing and take no lock.")
@@ -48,7 +48,7 @@ struct MigrateCommand: ParsableCommand {
             throw ValidationError("a command after `--` is only run with --then-exec")
         }
         if thenExec && dryRun { throw ValidationError("--then-exec and --dry-run contradict each other; pass one") }
-        if let target, target <= 0 { throw ValidationError("--to must be a positive version number; got \(target)") }
+        if let target, target < 0 { throw ValidationError("--to must be a version number, or 0 to reverse every migration; got \(target)") }
         if try resolvedSkipRoles && resolvedForceRoles {
             throw ValidationError("--skip-roles and --force-roles contradict each other; pass one")
         }
@@ -80,6 +80,13 @@ struct MigrateCommand: ParsableCommand {
             Output.json(report)
             return
         }
+        for migration in report.reverted {
+            var line = "\(dryRun ? "would reverse" : "reversed") \(MigrationStatus.label(migration.version, migration.name))"
+            if !dryRun { line += " (\(Output.milliseconds(migration.durationMs)))" }
+            line += ", with the down stored when it was applied"
+            if !migration.transactional { line += ", outside a transaction" }
+            Output.print(line)
+        }
         let verb = dryRun ? "would apply" : "applied"
         for migration in report.applied {
             var line = "\(verb) \(MigrationStatus.label(migration.version, migration.name))"
@@ -91,7 +98,12 @@ struct MigrateCommand: ParsableCommand {
         for hook in report.hooks { Output.print("hook \(hook.name): \(hook.summary)") }
         let count = report.applied.count
         let noun = count == 1 ? "migration" : "migrations"
-        if !report.newerThanFolder.isEmpty {
+        if !report.reverted.isEmpty {
+            let reversed = report.reverted.count
+            Output.print(dryRun
+                ? "dry run: \(reversed) migration\(reversed == 1 ? "" : "s") would be reversed on \(report.database); nothing was changed"
+                : "\(reversed) migration\(reversed == 1 ? "" : "s") reversed on \(report.database) in \(Output.milliseconds(report.durationMs)) (\(report.roundTrips) round trips)")
+        } else if !report.newerThanFolder.isEmpty {
             Output.print("warning: \(report.database) has migrations newer than this folder (\(report.newerThanFolder.joined(separator: ", "))), "
                 + "applied by a newer release; --allow-newer-database: nothing was applied or reverted")
         } else if count == 0 {

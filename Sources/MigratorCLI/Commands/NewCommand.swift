@@ -17,6 +17,9 @@ struct NewCommand: ParsableCommand {
     @Flag(name: .customLong("no-transaction"), help: "Run it outside a transaction, one statement at a time (CREATE INDEX CONCURRENTLY).")
     var noTransaction = false
 
+    @Flag(name: .customLong("down"), help: "Also create its reverse, NNNN_name.down.sql, which `migrate --to` below it runs (stored with the migration when it is applied).")
+    var down = false
+
     /// `Add Sites-Index!` becomes `add_sites_index`.
     var slug: String {
         var result = ""
@@ -87,5 +90,20 @@ struct NewCommand: ParsableCommand {
             throw ExitStatus.invalidMigrations.exitCode
         }
         Output.print(path)
+        if down {
+            let downPath = String(path.dropLast(4)) + ".down.sql"
+            let downHeader = (noTransaction ? "-- migrator:no-transaction\n" : "") + """
+                -- \(number) \(title): its reverse
+                --
+                -- Runs when `migrator migrate --to` names a version below \(number). The text stored with the migration
+                -- when it is applied is what runs, so edit this file before \(number) is applied, not after.
+
+                """
+            guard FileManager.default.createFile(atPath: downPath, contents: Data(downHeader.utf8)) else {
+                Output.printError("\(downPath): error: the file could not be created; check the folder's permissions")
+                throw ExitStatus.invalidMigrations.exitCode
+            }
+            Output.print(downPath)
+        }
     }
 }

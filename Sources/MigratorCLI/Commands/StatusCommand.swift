@@ -35,6 +35,7 @@ enum StatusTable {
             if migration.state == .failed, let statement = migration.failedStatement { state += " at statement \(statement)" }
             if let by = migration.supersededBy { state += " by \(by)" }
             if migration.newerThanFolder == true { state += " (newer than this folder)" }
+            if migration.state == .applied, migration.reversible == true { state += " (reversible)" }
             rows.append([
                 String(MigrationStatus.label(migration.version, "").dropLast()), migration.name, state,
                 migration.appliedAt ?? "-", migration.durationMs.map(Output.milliseconds) ?? "-",
