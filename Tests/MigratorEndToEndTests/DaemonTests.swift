@@ -26,6 +26,8 @@ struct DaemonTests {
             let insertedAt = Date()
             let id = try db.insertProject(connection, hostile)
             #expect(try DaemonProcess.wait(timeout: 30) { try connection.roleRows(id) == Self.complete }, daemon.transcript)
+            // The line is written just after the commit that the rows above show first.
+            #expect(DaemonProcess.wait(timeout: 30) { daemon.logLines("synced projects").contains { $0.value("daemon.trigger") == "poll" } }, daemon.transcript)
             let created = try #require(daemon.logLines("synced projects").first { $0.value("daemon.trigger") == "poll" }, daemon.transcript)
             #expect(created.time.timeIntervalSince(insertedAt) < 1.0, "groups and permissions took \(created.time.timeIntervalSince(insertedAt)) s")
             let names = try connection.query("SELECT g.name FROM auth_group g JOIN migrator.project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 ORDER BY 1", [id]).rows.compactMap { $0["name"] }
@@ -36,6 +38,7 @@ struct DaemonTests {
             #expect(try DaemonProcess.wait(timeout: 30) {
                 try connection.count("SELECT count(*) FROM auth_group g JOIN migrator.project_role_group l ON l.group_id = g.id WHERE l.project_id = $1 AND g.name LIKE $2", [id, "\(id)_renamed_%"]) == 5
             }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 30) { daemon.logLines("synced projects").contains { $0.value("daemon.trigger") == "notify" } }, daemon.transcript)
             let renamed = try #require(daemon.logLines("synced projects").first { $0.value("daemon.trigger") == "notify" }, daemon.transcript)
             #expect(renamed.time.timeIntervalSince(renamedAt) < 1.0, "rename took \(renamed.time.timeIntervalSince(renamedAt)) s")
             #expect(try connection.roleRows(id) == Self.complete)
@@ -54,6 +57,7 @@ struct DaemonTests {
             let metrics = try daemon.metrics()
             #expect(metrics["migrator_notifications_received_total"] == 2)
             #expect(metrics[#"migrator_role_syncs_total{trigger="notify",result="error"}"#] == nil, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 30) { daemon.logLines("synced projects").count == 3 }, daemon.transcript)
             #expect(daemon.logLines("synced projects").filter { $0.value("daemon.trigger") == "notify" }.map { $0.value("daemon.projects") } == ["1", "1"])
             #expect((try? daemon.get("/readyz").status) == 200)
             #expect(daemon.stop().code == 0, daemon.transcript)

@@ -55,8 +55,9 @@ extension LiveAppTests {
             let after = try daemon.metrics()
             #expect(after[pollOK] == 2, "the held project's sync, by the poll")
             #expect(after["migrator_reconciles_total"] == before["migrator_reconciles_total"], "no reconcile ran: the poll found it")
-            // Every sync the daemon made (the log has one line per sync, with its trigger): the two polled projects, one
-            // each; none by a reconcile.
+            // Every sync the daemon made (the log has one line per sync, with its trigger, written just after the
+            // metric is counted): the two polled projects, one each; none by a reconcile.
+            #expect(DaemonProcess.wait(timeout: 10) { Self.syncs(in: daemon.stderr).count >= 2 }, daemon.transcript)
             #expect(Self.syncs(in: daemon.stderr).map { "\($0.trigger):\($0.projects)" } == ["poll:1", "poll:1"], daemon.transcript)
             #expect(daemon.stop().code == 0, daemon.transcript)
         }
