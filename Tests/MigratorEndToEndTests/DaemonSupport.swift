@@ -89,8 +89,14 @@ final class DaemonProcess: @unchecked Sendable {
 
     /// Sends a signal and waits for the exit; returns the exit code and how long it took.
     func stop(_ signal: Int32 = SIGTERM, limit: Double = 15) -> (code: Int32, seconds: Double) {
-        let start = ContinuousClock.now
         kill(process.processIdentifier, signal)
+        return waitForExit(limit: limit)
+    }
+
+    /// Waits for the exit (a signal was sent already); returns the exit code (-1: killed at `limit`) and how long the
+    /// wait took.
+    func waitForExit(limit: Double = 15) -> (code: Int32, seconds: Double) {
+        let start = ContinuousClock.now
         let exited = Self.wait(timeout: limit) { !self.process.isRunning }
         if !exited { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
@@ -100,6 +106,38 @@ final class DaemonProcess: @unchecked Sendable {
         let run = Run(result: MigratorProcess.Result(exitCode: process.terminationStatus, stdout: stdout, stderr: stderr), seconds: 0)
         E2E.expectNoSecrets(in: run)
         return (exited ? process.terminationStatus : -1, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
+    /// The log lines (text format) whose message is `message`, with the time the daemon stamped on each, in order.
+    func logLines(_ message: String) -> [LogLine] {
+        stderr.split(separator: "\n").compactMap { LogLine($0) }.filter { line in
+            // The message itself, not a longer one that starts alike: what follows it are key=value fields.
+            line.message == message
+                || (line.message.hasPrefix(message + " ") && line.message.dropFirst(message.count + 1).prefix { $0 != " " }.contains("="))
+        }
+    }
+
+    /// One line of the daemon's text log: `TIMESTAMP LEVEL MESSAGE key=value…`.
+    struct LogLine {
+        var time: Date
+        var text: String
+        /// The line after the timestamp and the level.
+        var message: Substring
+
+        init?(_ line: Substring) {
+            let parts = line.split(separator: " ", maxSplits: 2)
+            guard parts.count == 3,
+                  let time = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(String(parts[0])) else { return nil }
+            self.time = time
+            text = String(line)
+            message = parts[2]
+        }
+
+        /// The value of `key=` on the line, unquoted.
+        func value(_ key: String) -> String? {
+            guard let range = text.range(of: " " + key + "=") else { return nil }
+            return String(text[range.upperBound...].prefix { !$0.isWhitespace }).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
     }
 
     /// Polls `condition` every 20 ms until it holds or `timeout` seconds pass.
@@ -201,6 +239,57 @@ extension TestDatabase {
             "INSERT INTO main_project (name, description) VALUES ($1, '') RETURNING id", [name]
         ).first
         return Int64(row?["id"] ?? "") ?? -1
+    }
+}
+
+/// A pause the test controls: a test-only statement trigger on `table` makes the daemon's statement (sessions named
+/// `migrator`) wait on advisory lock `key`, which the test holds until it releases it. Nothing waits on a clock: the
+/// test sees the daemon waiting there in `pg_locks`.
+struct Barrier {
+    let key: Int64
+    let connection: Connection
+
+    /// Installs the trigger (before the lock is taken: CREATE TRIGGER waits for transactions that wrote to the
+    /// table) and holds the lock.
+    init(_ connection: Connection, key: Int64 = 0x4241_5252, on table: String, _ events: String) throws {
+        self.key = key
+        self.connection = connection
+        try connection.execute(script: """
+            CREATE FUNCTION test_barrier_\(key)() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF current_setting('application_name') = 'migrator' THEN PERFORM pg_advisory_xact_lock_shared(\(key)::bigint); END IF;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER test_barrier_\(key) AFTER \(events) ON \(table) FOR EACH STATEMENT EXECUTE FUNCTION test_barrier_\(key)();
+            """)
+        try connection.query("SELECT pg_advisory_lock($1::bigint)", [key])
+    }
+
+    /// Holds the lock only: for SQL of the test's own that waits on it (`pg_advisory_xact_lock_shared(key)`).
+    init(holding key: Int64, _ connection: Connection) throws {
+        self.key = key
+        self.connection = connection
+        try connection.query("SELECT pg_advisory_lock($1::bigint)", [key])
+    }
+
+    /// Whether a session of the daemon's waits on the barrier now.
+    func isWaiting() throws -> Bool {
+        try connection.count(
+            """
+            SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid = ($1::bigint >> 32)::oid
+              AND l.objid = ($1::bigint & 4294967295)::oid AND a.application_name = 'migrator' AND a.datname = current_database()
+            """, [key]
+        ) == 1
+    }
+
+    /// Waits (at most `timeout` seconds, a failure guard) until a session of the daemon's waits on the barrier.
+    func reached(timeout: Double = 30) throws -> Bool {
+        try DaemonProcess.wait(timeout: timeout) { try isWaiting() }
+    }
+
+    func release() throws {
+        try connection.query("SELECT pg_advisory_unlock($1::bigint)", [key])
     }
 }
 

@@ -44,15 +44,21 @@ extension LiveAppTests {
             let polls = try daemon.metrics()["migrator_project_polls_total"] ?? 0
             #expect(DaemonProcess.wait(timeout: 10) { ((try? daemon.metrics())?["migrator_project_polls_total"] ?? 0) >= polls + 5 }, daemon.transcript)
             #expect((try daemon.metrics()["migrator_project_watermark"] ?? 0) < Double(held))
+            let pollOK = #"migrator_role_syncs_total{trigger="poll",result="ok"}"#
             let before = try daemon.metrics()
+            #expect(before[pollOK] == 1, "the committed project's sync")
 
             try a.query("COMMIT")
             #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(held) == DaemonTests.complete }, daemon.transcript)
-            let after = try daemon.metrics()
-            #expect(after["migrator_reconciles_total"] == before["migrator_reconciles_total"], "no reconcile ran: the poll found it")
-            #expect(after[#"migrator_role_syncs_total{trigger="reconcile",result="ok"}"#] == before[#"migrator_role_syncs_total{trigger="reconcile",result="ok"}"#])
             // The metric counts a sync just after its commit, which the groups above show first.
-            #expect(DaemonProcess.wait(timeout: 10) { ((try? daemon.metrics())?[#"migrator_role_syncs_total{trigger="poll",result="ok"}"#] ?? 0) >= 2 }, daemon.transcript)
+            #expect(DaemonProcess.wait(timeout: 10) { ((try? daemon.metrics())?[pollOK] ?? 0) >= 2 }, daemon.transcript)
+            let after = try daemon.metrics()
+            #expect(after[pollOK] == 2, "the held project's sync, by the poll")
+            #expect(after["migrator_reconciles_total"] == before["migrator_reconciles_total"], "no reconcile ran: the poll found it")
+            // Every sync the daemon made (the log has one line per sync, with its trigger, written just after the
+            // metric is counted): the two polled projects, one each; none by a reconcile.
+            #expect(DaemonProcess.wait(timeout: 10) { Self.syncs(in: daemon.stderr).count >= 2 }, daemon.transcript)
+            #expect(Self.syncs(in: daemon.stderr).map { "\($0.trigger):\($0.projects)" } == ["poll:1", "poll:1"], daemon.transcript)
             #expect(daemon.stop().code == 0, daemon.transcript)
         }
     }

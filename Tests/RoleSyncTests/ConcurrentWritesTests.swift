@@ -385,6 +385,111 @@ struct ConcurrentWritesTests {
         }
     }
 
+    @Test("the app creates a group with the name the rename gives while the rename statement runs: the rename fails on the unique name (SQLSTATE 23505), is rolled back to its savepoint and run again; that group keeps its old name and is reported, the sync commits, no deadlock; freeing the name fixes it")
+    func nameTakenDuringRename() async throws {
+        try await TestDatabase.with { database in
+            let control = try Base.migrated(database)
+            let ids = try Base.addProjects(control, ["a", "b"])
+            try Base.sync(control)
+            let a = ids[0]
+            try control.query("UPDATE main_project SET name = 'a2' WHERE id = $1", [a])
+            let wanted = "\(a)_a2_Researcher"
+            let deadlocks = try Self.deadlocks(control)
+            // The pause is on the row of the one group whose new name the app will take, before that name is written:
+            // the rename statement's snapshot was taken before the app's group existed.
+            try Self.pauseTrigger(control, key: Self.pauseKey, table: "auth_group", events: "UPDATE", when: "NEW.name = '\(wanted)'")
+            try control.query("SELECT pg_advisory_lock($1::bigint)", [Self.pauseKey])
+            let sync = try await Self.pausedSync(database, control, .reference, force: true, at: .rename, armed: true)
+            let app = Background(database.url, applicationName: "app-under-test") { connection in
+                Int64(try connection.query("INSERT INTO auth_group (name) VALUES ($1) RETURNING id", [wanted]).rows[0].int("id")!)
+            }
+            // The app's INSERT does not wait: the name is not in the index yet.
+            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"))
+            let appGroup = try await app.wait()
+            try Self.release(control)
+            let report = try await sync.wait()
+
+            // The first rename hit the app's committed name; the second, with a new snapshot, left that group alone.
+            #expect(report.phases.filter { $0.name == "roll back to savepoint" }.count == 1, "\(report.phases.map(\.name))")
+            #expect(report.recordedVersion)
+            #expect(report.blockedGroups == [.init(projectID: a, role: "Researcher", currentName: "\(a)_a_Researcher", wantedName: wanted)])
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM auth_group WHERE id = \(appGroup) AND name = '\(wanted)'") == 1, "the app's group is untouched")
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM migrator.project_role_group WHERE group_id = \(appGroup)") == 0)
+            #expect(try Base.count(control, """
+                SELECT count(*) AS n FROM auth_group g JOIN migrator.project_role_group l ON l.group_id = g.id
+                WHERE l.project_id = \(a) AND g.name LIKE '\(a)\\_a2\\_%'
+                """) == 4)
+            #expect(try Self.deadlocks(control) == deadlocks)
+            // As for a name taken before the sync (README: "a group name another group has"): no drift is reported for
+            // it, and once the app's group goes, the next sync renames ours.
+            #expect(try RoleSynchronizer(catalogue: .reference).drift(control).projectIDs == [])
+            try control.query("DELETE FROM auth_group WHERE id = $1", [appGroup])
+            try Base.sync(control, .reference, .init(force: true))
+            try Self.expectSettled(control, .reference, deadlocksBefore: deadlocks)
+        }
+    }
+
+    /// Not handled, and pinned here as it is (README "Running next to a live app", "Not covered"): Django deletes a
+    /// group by first reading and deleting what references it, then the group; its foreign keys are checked at COMMIT.
+    /// When a full sync has locked the group and written a grant for it (the group permissions statement, and every
+    /// statement after it), the app's DELETE of the group waits for the sync's commit, and the app's COMMIT then finds
+    /// the sync's new grant, which its own deletes never saw: the app's transaction fails with SQLSTATE 23503 (not a
+    /// deadlock), and its retry succeeds. Before that statement, or in an incremental sync (which writes only the
+    /// changed pairs), the app's delete goes through, and the sync's catch-up pass makes the project a new group.
+    @Test("the app deletes one of our groups (Django's order: memberships, grants, then the group) while the sync is paused in each statement: the sync never fails, no deadlock; the app's transaction succeeds, except after a full sync wrote a grant for that group (23503 at its COMMIT, and its retry succeeds); the sync's catch-up pass, or the next sync after a retry, gives the project a new group", arguments: cases)
+    func groupDeletedDuringPhase(phase: Phase, incremental: Bool) async throws {
+        try await TestDatabase.with("groupdeleted\(phase)\(incremental)") { database in
+            let (control, ids) = try Self.prepared(database, incremental: incremental)
+            let x = ids[2]
+            let catalogue = incremental ? Self.changed : .reference
+            let group: Int = try #require(try control.query(
+                "SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Researcher'", [x]
+            ).first?.decode("group_id"))
+            // A full sync writes for that group in both permission statements: a grant of each table missing.
+            try control.execute(script: """
+                DELETE FROM auth_group_permissions WHERE id = (SELECT min(id) FROM auth_group_permissions WHERE group_id = \(group));
+                DELETE FROM guardian_groupobjectpermission WHERE id = (SELECT min(id) FROM guardian_groupobjectpermission WHERE group_id = \(group));
+                INSERT INTO users_user (username) VALUES ('ada');
+                INSERT INTO users_user_groups (user_id, group_id) SELECT id, \(group) FROM users_user;
+                """)
+            let deadlocks = try Self.deadlocks(control)
+            let djangoDelete = """
+                BEGIN;
+                DELETE FROM users_user_groups WHERE group_id = \(group);
+                DELETE FROM auth_group_permissions WHERE group_id = \(group);
+                DELETE FROM guardian_groupobjectpermission WHERE group_id = \(group);
+                DELETE FROM auth_group WHERE id = \(group);
+                COMMIT;
+                """
+            let sync = try await Self.pausedSync(database, control, catalogue, force: !incremental, at: phase)
+            let app = Background(database.url, applicationName: "app-under-test") { connection in
+                do {
+                    try connection.execute(script: djangoDelete)
+                    return "committed"
+                } catch {
+                    _ = try? connection.query("ROLLBACK")
+                    return (error as? PostgresError)?.sqlState ?? "\(error)"
+                }
+            }
+            _ = try await Self.finishedOrWaiting(control, app, "app-under-test")
+            try Self.release(control)
+            let report = try await sync.wait()
+            #expect(report.recordedVersion)
+            let wroteForTheGroup = !incremental && [.groupPermissions, .objectPermissions, .rename].contains(phase)
+            #expect(try await app.wait() == (wroteForTheGroup ? "23503" : "committed"))
+            #expect(try Self.deadlocks(control) == deadlocks)
+            if wroteForTheGroup {
+                try control.execute(script: djangoDelete)
+            }
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM auth_group WHERE id = \(group)") == 0)
+            // A group deleted before the sync's catch-up pass is made anew by it: the project is in step at once. One
+            // deleted after the sync (the retry) is drift, and the next sync makes it.
+            #expect(try RoleSynchronizer(catalogue: catalogue).drift(control).projectIDs == (wroteForTheGroup ? [x] : []))
+            try Base.sync(control, catalogue, .init(force: true))
+            try Self.expectSettled(control, catalogue, deadlocksBefore: deadlocks)
+        }
+    }
+
     @Test("a guardian row of our group on another content type's object with the project's object_pk: drift reports it, and the sync replaces it", arguments: [false, true])
     func foreignContentTypeRow(perProject: Bool) async throws {
         try await TestDatabase.with { database in
