@@ -270,6 +270,7 @@ public final class MigrationSession {
                     notes: ["nothing was applied; the folder and the history must agree before migrating"]
                 )
             }
+            try self.options.beforeApplying(plan.steps.map(\.file))
             let applied = try self.options.dryRun ? plan.steps.map { Self.report($0, durationMs: 0) } : self.apply(plan)
             let pendingAfter = max(0, plan.pendingCount - (self.options.dryRun ? 0 : applied.count))
             let hooks = try self.runHooks(applied: applied, pendingAfter: pendingAfter)
