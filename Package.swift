@@ -106,7 +106,6 @@ let package = Package(
             dependencies: [
                 "CPGQuery",
                 "MigrationEngine",
-                "SystemSupport",
             ],
             swiftSettings: swiftSettings
         ),
