@@ -34,7 +34,7 @@ public enum LintRule: String, CaseIterable, Sendable, Codable {
     case serialPrimaryKey = "prefer-identity"
     case varcharLength = "prefer-text-field"
     case charLength = "ban-char-field"
-    case timestampWithoutTimeZone = "prefer-timestamptz"
+    case timestampWithoutTimeZone = "prefer-timestamp-tz"
     case excuseWithoutReason = "lint-ignore-without-reason"
     case excuseUnknownRule = "lint-ignore-unknown-rule"
 

@@ -130,7 +130,7 @@ struct LintTests {
             "CREATE TABLE t (a text, b varchar);\n",
         ]),
         Case(rule: "ban-char-field", severity: "warning", dangerous: "CREATE TABLE t (a char(2));\n", safe: ["CREATE TABLE t (a text);\n"]),
-        Case(rule: "prefer-timestamptz", severity: "warning", dangerous: "ALTER TABLE t ADD COLUMN a timestamp;\n", safe: [
+        Case(rule: "prefer-timestamp-tz", severity: "warning", dangerous: "ALTER TABLE t ADD COLUMN a timestamp;\n", safe: [
             "ALTER TABLE t ADD COLUMN a timestamptz;\n",
         ]),
         Case(rule: "lint-ignore-without-reason", dangerous: "-- migrator:lint-ignore ban-drop-table\nDROP TABLE t;\n", safe: [
