@@ -92,7 +92,7 @@ public enum LintRule: String, CaseIterable, Sendable, Codable {
         case .truncateCascade:
             "TRUNCATE the tables you mean by name (RESTRICT is the default), or DELETE in batches"
         case .lockTimeout:
-            "start the file with SET lock_timeout = '2s'; or keep migrator's own (--ddl-lock-timeout, default 10s)"
+            "start the file with SET lock_timeout = '2s'; or keep migrator's own (--ddl-lock-timeout above 0)"
         case .intPrimaryKey:
             "bigint (bigint GENERATED ALWAYS AS IDENTITY): an int key runs out at 2,147,483,647 and widening it rewrites the table"
         case .serialPrimaryKey:

@@ -25,7 +25,7 @@ struct LintCommand: ParsableCommand {
 
     @Option(
         name: .customLong("ddl-lock-timeout"),
-        help: ArgumentHelp("The lock_timeout migrate will run with; at 0 (off) every file must set its own (env: MIGRATOR_DDL_LOCK_TIMEOUT; default 10s).", valueName: "duration")
+        help: ArgumentHelp("The lock_timeout migrate will run with; at 0 (off) every file must set its own (env: MIGRATOR_DDL_LOCK_TIMEOUT; default: migrate's default).", valueName: "duration")
     )
     var ddlLockTimeout: DurationArgument?
 
