@@ -16,9 +16,10 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 # ---- build ----------------------------------------------------------------------------------------------------------
 FROM ${SWIFT_IMAGE} AS build
 
-# libpq headers for the CLibPQ system library target, found through pkg-config.
+# libpq headers for the CLibPQ system library target, found through pkg-config; libpg_query (PostgreSQL's parser,
+# for `migrator lint`), linked statically, so the runtime stage needs nothing more.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpq-dev pkg-config \
+    && apt-get install -y --no-install-recommends libpq-dev libpg-query-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /build

@@ -35,6 +35,13 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // libpg_query (PostgreSQL's own parser as a C library), from Debian's libpg-query-dev, linked statically.
+        // Only the Lint target imports it. Debian ships no pkg-config file for it; the header and archive are in the
+        // default search paths.
+        .systemLibrary(
+            name: "CPGQuery",
+            providers: [.apt(["libpg-query-dev"])]
+        ),
         // What the modules need below Foundation: file calls straight to the C library (stat to refuse a FIFO
         // before opening it, errno's own text in messages), the HTTP probe of `migrator probe` (no client library in
         // the image), and small text helpers. With them the library modules import at most FoundationEssentials;
@@ -92,6 +99,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `migrator lint`: each statement of a migration parsed by PostgreSQL's own grammar, checked against the rules
+        // that keep a deploy from locking the app out.
+        .target(
+            name: "Lint",
+            dependencies: [
+                "CPGQuery",
+                "MigrationEngine",
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The command line, shared by the two executables; it does not depend on the daemon, so `migrator` does not
         // load Hummingbird, SwiftNIO or full Foundation.
         .target(
@@ -101,6 +118,7 @@ let package = Package(
                 "SystemSupport",
                 "MigrationEngine",
                 "RoleSync",
+                "Lint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -18,13 +18,13 @@ struct MigratorCommand: ParsableCommand {
             Connection: --database-url, else DATABASE_URL, else libpq's PG* variables and defaults \
             (.pgpass, PGSERVICE, sslmode and multi-host strings work as in psql).
 
-            Exit codes: 0 success or nothing to do; 1 a migration or hook failed; 2 the migration files are \
-            invalid or disagree with the history; 3 verify found problems; 4 cannot connect; 5 gave up waiting \
+            Exit codes: 0 success or nothing to do; 1 a migration or hook failed (lint: an error finding); 2 the \
+            migration files are invalid or disagree with the history (migrate --lint error: a lint error); 3 verify found problems; 4 cannot connect; 5 gave up waiting \
             for the lock; 6 the server is read-only; 64 usage error; 74 standard output could not be written; 127 the \
             --then-exec command (or, for serve, migrator-serve) could not be started.
             """,
         subcommands: [
-            MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, WaitCommand.self,
+            MigrateCommand.self, StatusCommand.self, VerifyCommand.self, NewCommand.self, LintCommand.self, WaitCommand.self,
             UpdateRolesCommand.self, ServeForwarder.self, ProbeCommand.self, BaselineCommand.self, RepairCommand.self,
             MarkAppliedCommand.self, MarkPendingCommand.self,
         ]

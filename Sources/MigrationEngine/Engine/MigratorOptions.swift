@@ -38,6 +38,9 @@ public struct MigratorOptions: Sendable {
     /// Asked while waiting for the lock and before each migration and hook: once it returns true the run ends with
     /// ``MigrationError/Code/stopped``, cutting nothing short (the daemon sets it to its SIGTERM flag).
     public var stopRequested: @Sendable () -> Bool = { false }
+    /// Called with the files a run is about to apply (a dry run: would apply), after the plan and before the first of
+    /// them (`migrate --lint` checks them here). Throwing ends the run with nothing applied.
+    public var beforeApplying: @Sendable ([MigrationFile]) throws(MigrationError) -> Void = { _ in }
 
     /// The defaults, declared once (the CLI's options and the README name the same values).
     public static let defaultLockTimeout = Duration.seconds(300)

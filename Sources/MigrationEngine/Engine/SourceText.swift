@@ -40,8 +40,15 @@ extension MigrationFile {
         SourceLocation(file: displayPath, line: line, column: column, lineText: SourceText(content).line(line))
     }
 
+    /// The place of a 0-based UTF-8 byte offset in this file (what PostgreSQL's parser reports as a location).
+    public func location(ofUTF8Offset offset: Int) -> SourceLocation {
+        let utf8 = content.utf8
+        let end = utf8.index(utf8.startIndex, offsetBy: max(0, min(offset, utf8.count)))
+        return location(ofOffset: content.unicodeScalars[..<end].count)
+    }
+
     /// The place of a 0-based scalar offset in this file.
-    func location(ofOffset offset: Int) -> SourceLocation {
+    public func location(ofOffset offset: Int) -> SourceLocation {
         let source = SourceText(content)
         let (line, column) = source.location(ofOffset: offset)
         return SourceLocation(file: displayPath, line: line, column: column, lineText: source.line(line))

@@ -27,6 +27,28 @@ public struct MigrationFile: Sendable {
 
     static let noTransactionDirective = "migrator:no-transaction"
     static let irreversibleDirective = "migrator:irreversible"
+    /// `-- migrator:lint-ignore rule-id: reason` excuses the statement after it from a lint rule (the Lint module reads
+    /// it). It belongs above a statement, so unlike the other directive it may stand anywhere in the file.
+    public static let lintIgnoreDirective = "migrator:lint-ignore"
+
+    /// Whether a comment's text (after the dashes) is a lint excuse: the directive, then white space, `:` or nothing.
+    public static func isLintIgnore(_ comment: some StringProtocol) -> Bool {
+        guard comment.lowercased().hasPrefix(lintIgnoreDirective) else { return false }
+        let next = comment.dropFirst(lintIgnoreDirective.count).first
+        return next == nil || next == ":" || next!.isWhitespace
+    }
+
+    /// A file named on the command line (`migrator lint FILE`), read and normalised as the folder's files are. Its
+    /// name need not be numbered; the version is then 0.
+    /// - Throws: ``MigrationError`` `.invalidMigrationFile` when it cannot be read, is not UTF-8 or has a bad directive.
+    public static func read(path: String) throws(MigrationError) -> MigrationFile {
+        let fileName = path.split(separator: "/").last.map(String.init) ?? path
+        var version: Int64 = 0
+        var name = fileName.hasSuffix(".sql") ? String(fileName.dropLast(4)) : fileName
+        if case .success(let parsed) = MigrationDirectory.parse(fileName: fileName) { (version, name) = parsed }
+        let entry = MigrationDirectory.Entry(version: version, name: name, fileName: fileName, displayPath: path, path: path)
+        return try entry.load()
+    }
 
     /// Normalises raw bytes and reads the directive.
     /// - Throws: ``MigrationError`` `.invalidMigrationFile` when the bytes are not UTF-8 or a directive is unknown.
@@ -137,7 +159,7 @@ public struct MigrationFile: Sendable {
             if !trimmed.hasPrefix("--") { inHeader = false }
             // `--- migrator:…` is the same comment with more dashes.
             let comment = trimmed.hasPrefix("--") ? String(trimmed.drop { $0 == "-" }).trimmingWhitespace() : ""
-            guard comment.lowercased().hasPrefix("migrator:") else { continue }
+            guard comment.lowercased().hasPrefix("migrator:"), !isLintIgnore(comment) else { continue }
             guard inHeader else {
                 // After SQL or a /* */ comment a directive would be ignored: say so instead of running the file
                 // the other way.
@@ -156,7 +178,8 @@ public struct MigrationFile: Sendable {
                 throw MigrationError(
                     code: .invalidMigrationFile,
                     message: "unknown directive '\(comment)'; the directives are '-- \(noTransactionDirective)' and "
-                        + "'-- \(irreversibleDirective)'",
+                        + "'-- \(irreversibleDirective)' (in the first comment lines) and '-- \(lintIgnoreDirective) rule-id: "
+                        + "reason' (above a statement)",
                     location: SourceLocation(file: displayPath, line: lineNumber, column: 1)
                 )
             }

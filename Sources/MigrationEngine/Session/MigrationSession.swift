@@ -292,6 +292,7 @@ public final class MigrationSession {
                     "migrate.newer_versions": "\(plan.newerThanFolder.joined(separator: ","))",
                 ])
             }
+            try self.options.beforeApplying(plan.steps.map(\.file))
             let reversing = !plan.reversals.isEmpty
             let done = try self.options.dryRun
                 ? (reversing ? plan.reversals.map(Self.report) : plan.steps.map { Self.report($0, durationMs: 0) })

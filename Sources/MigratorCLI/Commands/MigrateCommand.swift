@@ -1,4 +1,5 @@
 import ArgumentParser
+import Lint
 import MigrationEngine
 import RoleSync
 import SystemSupport
@@ -31,6 +32,9 @@ struct MigrateCommand: ParsableCommand {
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
 
+    @Option(name: .customLong("lint"), help: ArgumentHelp("Lint the pending migrations first: warn (print the findings on standard error, go on), error (also refuse before applying anything, exit 2, when one is an error) or off (env: MIGRATOR_LINT; default warn).", valueName: "mode"))
+    var lint: LintMode?
+
     @Flag(
         name: .customLong("then-exec"),
         help: "After a successful migrate, replace this process with the command after `--` (a container entrypoint: the app gets the signals and its exit code is the container's)."
@@ -49,6 +53,7 @@ struct MigrateCommand: ParsableCommand {
         }
         if thenExec && dryRun { throw ValidationError("--then-exec and --dry-run contradict each other; pass one") }
         if let target, target < 0 { throw ValidationError("--to must be a version number, or 0 to reverse every migration; got \(target)") }
+        _ = try LintMode.resolve(lint)
         if try resolvedSkipRoles && resolvedForceRoles {
             throw ValidationError("--skip-roles and --force-roles contradict each other; pass one")
         }
@@ -64,6 +69,11 @@ struct MigrateCommand: ParsableCommand {
         var options = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
         options.target = target
         options.dryRun = dryRun
+        let gate = LintGate(
+            mode: try LintMode.resolve(lint), linter: Linter(migratorLockTimeoutOff: options.ddlLockTimeout == .zero),
+            logsAsJSON: try global.resolvedLogFormat == .json, logger: logger
+        )
+        options.beforeApplying = gate.check
         var hooks: [any PostMigrateHook] = []
         if try !resolvedSkipRoles {
             hooks.append(RoleSyncHook(catalogue: try roles.catalogue(json: json), force: try resolvedForceRoles))

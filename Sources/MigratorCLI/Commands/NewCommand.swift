@@ -20,6 +20,10 @@ struct NewCommand: ParsableCommand {
     @Flag(name: .customLong("down"), help: "Also create its reverse, NNNN_name.down.sql, which `migrate --to` below it runs (stored with the migration when it is applied).")
     var down = false
 
+    /// How to check the file, and to excuse a statement, in the header of every new file.
+    static let lintLine = "-- Check it with `migrator lint FILE` (migrate lints pending files too); excuse a statement with a "
+        + "comment line above it: `-- migrator:lint-ignore rule-id: reason`."
+
     /// `Add Sites-Index!` becomes `add_sites_index`.
     var slug: String {
         var result = ""
@@ -75,6 +79,7 @@ struct NewCommand: ParsableCommand {
                 --
                 -- Runs outside a transaction, one statement at a time (for CREATE INDEX CONCURRENTLY and the like).
                 -- If a statement fails, the ones before it stay applied and recorded; the next run resumes at it.
+                \(Self.lintLine)
 
                 """
         } else {
@@ -82,6 +87,7 @@ struct NewCommand: ParsableCommand {
                 -- \(number) \(title)
                 --
                 -- Runs in one transaction together with its history row: all of it is applied, or none of it.
+                \(Self.lintLine)
 
                 """
         }

@@ -14,6 +14,9 @@ public enum ExitStatus: Int32, Sendable {
     /// Standard output could not be written (a full disk, a closed pipe); what the command did stays done.
     case outputFailed = 74
 
+    /// `migrator lint`: at least one finding of severity error (the code a failed migration has in `migrate`).
+    static var lintErrors: ExitStatus { .migrationFailed }
+
     init(_ code: MigrationError.Code) {
         switch code {
         // `.stopped` comes only from a run whose options ask to stop (the daemon, which exits 0 itself); a command

@@ -1,0 +1,2 @@
+-- migrator:no-transaction
+REINDEX INDEX CONCURRENTLY orders_created_idx;
