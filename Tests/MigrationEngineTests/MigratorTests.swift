@@ -170,7 +170,7 @@ struct MigratorTests {
     /// Engine step 1 kept the checksums of the statements done in `statement_checksums`; step 2 keeps them in
     /// `migrator.history_statements`. The database below is the one step 1 leaves after a migration failed at its
     /// third statement (made by this release, then turned back: the array filled from the rows, the table dropped,
-    /// the engine's version and the schema's marker set to 1).
+    /// step 3's columns and audit table dropped, the engine's version and the schema's marker set to 1).
     @Test("a migration that failed part way under the previous layout (checksums in the array) resumes after the upgrade")
     func previousProgressLayoutResumes() throws {
         try TestDatabase.with { database in
@@ -183,15 +183,18 @@ struct MigratorTests {
                 "SELECT array_agg(checksum ORDER BY statement)::text AS list FROM migrator.history_statements WHERE version = 1"
             ).first?["list"]
             let marker = try #require(try connection.query("SELECT obj_description('migrator'::regnamespace, 'pg_namespace') AS m").first?["m"])
-            #expect(marker.contains("engine 2"))
+            #expect(marker.contains("engine 3"))
             _ = try connection.execute(script: """
                 UPDATE migrator.history h SET statement_checksums = (
                     SELECT array_agg(checksum ORDER BY statement) FROM migrator.history_statements s WHERE s.version = h.version
                 );
                 DROP TABLE migrator.history_statements;
+                DROP TABLE migrator.history_audit;
+                ALTER TABLE migrator.history DROP COLUMN kind, DROP COLUMN down_sql, DROP COLUMN down_checksum,
+                    DROP COLUMN down_transactional, DROP COLUMN irreversible;
                 UPDATE migrator.components SET version = 1 WHERE component = 'engine';
                 """)
-            try connection.query("COMMENT ON SCHEMA migrator IS '\(marker.replacingOccurrences(of: "engine 2", with: "engine 1"))'")
+            try connection.query("COMMENT ON SCHEMA migrator IS '\(marker.replacingOccurrences(of: "engine 3", with: "engine 1"))'")
             let legacy = try #require(try connection.query("SELECT statements_done, statement_checksums::text AS list FROM migrator.history").first)
             #expect(legacy.int("statements_done") == 2 && legacy["list"] == checksums && checksums != nil)
 
@@ -212,7 +215,7 @@ struct MigratorTests {
                 "SELECT h.statement_checksums::text AS marker, (SELECT array_agg(checksum ORDER BY statement)::text FROM migrator.history_statements) AS list FROM migrator.history h"
             ).first)
             #expect(moved["marker"] == #"{"see history_statements (migrator engine step 2)"}"# && moved["list"] == checksums)
-            #expect(try connection.query("SELECT version FROM migrator.components WHERE component = 'engine'").first?.int("version") == 2)
+            #expect(try connection.query("SELECT version FROM migrator.components WHERE component = 'engine'").first?.int("version") == 3)
 
             // Fixed: it resumes at statement 3; statements 1 and 2 do not run again.
             try folder.write("0001_steps.sql", first.replacingOccurrences(of: "nowhere", with: "t"))

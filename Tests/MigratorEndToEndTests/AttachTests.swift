@@ -253,8 +253,8 @@ struct AttachTests {
             #expect(try connection.count("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == 0)
             #expect(try connection.scalar(
                 "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'migrator'::regnamespace AND relkind = 'r'"
-            ) == "components,history,history_statements,project_role_group,role_version")
-            #expect(try connection.scalar("SELECT string_agg(component || ' ' || version, ',' ORDER BY 1) FROM migrator.components") == "engine 2,role-sync 2")
+            ) == "components,history,history_audit,history_statements,project_role_group,role_version")
+            #expect(try connection.scalar("SELECT string_agg(component || ' ' || version, ',' ORDER BY 1) FROM migrator.components") == "engine 3,role-sync 2")
         }
     }
 

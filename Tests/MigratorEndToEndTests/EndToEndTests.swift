@@ -412,9 +412,10 @@ struct EndToEndTests {
             let to = try E2E.run(E2E.args("migrate", folder, "--to", "4"), database: db)
             #expect(to.exitCode == 0, to.transcript)
             #expect(try connection.historyVersions() == [1, 2, 3, 4])
-            // A target below what is applied undoes nothing (there are no down migrations) and applies nothing.
+            // A target below what is applied reverses with the stored downs (issue 16); these files have none, so the
+            // plan stops before anything is reversed, naming the newest of them (until then this was a no-op, exit 0).
             let below = try E2E.run(E2E.args("migrate", folder, "--to", "1"), database: db)
-            #expect(below.exitCode == 0 && below.stdout.contains("nothing to migrate"), below.transcript)
+            #expect(below.exitCode == 2 && below.stderr.contains("0004_guardian has no down migration"), below.transcript)
             #expect(try connection.historyVersions() == [1, 2, 3, 4])
         }
     }
@@ -548,7 +549,7 @@ struct EndToEndTests {
     }
 
     @Test("usage errors exit 64", arguments: [
-        ["migrate", "--to", "0"],
+        ["migrate", "--to", "-1"],
         ["migrate", "--log-format", "xml"],
         ["status", "--log-level", "loud"],
         ["migrate", "--lock-timeout", "soon"],

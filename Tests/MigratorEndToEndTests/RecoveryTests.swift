@@ -255,8 +255,15 @@ struct DownAndRepairTests {
             let again = try E2E.run(E2E.args("baseline", folder, "--to", "3"), database: db)
             #expect(again.exitCode == 2, again.transcript)
             #expect(again.stderr.contains("--allow-existing-history"), again.transcript)
-            #expect(try connection.query("SELECT string_agg(action || ':' || version || ':' || reason || ':' || (by = current_user)::text, ',' ORDER BY id) AS a FROM migrator.history_audit").first?["a"]
-                == "baseline:1:adopting the schema:true,baseline:2:adopting the schema:true")
+            // Told: only the versions not in the history are recorded.
+            try folder.write("0004_d.sql", "CREATE TABLE d (id int);\n")
+            try connection.query("CREATE TABLE d (id int)")
+            let told = try E2E.run(E2E.args("baseline", folder, "--to", "4", "--allow-existing-history", "--json"), database: db)
+            #expect(told.exitCode == 0, told.transcript)
+            #expect(try decode(Changes.self, told.stdout).changes.map(\.version) == [4], told.transcript)
+            #expect(try connection.query("SELECT string_agg(kind, ',' ORDER BY version) AS k FROM migrator.history").first?["k"] == "baseline,baseline,migration,baseline")
+            #expect(try connection.query("SELECT string_agg(action || ':' || version || ':' || coalesce(reason, '-') || ':' || (by = current_user)::text, ',' ORDER BY id) AS a FROM migrator.history_audit").first?["a"]
+                == "baseline:1:adopting the schema:true,baseline:2:adopting the schema:true,baseline:4:-:true")
         }
     }
 
@@ -304,9 +311,12 @@ struct DownAndRepairTests {
             #expect(migrate.exitCode == 0, migrate.transcript)
             #expect(try connection.tableExists("b"))
             #expect(try E2E.run(E2E.args("mark-applied", folder, "1"), database: db).exitCode == 2)
-            let pending = try E2E.run(E2E.args("mark-pending", folder, "2"), database: db)
+            let pending = try E2E.run(E2E.args("mark-pending", folder, "2", "--json"), database: db)
             #expect(pending.exitCode == 0, pending.transcript)
-            #expect(pending.stdout.contains("marked 0002_b pending"), pending.transcript)
+            #expect(try decode(Changes.self, pending.stdout).changes.map(\.action) == ["mark-pending"], pending.transcript)
+            let unknown = try E2E.run(E2E.args("mark-pending", folder, "7", "--json"), database: db)
+            #expect(unknown.exitCode == 2, unknown.transcript)
+            #expect(try decode(FailureJSON.self, unknown.stdout).error.message.contains("version 7 is not in the history"), unknown.transcript)
             // Nothing was reversed: only the history row went.
             #expect(try connection.historyVersions() == [1] && connection.tableExists("b"))
             #expect(try connection.count("SELECT count(*) FROM migrator.history_audit") == 2)
