@@ -236,6 +236,42 @@ struct FaultTests {
 }
 
 extension FaultTests {
+    // A server-wide setting would make every test's database read-only on the shared test server, so this one runs
+    // on a server of its own.
+    @Test("a server whose sessions are all read-only (ALTER SYSTEM default_transaction_read_only): migrate exits 6, also with --json, nothing is written; a dry run and status still read")
+    func readOnlyServer() throws {
+        let server = try OwnServer()
+        defer { server.stop() }
+        try TestDatabase.with(admin: server.url) { db in
+            let password = server.password
+            let admin = try db.connect()
+            try admin.query("ALTER SYSTEM SET default_transaction_read_only = on")
+            try admin.query("SELECT pg_reload_conf()")
+            // Writable again before the test's database is dropped.
+            defer {
+                _ = try? admin.query("SET default_transaction_read_only = off")
+                _ = try? admin.query("ALTER SYSTEM RESET default_transaction_read_only")
+                _ = try? admin.query("SELECT pg_reload_conf()")
+                _ = DaemonProcess.wait(timeout: 30) { (try? db.connect().scalar("SHOW default_transaction_read_only")) == "off" }
+            }
+            // A new session sees the reloaded setting.
+            let settled = DaemonProcess.wait(timeout: 30) {
+                (try? db.connect().scalar("SHOW default_transaction_read_only")) == "on"
+            }
+            #expect(settled, "the server never turned read-only")
+            let folder = try E2E.folder([("0001_a.sql", "CREATE TABLE a (id int);\n")])
+            let run = try E2E.run(E2E.args("migrate", folder), database: db, secrets: [password])
+            #expect(run.exitCode == 6, run.transcript)
+            #expect(run.stderr.contains("read-only"), run.transcript)
+            let json = try E2E.run(E2E.args("migrate", folder, "--json"), database: db, secrets: [password])
+            #expect(json.exitCode == 6, json.transcript)
+            #expect(try decode(FailureJSON.self, json.stdout).error.code == "readOnly", json.transcript)
+            #expect(try E2E.run(E2E.args("migrate", folder, "--dry-run"), database: db, secrets: [password]).exitCode == 0)
+            #expect(try E2E.run(E2E.args("status", folder), database: db, secrets: [password]).exitCode == 0)
+            #expect(try db.connect().count("SELECT count(*) FROM pg_namespace WHERE nspname = 'migrator'") == 0)
+        }
+    }
+
     @Test("a real hot standby: migrate and serve exit 6 naming it, status reads it, and nothing is written")
     func hotStandby() throws {
         let server = try OwnServer()
