@@ -264,7 +264,7 @@ struct SyncSQL {
             let insert = "INSERT INTO \(table.name) (\(table.insertColumns)) SELECT \(table.insertValues(contentType: ct))"
             return """
                 WITH \(desired.catalogueCTE), \(DesiredRows.expectedCTE),
-                \(desired.rowState(table, named: "per_group", scope: scope)), incomplete AS (
+                \(desired.rowState(table, named: "per_group", scope: scope, scoped: projects != nil)), incomplete AS (
                     SELECT s.group_id, s.project_id, s.role, coalesce(f.created, false) AS created
                     FROM \(links) s
                     JOIN expected e ON e.role = s.role
@@ -278,7 +278,7 @@ struct SyncSQL {
                     WHERE NOT EXISTS (
                         SELECT 1 FROM \(table.name) x
                         WHERE x.group_id = s.group_id AND x.permission_id = c.permission_id \(table.rowCondition(contentType: ct))
-                          AND \(table.valid(contentType: ct))
+                          AND \(table.valid(contentType: ct)) \(projects != nil ? desired.groupsInScope("x", scope) : "")
                     )
                 ), extra_rows AS (
                     SELECT p.group_id, unnest(p.extra) AS id FROM per_group p WHERE \(DesiredRows.extra("p"))
