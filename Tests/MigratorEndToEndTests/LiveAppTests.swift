@@ -217,35 +217,50 @@ struct LiveAppTests {
         }
     }
 
+    /// Two phases, each with one way in for the work, so which of the daemon's loops meets the held lock is never
+    /// left to timing: first only the poll can find the new project (the reconcile is an hour away), then only a
+    /// reconcile can find the project deleted behind migrator's back (the poll is an hour away).
     @Test("/readyz stays 200 while another session holds the lock longer than the daemon's lock wait")
     func readyWhileLockHeld() throws {
         try TestDatabase.with { db in
             let folder = try MigrationFolder.shipped()
-            let daemon = try DaemonProcess(folder, database: db, ["--reconcile-interval", "300ms"])
-            #expect(daemon.waitUntilReady(), daemon.transcript)
             let connection = try db.connect()
-            let gone = try db.insertProject(connection, "deleted behind migrator's back")
-            #expect(try DaemonProcess.wait(timeout: 5) { try connection.roleRows(gone) == DaemonTests.complete }, daemon.transcript)
             let holder = try db.connect()
+
+            // A new project found by the poll (a batch) needs the lock.
+            let polling = try DaemonProcess(folder, database: db, ["--reconcile-interval", "1h"])
+            #expect(polling.waitUntilReady(), polling.transcript)
+            let gone = try db.insertProject(connection, "deleted behind migrator's back")
+            #expect(try DaemonProcess.wait(timeout: 5) { try connection.roleRows(gone) == DaemonTests.complete }, polling.transcript)
             try holder.query("SELECT pg_advisory_lock($1)", [E2E.lockKey])
-            // A notified project (a batch) and the links of a project deleted without migrator's trigger (a
-            // reconcile's full sync) both need the lock.
             let project = try db.insertProject(connection, "while locked")
+            #expect(DaemonProcess.wait(timeout: 20) { polling.stderr.contains("another runner holds the migration lock; the batch waits") }, polling.transcript)
+            let batchAnswer = try polling.get("/readyz")
+            #expect(batchAnswer.status == 200 && batchAnswer.body == "ready\n", "\(batchAnswer.body)")
+            #expect(!polling.stderr.contains("raise --lock-timeout"), polling.transcript)
+            #expect(try polling.metrics()["migrator_ready"] == 1)
+            // Released: the daemon catches up.
+            try holder.query("SELECT pg_advisory_unlock($1)", [E2E.lockKey])
+            #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(project) == DaemonTests.complete }, polling.transcript)
+            #expect(try polling.get("/readyz").status == 200)
+            #expect(polling.stop().code == 0, polling.transcript)
+
+            // The links of a project deleted without migrator's trigger: only a reconcile's full sync finds them.
+            let reconciling = try DaemonProcess(folder, database: db, ["--reconcile-interval", "300ms", "--poll-interval", "1h"])
+            #expect(reconciling.waitUntilReady(), reconciling.transcript)
+            try holder.query("SELECT pg_advisory_lock($1)", [E2E.lockKey])
             try connection.query("SET session_replication_role = replica")
             try connection.query("DELETE FROM main_project WHERE id = $1", [gone])
             try connection.query("RESET session_replication_role")
-            #expect(DaemonProcess.wait(timeout: 20) { daemon.stderr.contains("another runner holds the migration lock; the batch waits") }, daemon.transcript)
-            #expect(DaemonProcess.wait(timeout: 20) { daemon.stderr.contains("another runner holds the migration lock; the reconcile waits") }, daemon.transcript)
-            let answer = try daemon.get("/readyz")
-            #expect(answer.status == 200 && answer.body == "ready\n", "\(answer.body)")
-            #expect(!daemon.stderr.contains("raise --lock-timeout"), daemon.transcript)
-            #expect(try daemon.metrics()["migrator_ready"] == 1)
-            // Released: the daemon catches up.
+            #expect(DaemonProcess.wait(timeout: 20) { reconciling.stderr.contains("another runner holds the migration lock; the reconcile waits") }, reconciling.transcript)
+            let reconcileAnswer = try reconciling.get("/readyz")
+            #expect(reconcileAnswer.status == 200 && reconcileAnswer.body == "ready\n", "\(reconcileAnswer.body)")
+            #expect(!reconciling.stderr.contains("raise --lock-timeout"), reconciling.transcript)
+            #expect(try reconciling.metrics()["migrator_ready"] == 1)
             try holder.query("SELECT pg_advisory_unlock($1)", [E2E.lockKey])
-            #expect(try DaemonProcess.wait(timeout: 10) { try connection.roleRows(project) == DaemonTests.complete }, daemon.transcript)
-            #expect(try DaemonProcess.wait(timeout: 10) { try connection.count("SELECT count(*) FROM migrator.project_role_group WHERE project_id = $1", [gone]) == 0 }, daemon.transcript)
-            #expect(try daemon.get("/readyz").status == 200)
-            #expect(daemon.stop().code == 0, daemon.transcript)
+            #expect(try DaemonProcess.wait(timeout: 10) { try connection.count("SELECT count(*) FROM migrator.project_role_group WHERE project_id = $1", [gone]) == 0 }, reconciling.transcript)
+            #expect(try reconciling.get("/readyz").status == 200)
+            #expect(reconciling.stop().code == 0, reconciling.transcript)
         }
     }
 }
