@@ -233,6 +233,7 @@ struct AttachTests {
             #expect(try connection.count("SELECT count(*) FROM auth_group") == 5)
             try connection.query("DROP SCHEMA migrator CASCADE")
             #expect(try connection.count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'main_project'::regclass AND NOT tgisinternal") == 0)
+            #expect(try connection.count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth_group'::regclass AND NOT tgisinternal") == 0)
             #expect(try connection.count("SELECT count(*) FROM auth_group") == 5)
             #expect(try connection.count("SELECT count(*) FROM auth_group_permissions") == 82)
             try connection.query("DELETE FROM main_project WHERE id = $1", [id])
@@ -240,7 +241,7 @@ struct AttachTests {
         }
     }
 
-    @Test("migrate adds nothing to public beyond the app's tables; everything of migrator's is in its schema")
+    @Test("migrate adds nothing to public beyond the app's tables and its triggers (four on the project table, one on auth_group); everything else of migrator's is in its schema")
     func nothingInPublic() throws {
         try TestDatabase.with { db in
             let folder = try MigrationFolder.shipped()
@@ -254,7 +255,17 @@ struct AttachTests {
             #expect(try connection.scalar(
                 "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'migrator'::regnamespace AND relkind = 'r'"
             ) == "components,history,history_audit,history_statements,project_role_group,role_version")
-            #expect(try connection.scalar("SELECT string_agg(component || ' ' || version, ',' ORDER BY 1) FROM migrator.components") == "engine 3,role-sync 2")
+            #expect(try connection.scalar("SELECT string_agg(component || ' ' || version, ',' ORDER BY 1) FROM migrator.components") == "engine 3,role-sync 3")
+            // Outside its schema only triggers, calling its functions: four on the project table, one on auth_group.
+            #expect(try connection.scalar("""
+                SELECT string_agg(t, ',' ORDER BY t) FROM (
+                    SELECT tgrelid::regclass::text || ':' || tgname || ':' || tgfoid::regprocedure::text AS t
+                    FROM pg_trigger WHERE NOT tgisinternal) triggers
+                """) == "auth_group:migrator_group_deleted:migrator.group_deleted(),"
+                + "main_project:migrator_project_delete_groups:migrator.project_deleted(),"
+                + "main_project:migrator_project_notify_delete:migrator.project_notify(),"
+                + "main_project:migrator_project_notify_rename:migrator.project_notify(),"
+                + "main_project:migrator_project_truncate:migrator.projects_truncated()")
         }
     }
 

@@ -429,14 +429,14 @@ struct ConcurrentWritesTests {
         }
     }
 
-    /// Not handled, and pinned here as it is (README "Running next to a live app", "Not covered"): Django deletes a
-    /// group by first reading and deleting what references it, then the group; its foreign keys are checked at COMMIT.
-    /// When a full sync has locked the group and written a grant for it (the group permissions statement, and every
-    /// statement after it), the app's DELETE of the group waits for the sync's commit, and the app's COMMIT then finds
-    /// the sync's new grant, which its own deletes never saw: the app's transaction fails with SQLSTATE 23503 (not a
-    /// deadlock), and its retry succeeds. Before that statement, or in an incremental sync (which writes only the
-    /// changed pairs), the app's delete goes through, and the sync's catch-up pass makes the project a new group.
-    @Test("the app deletes one of our groups (Django's order: memberships, grants, then the group) while the sync is paused in each statement: the sync never fails, no deadlock; the app's transaction succeeds, except after a full sync wrote a grant for that group (23503 at its COMMIT, and its retry succeeds); the sync's catch-up pass, or the next sync after a retry, gives the project a new group", arguments: cases)
+    /// Django deletes a group by first reading and deleting what references it, then the group; its foreign keys are
+    /// checked at COMMIT. When a full sync has locked the group and written a grant for it (the group permissions
+    /// statement, and every statement after it), the app's DELETE of the group waits for the sync's commit. Its own
+    /// deletes never saw the sync's new grant, so before role-sync step 3 the app's COMMIT failed with 23503; now
+    /// migrator's `group_deleted` trigger on auth_group (BEFORE DELETE, after the row lock, with a new snapshot) deletes
+    /// that grant with the group, and the app's transaction commits in every phase. A group deleted before the sync's
+    /// catch-up pass is made anew by it; one deleted after the sync committed is drift until the next sync.
+    @Test("the app deletes one of our groups (Django's order: memberships, grants, then the group) while the sync is paused in each statement: the sync never fails, no deadlock; the app's transaction commits, also after a full sync wrote a grant for that group (migrator's trigger on auth_group deletes it with the group); the sync's catch-up pass, or the next sync, gives the project a new group", arguments: cases)
     func groupDeletedDuringPhase(phase: Phase, incremental: Bool) async throws {
         try await TestDatabase.with("groupdeleted\(phase)\(incremental)") { database in
             let (control, ids) = try Self.prepared(database, incremental: incremental)
@@ -475,16 +475,17 @@ struct ConcurrentWritesTests {
             try Self.release(control)
             let report = try await sync.wait()
             #expect(report.recordedVersion)
-            let wroteForTheGroup = !incremental && [.groupPermissions, .objectPermissions, .rename].contains(phase)
-            #expect(try await app.wait() == (wroteForTheGroup ? "23503" : "committed"))
+            // The phases in which a full sync has locked the group and written for it: the app's DELETE waited for the
+            // sync's commit, so the group goes after the sync's catch-up pass.
+            let deletedAfterTheSync = !incremental && [.groupPermissions, .objectPermissions, .rename].contains(phase)
+            #expect(try await app.wait() == "committed")
             #expect(try Self.deadlocks(control) == deadlocks)
-            if wroteForTheGroup {
-                try control.execute(script: djangoDelete)
-            }
             #expect(try Base.count(control, "SELECT count(*) AS n FROM auth_group WHERE id = \(group)") == 0)
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM auth_group_permissions WHERE group_id = \(group)") == 0)
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM guardian_groupobjectpermission WHERE group_id = \(group)") == 0)
             // A group deleted before the sync's catch-up pass is made anew by it: the project is in step at once. One
-            // deleted after the sync (the retry) is drift, and the next sync makes it.
-            #expect(try RoleSynchronizer(catalogue: catalogue).drift(control).projectIDs == (wroteForTheGroup ? [x] : []))
+            // deleted after the sync committed is drift, and the next sync makes it.
+            #expect(try RoleSynchronizer(catalogue: catalogue).drift(control).projectIDs == (deletedAfterTheSync ? [x] : []))
             try Base.sync(control, catalogue, .init(force: true))
             try Self.expectSettled(control, catalogue, deadlocksBefore: deadlocks)
         }

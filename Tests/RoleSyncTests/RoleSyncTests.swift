@@ -628,6 +628,49 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("the app deleting one of our groups itself takes the rows that reference it along (grants, object permissions, memberships); a group of the app's own keeps its foreign keys; a project delete still removes its groups")
+    func groupDeletedByTheApp() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b"])
+            try Self.sync(connection)
+            let group = try Self.count(connection, "SELECT group_id AS n FROM migrator.project_role_group WHERE project_id = \(ids[0]) AND role = 'Researcher'")
+            try connection.execute(script: """
+                INSERT INTO users_user (username) VALUES ('ada');
+                INSERT INTO users_user_groups (user_id, group_id) SELECT id, \(group) FROM users_user;
+                """)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group_permissions WHERE group_id = \(group)") > 0)
+            // The group alone, in a transaction of its own: the foreign keys (deferred, as Django makes them) pass at COMMIT.
+            try connection.execute(script: "BEGIN; DELETE FROM auth_group WHERE id = \(group); COMMIT;")
+            for table in ["auth_group_permissions", "guardian_groupobjectpermission", "users_user_groups", "migrator.project_role_group"] {
+                #expect(try Self.count(connection, "SELECT count(*) AS n FROM \(table) WHERE group_id = \(group)") == 0, "\(table)")
+            }
+            #expect(try RoleSynchronizer(catalogue: .reference).drift(connection).projectIDs == [ids[0]])
+            try Self.sync(connection, .reference, .init(force: true))
+            #expect(try RoleSynchronizer(catalogue: .reference).drift(connection).projectIDs == [])
+
+            // A group that is not a role group: deleting it with a grant left is the app's foreign key error, as before.
+            try connection.execute(script: """
+                INSERT INTO auth_group (name) VALUES ('staff');
+                INSERT INTO auth_group_permissions (group_id, permission_id)
+                    SELECT g.id, min(p.id) FROM auth_group g, auth_permission p WHERE g.name = 'staff' GROUP BY g.id;
+                """)
+            let refused = #expect(throws: PostgresError.self) {
+                try connection.execute(script: "BEGIN; DELETE FROM auth_group WHERE name = 'staff'; COMMIT;")
+            }
+            #expect(refused?.sqlState == "23503")
+            _ = try? connection.query("ROLLBACK")
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group WHERE name = 'staff'") == 1)
+
+            // The project delete (delete_role_groups, which tells the group trigger to stand aside) still removes
+            // every group of the project with what references it.
+            try connection.query("DELETE FROM main_project WHERE id = $1", [ids[1]])
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.project_role_group WHERE project_id = \(ids[1])") == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group g WHERE NOT EXISTS (SELECT 1 FROM migrator.project_role_group l WHERE l.group_id = g.id) AND g.name <> 'staff'") == 0)
+            #expect(try RoleSynchronizer(catalogue: .reference).drift(connection).projectIDs == [])
+        }
+    }
+
     @Test("a sync with nothing to do (one quick query) still puts back a trigger the app dropped and the links' foreign key, and does not take another's trigger of our name for ours")
     func unchangedSyncRepairs() throws {
         try TestDatabase.with { database in

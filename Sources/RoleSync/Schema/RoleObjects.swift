@@ -14,6 +14,9 @@ import Postgres
 /// - the trigger functions `project_deleted`, `projects_truncated` and `project_notify` (renames and deletes; no
 ///   trigger of ours fires on INSERT: `serve` polls for new projects); the triggers themselves sit on the project
 ///   table and are kept in step with the target by ``RoleTargetResolver``.
+/// - the trigger function `group_deleted`, on `auth_group` (BEFORE DELETE, per row): a role group the app deletes
+///   itself takes along the rows that reference it, including those a sync wrote while the app's DELETE waited for
+///   it (see ``installVersion3(_:_:_:)``).
 public enum RoleObjects {
     /// Versions and checksums of the migrations of earlier releases whose work this component took over.
     static let supersededMigrations: [(version: Int64, checksums: [String])] = [
@@ -25,7 +28,62 @@ public enum RoleObjects {
     public static let component = OwnObjectsComponent(name: "role-sync", steps: [
         .init(version: 1, summary: "role versions, project/role/group links, trigger functions", apply: installVersion1),
         .init(version: 2, summary: "delete_role_groups locks the groups before the rows that reference them", apply: installVersion2),
+        .init(version: 3, summary: "group_deleted: a role group the app deletes takes the rows that reference it along", apply: installVersion3),
     ])
+
+    /// The transaction-local setting with which `delete_role_groups` tells `group_deleted` that the rows referencing
+    /// the groups it deletes are gone already (it holds the groups' locks, so no sync wrote any since).
+    static let deletingGroupsSetting = "migrator.deleting_role_groups"
+
+    /// An app that deletes one of our role groups itself (Django: the memberships and grants it read, then the group;
+    /// its foreign keys are checked at COMMIT) may have its DELETE wait for a sync that locked the group and wrote a
+    /// grant for it. Its own deletes never saw that grant, so its COMMIT used to fail with 23503. `group_deleted` runs
+    /// BEFORE DELETE of each row of the group table, after the server has locked the row (so after that sync
+    /// committed), and its statements take a new snapshot: they see the sync's rows and delete them with the group.
+    /// A group that is not ours (no link) is left to the app: its foreign keys behave as before.
+    ///
+    /// `delete_role_groups` (the project delete and truncate triggers, a sync removing roles) deletes the referencing
+    /// rows itself, holding the groups' locks; it sets ``deletingGroupsSetting`` around its DELETE of the groups so
+    /// that the trigger costs one setting lookup per group, not a catalog query and a DELETE per referencing table.
+    @Sendable
+    static func installVersion3(_ connection: Connection, _ schema: OwnSchema, _ logger: Logger) throws {
+        _ = try connection.execute(script: deleteGroupsSQLVersion3(schema) + "\n" + groupDeletedSQL(schema))
+    }
+
+    static func groupDeletedSQL(_ schema: OwnSchema) -> String {
+        let links = schema.qualified("project_role_group")
+        return """
+            CREATE OR REPLACE FUNCTION \(schema.qualified("group_deleted"))() RETURNS trigger
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                ref record;
+            BEGIN
+                IF current_setting('\(deletingGroupsSetting)', true) = 'on' THEN
+                    RETURN OLD;  -- delete_role_groups deleted what references its groups already
+                END IF;
+                IF NOT EXISTS (SELECT 1 FROM \(links) WHERE group_id = OLD.id) THEN
+                    RETURN OLD;  -- not a role group: the app's own foreign keys decide
+                END IF;
+                FOR ref IN
+                    SELECT c.conrelid::regclass AS tbl, a.attname AS col
+                    FROM pg_constraint c
+                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                    WHERE c.contype = 'f' AND c.confrelid = TG_RELID AND cardinality(c.conkey) = 1
+                      AND c.conrelid <> '\(links)'::regclass AND c.conrelid <> TG_RELID
+                    ORDER BY c.conrelid::regclass::text, a.attname
+                LOOP
+                    EXECUTE format('DELETE FROM %s WHERE %I = $1', ref.tbl, ref.col) USING OLD.id;
+                END LOOP;
+                RETURN OLD;
+            END;
+            $fn$;
+            """
+    }
+
+    /// Version 2's function, with ``deletingGroupsSetting`` on around its DELETE of the groups.
+    static func deleteGroupsSQLVersion3(_ schema: OwnSchema) -> String {
+        deleteGroupsSQLVersion2(schema, markingItsDelete: true)
+    }
 
     /// `delete_role_groups` takes the sync's lock order (``DesiredRows/lockCTEs(_:)``): the project row is locked by the
     /// app's DELETE already, then the groups (`FOR UPDATE`, in id order), then the rows that reference them. Version 1
@@ -36,8 +94,17 @@ public enum RoleObjects {
         _ = try connection.execute(script: deleteGroupsSQLVersion2(schema))
     }
 
-    static func deleteGroupsSQLVersion2(_ schema: OwnSchema) -> String {
+    /// - Parameter markingItsDelete: version 3's change (``installVersion3(_:_:_:)``).
+    static func deleteGroupsSQLVersion2(_ schema: OwnSchema, markingItsDelete: Bool = false) -> String {
         let links = schema.qualified("project_role_group")
+        let groupsDelete = "EXECUTE format('DELETE FROM %s WHERE id = ANY ($1)', groups) USING gids;"
+        let markedDelete = markingItsDelete
+            ? """
+            PERFORM set_config('\(deletingGroupsSetting)', 'on', true);
+                            \(groupsDelete)
+                            PERFORM set_config('\(deletingGroupsSetting)', 'off', true);
+            """
+            : groupsDelete
         return """
             CREATE OR REPLACE FUNCTION \(schema.qualified("delete_role_groups"))(gids integer[]) RETURNS integer
             LANGUAGE plpgsql AS $fn$
@@ -74,7 +141,7 @@ public enum RoleObjects {
                 LOOP
                     EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1)', ref.tbl, ref.col) USING gids;
                 END LOOP;
-                EXECUTE format('DELETE FROM %s WHERE id = ANY ($1)', groups) USING gids;
+                \(markedDelete)
                 GET DIAGNOSTICS deleted = ROW_COUNT;
                 RETURN deleted;
             END;

@@ -19,15 +19,26 @@ public struct ResolvedTarget: Sendable {
     public var stored: RoleSynchronizer.StoredVersion?
 }
 
-/// Checks the target and keeps the project table's triggers in step with it.
+/// Checks the target and keeps our triggers (on the project table, and one on auth_group) in step with it.
 enum RoleTargetResolver {
     /// No trigger fires on INSERT: `serve` finds new projects by polling past a watermark (see
     /// ``NewProjectsPoll``), so the app's inserts pay nothing for migrator. A database of an earlier release loses
     /// its `migrator_project_notify_insert` on the next check (the set differs, so every trigger of ours is replaced).
+    ///
+    /// `migrator_group_deleted` sits on `auth_group` (see ``RoleObjects/installVersion3(_:_:_:)``); the others on the
+    /// project table. Sorted by name, as the checks read them back.
     static let triggerNames = [
-        "migrator_project_delete_groups", "migrator_project_notify_delete", "migrator_project_notify_rename",
-        "migrator_project_truncate",
+        "migrator_group_deleted", "migrator_project_delete_groups", "migrator_project_notify_delete",
+        "migrator_project_notify_rename", "migrator_project_truncate",
     ]
+
+    /// Our trigger functions, whichever table their triggers sit on.
+    static let triggerFunctions = ["project_deleted", "projects_truncated", "project_notify", "group_deleted"]
+
+    /// `'project_deleted', …`, for `proname IN (…)`: names this binary holds, none from input.
+    private static var triggerFunctionList: String {
+        triggerFunctions.map { "'\($0)'" }.joined(separator: ", ")
+    }
 
     /// Also reads the latest stored role version, so that a sync with nothing to do needs no query of its own for
     /// it. Fails with 42P01 / 3F000 when migrator's role objects are not installed.
@@ -58,7 +69,7 @@ enum RoleTargetResolver {
                                   || replace(encode(tg.tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tg.tgname)
                 FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
                 WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))
-                  AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')) AS triggers,
+                  AND f.proname IN (\(triggerFunctionList))) AS triggers,
                (SELECT version FROM stored) AS stored_version
         FROM t
         """
@@ -72,7 +83,7 @@ enum RoleTargetResolver {
     static func quickStatement(_ target: RoleTarget, schema: OwnSchema) -> SyncStatement {
         SyncStatement("check the stored version and the triggers") { p in
         let table = p.text(target.tableSQL)
-        let functions = ["project_deleted", "projects_truncated", "project_notify"]
+        let functions = triggerFunctions
             .map { "to_regprocedure(\(p.text(schema.qualified($0) + "()")))" }.joined(separator: ", ")
         return """
         SELECT to_regclass(\(table))::text AS table_sql,
@@ -80,7 +91,8 @@ enum RoleTargetResolver {
                (SELECT string_agg(tgname || '|' || tgrelid::regclass::text || '|'
                                   || replace(encode(tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tgname)
                 FROM pg_trigger
-                WHERE tgrelid = to_regclass(\(table)) AND NOT tgisinternal AND tgfoid = ANY (ARRAY[\(functions)])) AS triggers,
+                WHERE tgrelid = ANY (ARRAY[to_regclass(\(table)), to_regclass('auth_group')]) AND NOT tgisinternal
+                  AND tgfoid = ANY (ARRAY[\(functions)])) AS triggers,
                EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(p.text(schema.qualified("project_role_group"))))
                        AND contype = 'f' AND confrelid = to_regclass('auth_group')) AS links_reference_groups
         """
@@ -190,7 +202,9 @@ enum RoleTargetResolver {
             "migrator_project_notify_rename": "\(id),\(target.nameColumn),",
             "migrator_project_truncate": "",
         ]
-        return triggerNames.map { "\($0)|\(table)|\(arguments[$0] ?? "")" }.joined(separator: ";")
+        // Django's auth_group, found on the search_path as every statement of the sync finds it (so printed bare).
+        let tables = ["migrator_group_deleted": "auth_group"]
+        return triggerNames.map { "\($0)|\(tables[$0] ?? table)|\(arguments[$0] ?? "")" }.joined(separator: ";")
     }
 
     /// Triggers on any table that call our trigger functions: `tgname`, `tbl`.
@@ -200,7 +214,7 @@ enum RoleTargetResolver {
             SELECT tg.tgname, tg.tgrelid::regclass::text AS tbl
             FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
             WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(p.text(schema.name)))
-              AND f.proname IN ('project_deleted', 'projects_truncated', 'project_notify')
+              AND f.proname IN (\(triggerFunctionList))
             """
         }
     }
@@ -235,6 +249,8 @@ enum RoleTargetResolver {
                 EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)', '\(resolved.target.nameColumn)');
             CREATE TRIGGER migrator_project_notify_delete AFTER DELETE ON \(table)
                 FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("project_notify"))('\(id)');
+            CREATE TRIGGER migrator_group_deleted BEFORE DELETE ON auth_group
+                FOR EACH ROW EXECUTE FUNCTION \(schema.qualified("group_deleted"))();
             """
         let phase = "install the triggers on the project table \(table)"
         let links = schema.qualified("project_role_group")
@@ -268,6 +284,6 @@ enum RoleTargetResolver {
         } catch {
             throw failed(error)
         }
-        logger.info("installed the project table's triggers", metadata: ["roles.project_table": "\(table)"])
+        logger.info("installed the triggers on the project table and auth_group", metadata: ["roles.project_table": "\(table)"])
     }
 }

@@ -80,6 +80,12 @@ def public_objects(dbname):
     }
 
 
+def is_migrator_trigger(item):
+    """Whether an item of public_objects is one of the triggers migrator puts on the app's tables: migrator_% on the
+    project table, and migrator_group_deleted on auth_group."""
+    return bool(re.fullmatch(r"trigger migrator_\S+ on main_project", item)) or item == "trigger migrator_group_deleted on auth_group"
+
+
 def schema_exists(dbname, name):
     return query(dbname, "SELECT to_regnamespace(%s) IS NOT NULL", (name,))[0][0]
 
