@@ -66,7 +66,7 @@ print(f"catalogue:   {os.path.relpath(args.catalogue)}: {len(roles)} roles, {len
       f"catalogue; one added: {added[0][0]}+{added[0][1]}")
 print(f"setup:       sizes {', '.join(f'{s:,}' for s in sizes)} projects; {runs} timed run(s) of each side; every side on its "
       f"own copy (CREATE DATABASE ... TEMPLATE, then VACUUM ANALYZE) of the same template; timeout {args.timeout} s; "
-      "wall time and max RSS (wait4) of each process")
+      f"wall time and max RSS ({benchlib.RSS_TOOL}) of each process")
 print()
 
 # --- SQL of the floors ------------------------------------------------------------------------------------------------

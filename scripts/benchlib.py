@@ -104,23 +104,47 @@ class Run:
         return json.loads(self.stdout)
 
 
-def run(command, env=None, timeout=None, check=True, name="bench", work="/tmp"):
-    """Runs command; wall time from just before the fork to wait4's return, max RSS (KiB) from wait4's rusage of that
-    process alone. Standard output and error go to files (no pipe to drain while timing). On timeout the process is
-    killed (SIGKILL) and Run.stopped says after how long."""
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+RSS_TOOL = "GNU time -f %M" if TIME else "wait4's ru_maxrss (an upper bound: it includes the forking Python's own)"
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def run(command, env=None, timeout=None, check=True, name="bench", work="/tmp", rss=True):
+    """Runs command; wall time from just before the fork to the wait's return. rss=True: the peak memory (max RSS,
+    KiB) of the command itself, by /usr/bin/time -f %M around it (a small C program; wait4's own figure for a child
+    of Python carries Python's RSS, which the kernel keeps across exec), or wait4's figure when there is no
+    /usr/bin/time; rss=False: no wrapper, Run.max_rss_kib is wait4's upper bound. Standard output and error go to
+    files (no pipe to drain while timing). On timeout the command is killed (SIGKILL) and Run.stopped says after how
+    long."""
     out = open(os.path.join(work, f"run-{os.getpid()}.out"), "w+")
     err = open(os.path.join(work, f"run-{os.getpid()}.err"), "w+")
+    rss_file = os.path.join(work, f"run-{os.getpid()}.rss")
+    wrapped = rss and TIME is not None
+    full = [TIME, "-f", "%M", "-o", rss_file, *command] if wrapped else list(command)
     stopped = []
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(full, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     timer = None
     if timeout:
         def kill():
             stopped.append(f"stopped after {timeout} s")
-            try:
-                os.kill(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in (_children(process.pid) if wrapped else []) + [process.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         timer = threading.Timer(timeout, kill)
         timer.start()
     _, wait_status, usage = os.wait4(process.pid, 0)
@@ -128,11 +152,21 @@ def run(command, env=None, timeout=None, check=True, name="bench", work="/tmp"):
     if timer:
         timer.cancel()
     process.returncode = os.waitstatus_to_exitcode(wait_status)
+    max_rss = usage.ru_maxrss
+    if wrapped:
+        try:
+            with open(rss_file) as f:
+                numbers = [line.strip() for line in f if line.strip().isdigit()]
+            max_rss = int(numbers[-1]) if numbers else None
+        except OSError:
+            max_rss = None
     out.seek(0)
     err.seek(0)
-    result = Run(wall, usage.ru_maxrss, process.returncode, out.read(), err.read(), stopped[0] if stopped else None)
+    result = Run(wall, max_rss, process.returncode, out.read(), err.read(), stopped[0] if stopped else None)
     out.close()
     err.close()
+    if wrapped and result.status != 0 and result.stderr.startswith("Command exited with non-zero status"):
+        result.stderr = result.stderr.split("\n", 1)[-1]
     if check and result.stopped is None and result.status != 0:
         sys.stderr.write(result.stderr[-4000:])
         sys.exit(f"{name}: {os.path.basename(command[0])} {' '.join(command[1:2])} exited with status {result.status}")
