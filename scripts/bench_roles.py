@@ -112,26 +112,15 @@ def first_sync_sql():
     return "\n".join(out) + "\n"
 
 
-# The no-op floor: one statement that reads the rows a reconcile must read (every project's links and groups, every
-# group permission and object permission of the linked groups) and compares them with the desired rows; it counts the
-# differences (0 here).
-NOOP_SQL = f"""\\timing on
-WITH want AS (
-  SELECT l.project_id, l.group_id, ap.id AS permission_id
-  FROM main_project p
-  JOIN migrator.project_role_group l ON l.project_id = p.id
-  JOIN auth_group g ON g.id = l.group_id AND g.name = p.id::text || '_' || p.name || '_' || l.role
-  JOIN (VALUES {pair_values(pairs)}) AS w(role, codename) ON w.role = l.role
-  JOIN auth_permission ap ON ap.codename = w.codename AND ap.content_type_id = {CT}
-), linked AS (SELECT group_id, project_id FROM migrator.project_role_group)
-SELECT (SELECT count(*) FROM ((SELECT group_id, permission_id FROM want)
-          EXCEPT ALL (SELECT gp.group_id, gp.permission_id FROM auth_group_permissions gp JOIN linked USING (group_id))) d)
-     + (SELECT count(*) FROM ((SELECT gp.group_id, gp.permission_id FROM auth_group_permissions gp JOIN linked USING (group_id))
-          EXCEPT ALL (SELECT group_id, permission_id FROM want)) d)
-     + (SELECT count(*) FROM ((SELECT project_id::text, group_id, permission_id FROM want)
-          EXCEPT ALL (SELECT o.object_pk, o.group_id, o.permission_id FROM guardian_groupobjectpermission o JOIN linked USING (group_id))) d)
-     + (SELECT count(*) FROM ((SELECT o.object_pk, o.group_id, o.permission_id FROM guardian_groupobjectpermission o JOIN linked USING (group_id))
-          EXCEPT ALL (SELECT project_id::text, group_id, permission_id FROM want)) d) AS differences;
+# The no-op floor: one statement that reads the rows a reconcile must read (every project with its links and groups, the
+# linked groups' group permissions and object permissions) and counts them. It does not compare them with the
+# catalogue, so it is a lower bound on any reconcile that reads them.
+NOOP_SQL = """\\timing on
+SELECT (SELECT count(*) FROM main_project p JOIN migrator.project_role_group l ON l.project_id = p.id
+          JOIN auth_group g ON g.id = l.group_id AND g.name = p.id::text || '_' || p.name || '_' || l.role)
+     + (SELECT count(*) FROM auth_group_permissions gp JOIN migrator.project_role_group l ON l.group_id = gp.group_id)
+     + (SELECT count(*) FROM guardian_groupobjectpermission o JOIN migrator.project_role_group l
+          ON l.group_id = o.group_id AND o.object_pk = l.project_id::text) AS rows_read;
 """
 
 FIRST_SQL = os.path.join(args.work, "first-sync-floor.sql")
@@ -231,8 +220,9 @@ TITLES = {
               "vs psql inserting exactly the missing rows (2 per role per project) in one transaction",
     "one-added": "one permission added to one role (`update-roles --no-force --roles plus1.json`) vs psql inserting exactly "
                  "those rows (1 group and 1 object permission per project) in one transaction",
-    "noop": "no-op full reconcile (`update-roles --force`), 0 rows to write, vs one statement that reads the same rows and "
-            "compares them with the desired ones",
+    "noop": "no-op full reconcile (`update-roles --force`), 0 rows to write, vs one statement that reads the same rows "
+            "(projects with their links and groups, the linked groups' group and object permissions) and counts them "
+            "(no comparison with the catalogue: a lower bound)",
 }
 
 
@@ -450,8 +440,8 @@ for n in sizes:
             else:
                 r = psql_file(db, NOOP_FILE)
                 found = re.search(r"^\s*(\d+)\s*$", r.stdout, re.M)
-                differences = found.group(1) if found else "?"
-                f.add(r, "" if r.stopped else f"statement {ms(r.server_ms)}, {differences} differences found")
+                rows_read = int(found.group(1)) if found else 0
+                f.add(r, "" if r.stopped else f"statement {ms(r.server_ms)}, {rows_read:,} rows read")
     server.drop(db)
     scenario_print("noop", n, [m, f], READ_LIMIT)
     keep("noop", m, n)
