@@ -171,7 +171,7 @@ public final class MigrationSession {
         try Self.entries(options, required: required)
     }
 
-    static func entries(_ options: MigratorOptions, required: Bool) throws(MigrationError) -> [MigrationDirectory.Entry]? {
+    public static func entries(_ options: MigratorOptions, required: Bool) throws(MigrationError) -> [MigrationDirectory.Entry]? {
         guard let path = options.migrationsPath else {
             if required {
                 throw MigrationError(
@@ -275,8 +275,8 @@ public final class MigrationSession {
         try migrate(entries: entries(required: true) ?? [])
     }
 
-    /// ``migrate()`` with the folder listed by the caller.
-    func migrate(entries: [MigrationDirectory.Entry]) throws(MigrationError) -> MigrateReport {
+    /// ``migrate()`` with the folder listed by the caller (once for a whole fleet).
+    public func migrate(entries: [MigrationDirectory.Entry]) throws(MigrationError) -> MigrateReport {
         let clock = ContinuousClock()
         let start = clock.now
         let run = { () throws(MigrationError) -> RunResult in
