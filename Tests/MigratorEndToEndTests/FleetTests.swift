@@ -358,6 +358,17 @@ struct FleetTests {
             #expect(status.exitCode == 0 && status.stdout.contains("2 applied, 0 pending"), status.transcript)
             let lone = try E2E.run(E2E.migrate(folder, "--database-url", try fleet.url(0), "--parallel", "2"), environment: Self.environment)
             #expect(lone.exitCode == 64 && lone.stderr.contains("--parallel is for a fleet run"), lone.transcript)
+
+            // MIGRATOR_TARGETS is a variable: one --database-url, an option, wins over it (a single-database run).
+            let targets = try fleet.targetsFile(0..<2)
+            var environment = Self.environment
+            environment["MIGRATOR_TARGETS"] = targets
+            let single = try E2E.run(E2E.migrate(folder, "--database-url", try fleet.url(0)), environment: environment)
+            #expect(single.exitCode == 0 && single.stdout.contains("nothing to migrate"), single.transcript)
+            let both = try E2E.run(E2E.migrate(folder, "--targets", targets, "--database-url", try fleet.url(0)), environment: Self.environment)
+            #expect(both.exitCode == 64 && both.stderr.contains("--targets and --database-url contradict each other"), both.transcript)
+            let exec = try E2E.run(E2E.migrate(folder, "--targets", targets, "--then-exec", "--", "true"), environment: Self.environment)
+            #expect(exec.exitCode == 64 && exec.stderr.contains("a fleet run"), exec.transcript)
         }
     }
 }
