@@ -20,7 +20,7 @@ struct MigratorCommand: ParsableCommand {
 
             Exit codes: 0 success or nothing to do; 1 a migration or hook failed (lint: an error finding); 2 the \
             migration files are invalid or disagree with the history (migrate --lint error: a lint error); 3 verify found problems; 4 cannot connect; 5 gave up waiting \
-            for the lock; 6 the server is read-only; 64 usage error; 74 standard output could not be written; 127 the \
+            for the lock; 6 the server is read-only; 7 a fleet run's targets failed with different codes; 64 usage error; 74 standard output could not be written; 127 the \
             --then-exec command (or, for serve, migrator-serve) could not be started.
             """,
         subcommands: [

@@ -231,6 +231,10 @@ public struct ConnectionConfig: Sendable {
         return output
     }
 
+    /// The options libpq reads from a connection string (only those the string sets), or nil when it cannot parse
+    /// it. For callers that must know what a string names before connecting (a fleet's targets file).
+    public static func options(of connectionString: String) -> [String: String]? { parse(connectionString) }
+
     /// The options libpq reads from a connection string, or nil when it cannot parse it.
     static func parse(_ connectionString: String) -> [String: String]? {
         var errorMessage: UnsafeMutablePointer<CChar>?

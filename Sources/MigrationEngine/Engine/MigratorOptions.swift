@@ -33,6 +33,10 @@ public struct MigratorOptions: Sendable {
     /// Start on a database that has migrations newer than the folder (numbered above every file: a rolled-back
     /// release): nothing is applied or reverted, the run warns and succeeds.
     public var allowNewerDatabase = false
+    /// A tenant's schema (schema-per-tenant fleets): the session's `search_path` is this schema, then `public`, so
+    /// that the migrations create and alter the tenant's tables. Checked as an identifier (``SQLIdentifier``) and
+    /// spliced quoted; nil leaves the server's `search_path` alone.
+    public var searchPath: String?
     /// How often to say who holds the lock while waiting.
     public var lockReportInterval: Duration
     /// Asked while waiting for the lock and before each migration and hook: once it returns true the run ends with

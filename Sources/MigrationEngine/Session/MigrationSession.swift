@@ -48,6 +48,13 @@ public final class MigrationSession {
     /// Whether this session holds the migration lock now.
     public var holdsLock: Bool { lockDepth > 0 }
 
+    /// For a caller that closes the session right after its one job (a fleet target): the lock is then released by
+    /// closing the connection (the server frees a session's advisory locks when it ends) instead of by a statement,
+    /// which saves a round trip per target. Until then the session keeps the lock, also between two `withLock`s.
+    public var releasesLockByClosing = false
+    /// The lock is held though no `withLock` is running (``releasesLockByClosing``).
+    private var lockKept = false
+
     var history: HistoryStore { HistoryStore(schema: options.schema) }
     var lockKey: Int64 { options.schema.lockKey }
     /// The engine's own objects first, then each hook's.
@@ -111,7 +118,7 @@ public final class MigrationSession {
     }
 
     private func enterLock(timeout: Duration?) throws(MigrationError) {
-        if lockDepth == 0 { try acquireLock(timeout: timeout ?? options.lockTimeout) }
+        if lockDepth == 0, !lockKept { try acquireLock(timeout: timeout ?? options.lockTimeout) }
         lockDepth += 1
         guard lockDepth == 1 else { return }
         do {
@@ -124,7 +131,12 @@ public final class MigrationSession {
 
     private func leaveLock() {
         lockDepth -= 1
-        if lockDepth == 0 { AdvisoryLock.release(connection, key: lockKey, logger: logger) }
+        guard lockDepth == 0 else { return }
+        if releasesLockByClosing {
+            lockKept = true
+        } else {
+            AdvisoryLock.release(connection, key: lockKey, logger: logger)
+        }
     }
 
     /// How long the last wait for the lock took.
@@ -171,7 +183,7 @@ public final class MigrationSession {
         try Self.entries(options, required: required)
     }
 
-    static func entries(_ options: MigratorOptions, required: Bool) throws(MigrationError) -> [MigrationDirectory.Entry]? {
+    public static func entries(_ options: MigratorOptions, required: Bool) throws(MigrationError) -> [MigrationDirectory.Entry]? {
         guard let path = options.migrationsPath else {
             if required {
                 throw MigrationError(
@@ -275,8 +287,8 @@ public final class MigrationSession {
         try migrate(entries: entries(required: true) ?? [])
     }
 
-    /// ``migrate()`` with the folder listed by the caller.
-    func migrate(entries: [MigrationDirectory.Entry]) throws(MigrationError) -> MigrateReport {
+    /// ``migrate()`` with the folder listed by the caller (once for a whole fleet).
+    public func migrate(entries: [MigrationDirectory.Entry]) throws(MigrationError) -> MigrateReport {
         let clock = ContinuousClock()
         let start = clock.now
         let run = { () throws(MigrationError) -> RunResult in

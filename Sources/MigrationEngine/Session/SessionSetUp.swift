@@ -36,6 +36,9 @@ struct SessionSetUp {
             settings.append(("idle_session_timeout", "0"))
         }
         if serverVersion >= 170000 { settings.append(("transaction_timeout", "0")) }
+        // A tenant's schema first, then public (where extensions usually live). The name passed SQLIdentifier's
+        // check (letters, digits, underscores), so quoting it makes a literal that needs no escaping.
+        if let schema = options.searchPath { settings.append(("search_path", SQLIdentifier.quote(schema) + ", public")) }
         return settings
     }
 
@@ -62,7 +65,8 @@ struct SessionSetUp {
                current_setting('transaction_read_only') AS read_only,
                CASE WHEN ours AND $1::boolean AND NOT pg_is_in_recovery()
                     THEN pg_try_advisory_lock($2::bigint) ELSE false END AS locked,
-               obj_description(to_regnamespace($3::text), 'pg_namespace') AS own_objects
+               obj_description(to_regnamespace($3::text), 'pg_namespace') AS own_objects,
+               $6::text IS NULL OR to_regnamespace($6::text) IS NOT NULL AS search_schema_exists
         FROM session
         """
     }
@@ -79,7 +83,7 @@ struct SessionSetUp {
             let result = try runCancellable(on: connection) { () throws(PostgresError) -> QueryResult in
                 try connection.query(sql(options: options, serverVersion: connection.serverVersion), [
                     tryLock, options.schema.lockKey, options.schema.name, connection.backendPID,
-                    connection.allowsSessionPooler,
+                    connection.allowsSessionPooler, options.searchPath,
                 ])
             }.from("the session set-up")
             guard let first = result.first else {
@@ -103,6 +107,14 @@ struct SessionSetUp {
             readOnly = try row.decode("read_only", as: Bool.self)
             facts.locked = tryLock ? try row.decode("locked", as: Bool.self) : nil
             facts.ownObjects = try row.decodeIfPresent("own_objects", as: String.self)
+            if let schema = options.searchPath, try !row.decode("search_schema_exists", as: Bool.self) {
+                // Without it the migrations would create their tables in public, the next schema on the path.
+                throw MigrationError(
+                    code: .invalidInput,
+                    message: "the tenant schema \(SQLIdentifier.quote(schema)) does not exist on \(connection.safeDescription); nothing was changed",
+                    hint: "create the tenant's schema first (CREATE SCHEMA), or correct schema= in the targets file"
+                )
+            }
         } catch let error as MigrationError {
             throw error
         } catch {

@@ -16,6 +16,7 @@ struct MigrateCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var runOptions: RunOptions
     @OptionGroup var roles: RolesOptions
+    @OptionGroup(title: "Fleets") var fleet: FleetOptions
 
     @Flag(name: .customLong("force-roles"), help: "Reconcile every project's roles even when the role version is unchanged (env: MIGRATOR_FORCE_ROLES=1).")
     var forceRoles = false
@@ -52,6 +53,9 @@ struct MigrateCommand: ParsableCommand {
             throw ValidationError("a command after `--` is only run with --then-exec")
         }
         if thenExec && dryRun { throw ValidationError("--then-exec and --dry-run contradict each other; pass one") }
+        if thenExec && fleet.isFleet(global) {
+            throw ValidationError("--then-exec runs one app after one database's migrate; a fleet run (--targets, several --database-url) cannot exec an app")
+        }
         if let target, target < 0 { throw ValidationError("--to must be a version number, or 0 to reverse every migration; got \(target)") }
         _ = try LintMode.resolve(lint)
         if try resolvedSkipRoles && resolvedForceRoles {
@@ -65,7 +69,8 @@ struct MigrateCommand: ParsableCommand {
     var resolvedForceRoles: Bool { get throws { try forceRoles || !skipRoles && environmentFlag("MIGRATOR_FORCE_ROLES") == true } }
 
     func run() throws {
-        let logger = try global.makeLogger()
+        let fleetRun = try FleetRun.prepare(command: "migrate", fleet: fleet, global: global, json: json)
+        let logger = try global.makeLogger(redacting: fleetRun?.redactor)
         var options = try runOptions.options(migrations: global.resolvedMigrations, schema: global.resolvedSchema)
         options.target = target
         options.dryRun = dryRun
@@ -77,6 +82,12 @@ struct MigrateCommand: ParsableCommand {
         var hooks: [any PostMigrateHook] = []
         if try !resolvedSkipRoles {
             hooks.append(RoleSyncHook(catalogue: try roles.catalogue(json: json), force: try resolvedForceRoles))
+        }
+        if let fleetRun {
+            try FleetJobs.migrate(
+                fleetRun, options: options, hooks: hooks, allowSessionPooler: try global.resolvedAllowSessionPooler,
+                json: json, logger: logger
+            )
         }
         let migrator = Migrator(connection: global.connectionConfig, options: options, hooks: hooks, logger: logger)
         let report: MigrateReport

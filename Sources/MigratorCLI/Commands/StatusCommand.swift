@@ -12,11 +12,15 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var roles: RolesOptions
+    @OptionGroup(title: "Fleets") var fleet: FleetOptions
 
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
 
     func run() throws {
+        if let fleetRun = try FleetRun.prepare(command: "status", fleet: fleet, global: global, json: json) {
+            try roles.fleetStatus(fleetRun, global, verify: false, json: json)
+        }
         let report = try roles.readStatus(global, json: json)
         if json {
             Output.json(report)

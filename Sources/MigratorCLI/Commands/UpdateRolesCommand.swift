@@ -18,6 +18,7 @@ struct UpdateRolesCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var roles: RolesOptions
+    @OptionGroup(title: "Fleets") var fleet: FleetOptions
 
     @Option(name: .customLong("project-id"), help: ArgumentHelp("Sync only this project (repeatable).", valueName: "id"))
     var projectIDs: [Int64] = []
@@ -97,7 +98,8 @@ struct UpdateRolesCommand: ParsableCommand {
     }
 
     func run() throws {
-        let logger = try global.makeLogger()
+        let fleetRun = try FleetRun.prepare(command: "update-roles", fleet: fleet, global: global, json: json)
+        let logger = try global.makeLogger(redacting: fleetRun?.redactor)
         let catalogue = try roles.catalogue(json: json)
         let forced = try force ?? environmentFlag("MIGRATOR_FORCE_ROLES") ?? true
         // The role sync needs no migrations folder: migrator's own objects ship inside the binary.
@@ -111,6 +113,12 @@ struct UpdateRolesCommand: ParsableCommand {
         let synchronizer = RoleSynchronizer(catalogue: catalogue, schema: options.schema)
         let selected = try selectedProjects()
         let syncOptions = RoleSynchronizer.Options(force: forced, dryRun: dryRun, projectIDs: selected)
+        if let fleetRun {
+            try FleetJobs.updateRoles(
+                fleetRun, options: options, catalogue: catalogue, syncOptions: syncOptions,
+                allowSessionPooler: try global.resolvedAllowSessionPooler, logger: logger
+            )
+        }
         let report: RoleSyncReport
         do {
             report = try migrator.withLock { connection in

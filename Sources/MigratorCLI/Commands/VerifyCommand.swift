@@ -10,11 +10,15 @@ struct VerifyCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var roles: RolesOptions
+    @OptionGroup(title: "Fleets") var fleet: FleetOptions
 
     @Flag(help: "Print the result as JSON on standard output.")
     var json = false
 
     func run() throws {
+        if let fleetRun = try FleetRun.prepare(command: "verify", fleet: fleet, global: global, json: json) {
+            try roles.fleetStatus(fleetRun, global, verify: true, json: json)
+        }
         let report = try roles.readStatus(global, json: json)
         if json { Output.json(report) }
         guard report.isClean else {

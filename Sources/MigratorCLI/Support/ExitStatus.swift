@@ -10,6 +10,9 @@ public enum ExitStatus: Int32, Sendable {
     case connectionFailed = 4
     case lockTimeout = 5
     case readOnly = 6
+    /// A fleet run whose failed targets failed with different codes (each target's own code is in its line and in
+    /// `--json`); when they all failed alike, the run exits with that code instead.
+    case mixedFailures = 7
     case usage = 64
     /// Standard output could not be written (a full disk, a closed pipe); what the command did stays done.
     case outputFailed = 74

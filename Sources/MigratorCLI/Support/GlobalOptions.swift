@@ -12,11 +12,14 @@ public struct GlobalOptions: ParsableArguments {
     @Option(
         name: .customLong("database-url"),
         help: ArgumentHelp(
-            "PostgreSQL URL or key=value connection string (env: MIGRATOR_DIRECT_URL, else DATABASE_URL). Without it, libpq's PG* variables apply.",
+            "PostgreSQL URL or key=value connection string (env: MIGRATOR_DIRECT_URL, else DATABASE_URL). Without it, libpq's PG* variables apply. Given several times (migrate, status, verify, update-roles): a fleet run over each.",
             valueName: "url"
         )
     )
-    var databaseURL: String?
+    var databaseURLs: [String] = []
+
+    /// The last --database-url, as a single option given twice always meant.
+    var databaseURL: String? { databaseURLs.last }
 
     @Flag(
         name: .customLong("allow-session-pooler"),
@@ -127,10 +130,12 @@ public struct GlobalOptions: ParsableArguments {
     }
 
     /// Sets up logging once for the process and returns the root logger.
-    public func makeLogger() throws -> Logger {
+    public func makeLogger(redacting extra: Redactor? = nil) throws -> Logger {
         let level = try resolvedLogLevel
         let format = try resolvedLogFormat
-        let redactor = connectionConfig.redactor.adding(Self.environmentRedactor)
+        var redactor = connectionConfig.redactor.adding(Self.environmentRedactor)
+        for url in databaseURLs { redactor = redactor.adding(ConnectionConfig(connectionString: url).redactor) }
+        if let extra { redactor = redactor.adding(extra) }
         LoggingSystem.bootstrap { label in
             var handler = MigratorLogHandler(label: label, format: format, redactor: redactor)
             handler.logLevel = level

@@ -98,6 +98,19 @@ extension RolesOptions {
     }
 }
 
+extension RolesOptions {
+    /// `status` and `verify` over a fleet.
+    func fleetStatus(_ fleetRun: FleetRun, _ global: GlobalOptions, verify: Bool, json: Bool) throws -> Never {
+        let logger = try global.makeLogger(redacting: fleetRun.redactor)
+        var options = MigratorOptions(migrationsPath: global.optionalMigrations)
+        options.schema = try global.resolvedSchema
+        try FleetJobs.status(
+            fleetRun, options: options, hooks: [RoleSyncHook(catalogue: try catalogue(json: json))],
+            allowSessionPooler: try global.resolvedAllowSessionPooler, verify: verify, logger: logger
+        )
+    }
+}
+
 /// Reads a yes/no environment variable; nil when unset.
 public func environmentFlag(_ name: String) throws -> Bool? {
     guard let text = GlobalOptions.environment[name]?.lowercased(), !text.isEmpty else { return nil }
