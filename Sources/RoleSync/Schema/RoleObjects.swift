@@ -97,7 +97,11 @@ public enum RoleObjects {
     /// - Parameter markingItsDelete: version 3's change (``installVersion3(_:_:_:)``).
     static func deleteGroupsSQLVersion2(_ schema: OwnSchema, markingItsDelete: Bool = false) -> String {
         let links = schema.qualified("project_role_group")
-        let groupsDelete = "EXECUTE format('DELETE FROM %s WHERE id = ANY ($1)', groups) USING gids;"
+        // The count is read right after the DELETE: a later PERFORM would set ROW_COUNT to 1.
+        let groupsDelete = """
+            EXECUTE format('DELETE FROM %s WHERE id = ANY ($1)', groups) USING gids;
+                            GET DIAGNOSTICS deleted = ROW_COUNT;
+            """
         let markedDelete = markingItsDelete
             ? """
             PERFORM set_config('\(deletingGroupsSetting)', 'on', true);
@@ -142,7 +146,6 @@ public enum RoleObjects {
                     EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1)', ref.tbl, ref.col) USING gids;
                 END LOOP;
                 \(markedDelete)
-                GET DIAGNOSTICS deleted = ROW_COUNT;
                 RETURN deleted;
             END;
             $fn$;
