@@ -65,12 +65,7 @@ public enum RoleObjects {
                     RETURN OLD;  -- not a role group: the app's own foreign keys decide
                 END IF;
                 FOR ref IN
-                    SELECT c.conrelid::regclass AS tbl, a.attname AS col
-                    FROM pg_constraint c
-                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-                    WHERE c.contype = 'f' AND c.confrelid = TG_RELID AND cardinality(c.conkey) = 1
-                      AND c.conrelid <> '\(links)'::regclass AND c.conrelid <> TG_RELID
-                    ORDER BY c.conrelid::regclass::text, a.attname
+                    \(referencingColumns(of: "TG_RELID", links: links))
                 LOOP
                     EXECUTE format('DELETE FROM %s WHERE %I = $1', ref.tbl, ref.col) USING OLD.id;
                 END LOOP;
@@ -78,6 +73,19 @@ public enum RoleObjects {
             END;
             $fn$;
             """
+    }
+
+    /// The query the functions loop over: each single-column foreign key that references `groups` (a regclass
+    /// expression of the function), but not the links' own nor the group table's self-references, as `tbl`, `col`.
+    static func referencingColumns(of groups: String, links: String) -> String {
+        """
+        SELECT c.conrelid::regclass AS tbl, a.attname AS col
+                            FROM pg_constraint c
+                            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                            WHERE c.contype = 'f' AND c.confrelid = \(groups) AND cardinality(c.conkey) = 1
+                              AND c.conrelid <> '\(links)'::regclass AND c.conrelid <> \(groups)
+                            ORDER BY c.conrelid::regclass::text, a.attname
+        """
     }
 
     /// Version 2's function, with ``deletingGroupsSetting`` on around its DELETE of the groups.
@@ -136,12 +144,7 @@ public enum RoleObjects {
                     RETURN 0;
                 END IF;
                 FOR ref IN
-                    SELECT c.conrelid::regclass AS tbl, a.attname AS col
-                    FROM pg_constraint c
-                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-                    WHERE c.contype = 'f' AND c.confrelid = groups AND cardinality(c.conkey) = 1
-                      AND c.conrelid <> '\(links)'::regclass AND c.conrelid <> groups
-                    ORDER BY c.conrelid::regclass::text, a.attname
+                    \(referencingColumns(of: "groups", links: links))
                 LOOP
                     EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1)', ref.tbl, ref.col) USING gids;
                 END LOOP;
@@ -246,12 +249,7 @@ public enum RoleObjects {
                     RETURN 0;  -- no sync has run yet, so no group is linked
                 END IF;
                 FOR ref IN
-                    SELECT c.conrelid::regclass AS tbl, a.attname AS col
-                    FROM pg_constraint c
-                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-                    WHERE c.contype = 'f' AND c.confrelid = groups AND cardinality(c.conkey) = 1
-                      AND c.conrelid <> '\(links)'::regclass AND c.conrelid <> groups
-                    ORDER BY c.conrelid::regclass::text, a.attname
+                    \(referencingColumns(of: "groups", links: links))
                 LOOP
                     EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1)', ref.tbl, ref.col) USING gids;
                 END LOOP;
