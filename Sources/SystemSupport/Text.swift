@@ -36,6 +36,25 @@ public enum TextFormat {
         return String(decoding: output, as: UTF8.self)
     }
 
+    /// A JSON string literal of `string`: `"`, `\`, newline, return and tab escaped by name, other control
+    /// characters as `\u00XX`, everything else as it is. The role catalogue's canonical form (whose SHA-256 is its
+    /// version) is written with it, so its output must not change.
+    public static func jsonQuoted(_ string: String) -> String {
+        var text = "\""
+        for scalar in string.unicodeScalars {
+            switch scalar {
+            case "\"": text += "\\\""
+            case "\\": text += "\\\\"
+            case "\n": text += "\\n"
+            case "\r": text += "\\r"
+            case "\t": text += "\\t"
+            case _ where scalar.value < 0x20: text += "\\u00" + hex([UInt8(scalar.value)])
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
+        return text + "\""
+    }
+
     /// A number with a fixed count of decimals, e.g. `fixed(3.14159, 1)` → `3.1`.
     public static func fixed(_ value: Double, _ decimals: Int) -> String {
         guard value.isFinite else { return "\(value)" }

@@ -40,21 +40,7 @@ extension RoleCatalogue {
         TextFormat.hex(SHA256.hash(data: Array(canonicalJSON.utf8)))
     }
 
-    static func quote(_ string: String) -> String {
-        var text = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case _ where scalar.value < 0x20: text += "\\u00" + TextFormat.hex([UInt8(scalar.value)])
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        return text + "\""
-    }
+    static func quote(_ string: String) -> String { TextFormat.jsonQuoted(string) }
 
     /// Reads a catalogue stored by an earlier sync (the jsonb of `role_schema_version.catalogue`). Returns nil when it
     /// is not in this format, which makes the next sync a full reconcile.
