@@ -93,7 +93,7 @@ public enum RoleObjects {
         deleteGroupsSQLVersion2(schema, markingItsDelete: true)
     }
 
-    /// `delete_role_groups` takes the sync's lock order (``DesiredRows/lockCTEs(_:)``): the project row is locked by the
+    /// `delete_role_groups` takes the sync's lock order (``DesiredRows/lockCTEs(_:scope:)``): the project row is locked by the
     /// app's DELETE already, then the groups (`FOR UPDATE`, in id order), then the rows that reference them. Version 1
     /// deleted the referencing rows first and the groups last, the other order, which deadlocked with a sync that
     /// renamed groups and then removed their permissions.

@@ -39,19 +39,30 @@ struct DesiredRows {
         )
     }
 
-    /// `(X IS NULL OR column = ANY(X))` for a project filter (NULL: every project), or nothing without one.
     /// For a sync of some projects: `AND alias.group_id = ANY (…their groups…)`, so that the rows of those groups are
     /// read through the table's `group_id` index (one index scan of an array, not a join: the sync's plans have nested
     /// loops off) instead of hashing the whole table, which made every batch of new projects cost as much as the
-    /// table is large.
+    /// table is large. Nothing for a sync of every project.
     func groupsInScope(_ alias: String, _ projects: String?) -> String {
         guard let projects else { return "" }
         return "AND \(alias).group_id = ANY (ARRAY(SELECT l.group_id FROM \(sql.links) l WHERE l.project_id = ANY(\(projects))))"
     }
 
+    /// `column = ANY(X)` for a sync of the projects X (a `bigint[]` placeholder), `true` for a sync of every project.
     func inScope(_ column: String, _ projects: String?) -> String {
         guard let projects else { return "true" }
-        return "(\(projects) IS NULL OR \(column) = ANY(\(projects)))"
+        return "\(column) = ANY(\(projects))"
+    }
+
+    /// For a sync of some projects, `AND column = ANY (ARRAY(keys))`: the same rows the statement's join or
+    /// subquery would find, named up front so that a large table (`auth_group`, the links, the project table) is read
+    /// through its index on `column` for the batch's few keys instead of hashed whole; with nested loops off, every
+    /// join of a batch's rows to a large table otherwise reads all of it, and a batch cost as much as the tables
+    /// are large (the daemon's import of 100,000 projects crawled past 20,000). Nothing for a sync of every project,
+    /// whose statements read the whole tables anyway. `keys` is a query of one column.
+    func only(_ column: String, in keys: String, scope projects: String?) -> String {
+        guard projects != nil else { return "" }
+        return "AND \(column) = ANY (ARRAY(\(keys)))"
     }
 
     // MARK: Group names
@@ -79,11 +90,18 @@ struct DesiredRows {
 
     /// Whether a group can be given the name `wanted`: it fits, and no other group has it. For a linked group
     /// (`linked`, a rename) any group with the name is in the way; for a (project, role) without a group, only a linked
-    /// one is, since an unlinked group of exactly that name is adopted.
-    func nameFree(_ wanted: String, linked: Bool) -> String {
+    /// one is, since an unlinked group of exactly that name is adopted. `candidates`, a query of the names the
+    /// statement may want, limits a sync of some projects (`scope`) to the groups with those names (``only(_:in:scope:)``).
+    func nameFree(_ wanted: String, linked: Bool, candidates: String, scope projects: String?) -> String {
+        let named = only("g.name", in: candidates, scope: projects)
         let holders = linked
-            ? "SELECT name FROM auth_group"
-            : "SELECT g.name FROM auth_group g WHERE g.id IN (SELECT group_id FROM \(sql.links))"
+            ? "SELECT g.name FROM auth_group g WHERE true \(named)"
+            : """
+            SELECT g.name FROM auth_group g WHERE g.id IN (
+                SELECT l.group_id FROM \(sql.links) l
+                WHERE true \(only("l.group_id", in: "SELECT g.id FROM auth_group g WHERE true \(named)", scope: projects))
+            ) \(named)
+            """
         return "(\(fits(wanted)) AND \(wanted) NOT IN (\(holders)))"
     }
 
@@ -99,13 +117,14 @@ struct DesiredRows {
         linked AS (
             SELECT l.group_id, l.project_id, l.role, \(groupName(project: "p", role: "l.role")) AS name
             FROM \(sql.links) l JOIN \(sql.projectTable) p ON p.\(sql.id) = l.project_id
-            WHERE \(inScope("l.project_id", projects))
+            WHERE \(inScope("l.project_id", projects)) AND \(inScope("p.\(sql.id)", projects))
         )
         """
     }
 
     /// CTE `unlinked(project_id, role)`: the (project, role) pairs in scope that have no group yet. A hashed EXCEPT
-    /// reads the links completely before a statement that uses it appends to them.
+    /// reads the links (in scope: of those projects, through the links' key) completely before a statement that uses
+    /// it appends to them.
     func unlinkedCTE(scope projects: String?) -> String {
         """
         unlinked AS (
@@ -113,7 +132,7 @@ struct DesiredRows {
             FROM \(sql.projectTable) p CROSS JOIN unnest(\(roles)) AS r(role)
             WHERE \(inScope("p.\(sql.id)", projects))
             EXCEPT
-            SELECT project_id, role FROM \(sql.links)
+            SELECT project_id, role FROM \(sql.links) WHERE \(inScope("project_id", projects))
         )
         """
     }
@@ -144,7 +163,7 @@ struct DesiredRows {
     /// CTE `name(group_id, valid, extra)`: one pass over `table` that classifies every row of ours against the
     /// catalogue (a hash of its pairs): how many of a linked group's rows its role grants, and the ids of those it
     /// does not (NULL when there are none). A group without rows has no line.
-    func rowState(_ table: PermissionTable, named name: String, scope projects: String?, scoped: Bool = false) -> String {
+    func rowState(_ table: PermissionTable, named name: String, scope projects: String?) -> String {
         """
         \(name) AS (
             SELECT x.group_id, count(c.permission_id) AS valid,
@@ -153,7 +172,7 @@ struct DesiredRows {
             JOIN \(sql.links) s ON s.group_id = x.group_id
             LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id AND \(table.valid(contentType: contentType))
             WHERE \(inScope("s.project_id", projects)) \(table.rowCondition(contentType: contentType))
-              \(scoped ? groupsInScope("x", projects) : "")
+              \(groupsInScope("x", projects))
               \(table.permissionCondition(contentType: contentType))
             GROUP BY x.group_id
         )
@@ -182,11 +201,15 @@ struct DesiredRows {
     ///
     /// `migrator_skipped_projects` collects the candidates whose project could not be locked (being deleted, or deleted
     /// after the statement's snapshot); the sync reports those that still exist at its end.
-    func lockCTEs(_ candidates: String) -> String {
+    ///
+    /// In a sync of some projects (`scope`), the project and group rows are found through their keys
+    /// (``only(_:in:scope:)``).
+    func lockCTEs(_ candidates: String, scope projects: String?) -> String {
         """
         locked_projects AS MATERIALIZED (
             SELECT p.\(sql.id)::bigint AS project_id FROM \(sql.projectTable) p
             WHERE p.\(sql.id) IN (SELECT project_id FROM \(candidates))
+              \(only("p.\(sql.id)", in: "SELECT project_id FROM \(candidates)", scope: projects))
             ORDER BY p.\(sql.id)
             FOR KEY SHARE OF p SKIP LOCKED
         ), skipped AS (
@@ -196,6 +219,7 @@ struct DesiredRows {
         ), locked_groups AS MATERIALIZED (
             SELECT g.id AS group_id FROM auth_group g
             WHERE g.id IN (SELECT c.group_id FROM \(candidates) c WHERE c.project_id IN (SELECT project_id FROM locked_projects))
+              \(only("g.id", in: "SELECT c.group_id FROM \(candidates) c WHERE c.project_id IN (SELECT project_id FROM locked_projects)", scope: projects))
             ORDER BY g.id
             FOR KEY SHARE OF g
         )

@@ -424,7 +424,7 @@ public struct RoleSynchronizer: Sendable {
                 return removed
             }
         }
-        // Writes in the lock order of ``DesiredRows/lockCTEs(_:)``: every statement locks the projects, then the
+        // Writes in the lock order of ``DesiredRows/lockCTEs(_:scope:)``: every statement locks the projects, then the
         // groups it writes for, then writes their rows; renames (FOR UPDATE on groups) come last, so the app's
         // foreign-key checks on a renamed group wait from the rename to the commit only.
         try countByRole(sql.adoptGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
@@ -482,7 +482,7 @@ public struct RoleSynchronizer: Sendable {
             report.projects = try sql.projectCount(projects: projects).one(on: connection).decode("n")
             let skipped = try sql.skippedProjects().one(on: connection)
             report.lockedProjects = try skipped.decode("ids", as: [String?].self).compactMap { $0.flatMap { Int64($0) } }
-            for row in try sql.retiredRoles().run(on: connection).rows {
+            for row in try sql.retiredRoles(projects: projects).run(on: connection).rows {
                 report.retiredRoles[try row.decode("role")] = try row.decode("n")
             }
             return 0

@@ -136,25 +136,27 @@ struct SyncSQL {
     ///
     /// The last write of a sync: renaming a unique column takes `FOR UPDATE` on the group, which the app's foreign-key
     /// checks on it (a membership added) wait for until the sync commits. The project is locked first
-    /// (``DesiredRows/lockCTEs(_:)``); the UPDATE itself locks the group and skips one deleted meanwhile.
+    /// (``DesiredRows/lockCTEs(_:scope:)``); the UPDATE itself locks the group and skips one deleted meanwhile.
     func renameGroups(projects: [Int64]?) -> SyncStatement {
         SyncStatement("rename groups") { p in
             let desired = desiredRows(p)
-            let free = desired.nameFree("e.name", linked: true)
+            let scope = projects.map { p.bigints($0) }
+            let free = desired.nameFree("e.name", linked: true, candidates: "SELECT name FROM linked", scope: scope)
+            let groups = desired.only("g.id", in: "SELECT group_id FROM linked", scope: scope)
             return """
-                WITH \(desired.linkedCTE(scope: p.bigints(projects))), candidates AS (
+                WITH \(desired.linkedCTE(scope: scope)), candidates AS (
                     SELECT e.project_id, NULL::integer AS group_id
                     FROM linked e JOIN auth_group g ON g.id = e.group_id
-                    WHERE g.name <> e.name AND \(free)
-                ), \(desired.lockCTEs("candidates")), renamed AS (
+                    WHERE g.name <> e.name AND \(free) \(groups)
+                ), \(desired.lockCTEs("candidates", scope: scope)), renamed AS (
                     UPDATE auth_group g SET name = e.name
                     FROM linked e JOIN locked_projects lp ON lp.project_id = e.project_id
-                    WHERE g.id = e.group_id AND g.name <> e.name AND \(free)
+                    WHERE g.id = e.group_id AND g.name <> e.name AND \(free) \(groups)
                     RETURNING e.role
                 ), blocked AS (
                     SELECT e.role, e.project_id, g.name AS current_name, e.name AS wanted, \(desired.nameProblem("e.name")) AS reason
                     FROM linked e JOIN auth_group g ON g.id = e.group_id
-                    WHERE g.name <> e.name AND NOT \(free)
+                    WHERE g.name <> e.name AND NOT \(free) \(groups)
                 )
                 SELECT role, count(*) AS n, \(Self.countColumns)
                 FROM renamed GROUP BY role
@@ -169,14 +171,21 @@ struct SyncSQL {
     func adoptGroups(projects: [Int64]?) -> SyncStatement {
         SyncStatement("adopt groups") { p in
             let desired = desiredRows(p)
+            let scope = projects.map { p.bigints($0) }
+            let named = desired.only("g.name", in: "SELECT name FROM wanted", scope: scope)
             return """
-                WITH \(desired.unlinkedCTE(scope: p.bigints(projects))), candidates AS (
-                    SELECT u.project_id, u.role, g.id AS group_id
-                    FROM unlinked u
-                    JOIN \(projectTable) p ON p.\(id) = u.project_id
-                    JOIN auth_group g ON g.name = \(desired.groupName(project: "p", role: "u.role"))
-                    WHERE g.id NOT IN (SELECT group_id FROM \(links)) AND \(desired.fits("g.name"))
-                ), \(desired.lockCTEs("candidates")), adopted AS (
+                WITH \(desired.unlinkedCTE(scope: scope)), wanted AS (
+                    SELECT u.project_id, u.role, \(desired.groupName(project: "p", role: "u.role")) AS name
+                    FROM unlinked u JOIN \(projectTable) p ON p.\(id) = u.project_id
+                    WHERE \(desired.inScope("p.\(id)", scope))
+                ), candidates AS (
+                    SELECT w.project_id, w.role, g.id AS group_id
+                    FROM wanted w JOIN auth_group g ON g.name = w.name
+                    WHERE g.id NOT IN (
+                        SELECT l.group_id FROM \(links) l
+                        WHERE true \(desired.only("l.group_id", in: "SELECT g.id FROM auth_group g WHERE true \(named)", scope: scope))
+                    ) AND \(desired.fits("g.name")) \(named)
+                ), \(desired.lockCTEs("candidates", scope: scope)), adopted AS (
                     INSERT INTO \(links) (project_id, role, group_id)
                     SELECT c.project_id, c.role, c.group_id FROM candidates c
                     WHERE c.group_id IN (SELECT group_id FROM locked_groups)
@@ -194,14 +203,19 @@ struct SyncSQL {
     func createGroups(projects: [Int64]?) -> SyncStatement {
         SyncStatement("create groups") { p in
             let desired = desiredRows(p)
+            let scope = projects.map { p.bigints($0) }
+            let free = desired.nameFree("w.name", linked: false, candidates: "SELECT name FROM wanted", scope: scope)
             return """
-                WITH \(desired.unlinkedCTE(scope: p.bigints(projects))), missing AS (
-                    SELECT u.project_id, u.role, n.name, \(desired.nameFree("n.name", linked: false)) AS free
+                WITH \(desired.unlinkedCTE(scope: scope)), wanted AS (
+                    SELECT u.project_id, u.role, n.name
                     FROM unlinked u JOIN \(projectTable) p ON p.\(id) = u.project_id
                     CROSS JOIN LATERAL (SELECT \(desired.groupName(project: "p", role: "u.role")) AS name) n
+                    WHERE \(desired.inScope("p.\(id)", scope))
+                ), missing AS (
+                    SELECT w.project_id, w.role, w.name, \(free) AS free FROM wanted w
                 ), candidates AS (
                     SELECT project_id, NULL::integer AS group_id FROM missing WHERE free
-                ), \(desired.lockCTEs("candidates")), created AS (
+                ), \(desired.lockCTEs("candidates", scope: scope)), created AS (
                     -- Only for projects locked: one deleted after the snapshot gets no groups (nor links it would keep).
                     INSERT INTO auth_group (name)
                     SELECT name FROM missing WHERE free AND project_id IN (SELECT project_id FROM locked_projects) ORDER BY name
@@ -260,11 +274,11 @@ struct SyncSQL {
         SyncStatement(Self.phase(table)) { p in
             let ct = p.integer(contentType)
             let desired = desiredRows(p, contentType: ct)
-            let scope = p.bigints(projects)
+            let scope = projects.map { p.bigints($0) }
             let insert = "INSERT INTO \(table.name) (\(table.insertColumns)) SELECT \(table.insertValues(contentType: ct))"
             return """
                 WITH \(desired.catalogueCTE), \(DesiredRows.expectedCTE),
-                \(desired.rowState(table, named: "per_group", scope: scope, scoped: projects != nil)), incomplete AS (
+                \(desired.rowState(table, named: "per_group", scope: scope)), incomplete AS (
                     SELECT s.group_id, s.project_id, s.role, coalesce(f.created, false) AS created
                     FROM \(links) s
                     JOIN expected e ON e.role = s.role
@@ -278,14 +292,15 @@ struct SyncSQL {
                     WHERE NOT EXISTS (
                         SELECT 1 FROM \(table.name) x
                         WHERE x.group_id = s.group_id AND x.permission_id = c.permission_id \(table.rowCondition(contentType: ct))
-                          AND \(table.valid(contentType: ct)) \(projects != nil ? desired.groupsInScope("x", scope) : "")
+                          AND \(table.valid(contentType: ct)) \(desired.groupsInScope("x", scope))
                     )
                 ), extra_rows AS (
                     SELECT p.group_id, unnest(p.extra) AS id FROM per_group p WHERE \(DesiredRows.extra("p"))
                 ), candidates AS (
                     SELECT s.project_id, s.group_id FROM \(links) s
                     WHERE s.group_id IN (SELECT want_group FROM missing UNION ALL SELECT group_id FROM extra_rows)
-                ), \(desired.lockCTEs("candidates")), removed AS (
+                      AND \(desired.inScope("s.project_id", scope))
+                ), \(desired.lockCTEs("candidates", scope: scope)), removed AS (
                     DELETE FROM \(table.name) x
                     WHERE x.id = ANY (ARRAY(SELECT id FROM extra_rows WHERE group_id IN (SELECT group_id FROM locked_groups)))
                     RETURNING x.group_id
@@ -304,7 +319,7 @@ struct SyncSQL {
                     ORDER BY want_group, want_permission
                     ON CONFLICT DO NOTHING
                     RETURNING group_id
-                ), \(Self.addedAndRemovedByRole(roles: links))
+                ), \(Self.addedAndRemovedByRole(roles: scope.map { "(SELECT group_id, role FROM \(links) WHERE project_id = ANY(\($0)))" } ?? links))
                 """
         }
     }
@@ -363,7 +378,7 @@ struct SyncSQL {
                 ), resolved AS (
                     SELECT d.want_group, d.want_permission, d.existing_id, d.group_id, s.project_id, s.role, s.object_pk, s.created
                     FROM difference d JOIN scoped s ON s.group_id = d.group_id
-                ), \(desired.lockCTEs("resolved")), removed AS (
+                ), \(desired.lockCTEs("resolved", scope: nil)), removed AS (
                     DELETE FROM \(table.name) x
                     WHERE x.id = ANY (ARRAY(
                         SELECT existing_id FROM resolved WHERE want_group IS NULL AND group_id IN (SELECT group_id FROM locked_groups)
@@ -390,7 +405,7 @@ struct SyncSQL {
         }
     }
 
-    /// Projects a statement skipped because another transaction held their row (``DesiredRows/lockCTEs(_:)``) and that
+    /// Projects a statement skipped because another transaction held their row (``DesiredRows/lockCTEs(_:scope:)``) and that
     /// still exist: the sync reports them. `ids`, a bigint[] as text.
     func skippedProjects() -> SyncStatement {
         SyncStatement("skipped projects") { _ in
@@ -407,7 +422,7 @@ struct SyncSQL {
     /// those of projects created since it read them. Answers `n`.
     func unlinkedCount(projects: [Int64]?) -> SyncStatement {
         SyncStatement("look for projects created meanwhile") { p in
-            "WITH \(desiredRows(p).unlinkedCTE(scope: p.bigints(projects))) SELECT count(*) AS n FROM unlinked"
+            "WITH \(desiredRows(p).unlinkedCTE(scope: projects.map { p.bigints($0) })) SELECT count(*) AS n FROM unlinked"
         }
     }
 
@@ -415,18 +430,20 @@ struct SyncSQL {
     /// the first pass have their rows already.
     static let forgetFreshGroups = SyncStatement("forget fresh groups") { _ in "DELETE FROM migrator_fresh_groups" }
 
-    /// Roles no longer in the catalogue, with their remaining groups: `role`, `n`.
-    func retiredRoles() -> SyncStatement {
+    /// Roles no longer in the catalogue, with their remaining groups (in a sync of some projects, those projects'):
+    /// `role`, `n`.
+    func retiredRoles(projects: [Int64]?) -> SyncStatement {
         SyncStatement("retired roles") { p in
-            "SELECT role, count(*) AS n FROM \(links) WHERE role <> ALL(\(p.texts(catalogue.roles.map(\.name)))) GROUP BY role"
+            let scope = projects.map { "AND project_id = ANY(\(p.bigints($0)))" } ?? ""
+            return "SELECT role, count(*) AS n FROM \(links) WHERE role <> ALL(\(p.texts(catalogue.roles.map(\.name)))) \(scope) GROUP BY role"
         }
     }
 
     /// The projects in scope: `n`.
     func projectCount(projects: [Int64]?) -> SyncStatement {
         SyncStatement("project count") { p in
-            let scope = p.bigints(projects)
-            return "SELECT count(*) AS n FROM \(projectTable) WHERE (\(scope) IS NULL OR \(id) = ANY(\(scope)))"
+            let scope = projects.map { "WHERE \(id) = ANY(\(p.bigints($0)))" } ?? ""
+            return "SELECT count(*) AS n FROM \(projectTable) \(scope)"
         }
     }
 
@@ -465,11 +482,11 @@ struct SyncSQL {
                     SELECT id FROM django_content_type WHERE app_label = \(label) AND model = \(modelName)
                 ), \(desired.catalogueCTE), \(DesiredRows.expectedCTE),
                 \(desired.unlinkedCTE(scope: nil)), unlinked_named AS (
-                    SELECT u.project_id, u.role, n.wanted, \(desired.nameFree("n.wanted", linked: false)) AS free
+                    SELECT u.project_id, u.role, n.wanted, \(desired.nameFree("n.wanted", linked: false, candidates: "", scope: nil)) AS free
                     FROM unlinked u JOIN \(projectTable) p ON p.\(id) = u.project_id
                     CROSS JOIN LATERAL (SELECT \(desired.groupName(project: "p", role: "u.role")) AS wanted) n
                 ), \(desired.linkedCTE(scope: nil)), misnamed AS (
-                    SELECT l.project_id, l.role, l.name AS wanted, \(desired.nameFree("l.name", linked: true)) AS free
+                    SELECT l.project_id, l.role, l.name AS wanted, \(desired.nameFree("l.name", linked: true, candidates: "", scope: nil)) AS free
                     FROM linked l JOIN auth_group g ON g.id = l.group_id
                     WHERE g.name <> l.name
                 ), blocked AS (
