@@ -153,11 +153,13 @@ def main():
         print(f"all rounds at {size}: migrate {benchlib.values_text(times[('migrate', size)])}, floor {benchlib.values_text(times[('floor', size)])}")
     print()
     for size in sizes:
-        report.ratio(f"time at {size}", med[("migrate", size)], med[("floor", size)], args.limit,
-                     f"{size} targets, migrate --targets / floor (whole processes)")
-        strict = med[("migrate", size)] / med[("floor-loop", size)]
-        print(f"      against the floor's connect loop alone {strict:.2f}x (for information); per target "
-              f"{med[('migrate', size)] / size * args.parallel:.2f} ms vs {med[('floor', size)] / size * args.parallel:.2f} ms of one worker "
+        # The verdict is against the floor's connect loop alone: starting Python and loading ctypes is no part of
+        # "opening one connection to each", while migrator's own start-up is part of what a user waits for.
+        report.ratio(f"time at {size}", med[("migrate", size)], med[("floor-loop", size)], args.limit,
+                     f"{size} targets, migrate --targets (whole process) / the floor's connect loop")
+        whole = med[("migrate", size)] / med[("floor", size)]
+        print(f"      against the floor's whole process (with Python's start-up) {whole:.2f}x, for information; per target "
+              f"{med[('migrate', size)] / size * args.parallel:.2f} ms vs {med[('floor-loop', size)] / size * args.parallel:.2f} ms of one worker "
               f"(wall time x parallel / targets)")
     print()
 
