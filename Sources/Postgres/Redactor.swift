@@ -12,6 +12,12 @@ public struct Redactor: Sendable {
         self.secrets = secrets.filter { $0.count >= 1 }.sorted { $0.count > $1.count }
     }
 
+    /// The secrets of all of `redactors`, sorted once (``adding(_:)`` in a loop sorts again at every step: quadratic
+    /// over a fleet of 1,000 targets).
+    public init(combining redactors: [Redactor]) {
+        self.init(secrets: Array(Set(redactors.flatMap(\.secrets))))
+    }
+
     /// This redactor's secrets and `other`'s.
     public func adding(_ other: Redactor) -> Redactor {
         Redactor(secrets: secrets + other.secrets)

@@ -93,6 +93,16 @@ enum FleetJobs {
         }
     }
 
+    /// Whether a sync left the target as it was: the version unchanged (`--no-force`), or a reconcile (`--force`, the
+    /// default) of a target already at this catalogue's version that found no row to change. Such a target is "up to
+    /// date" in the fleet's summary, as a `migrate` with nothing to apply is; "applied" is for targets that changed.
+    static func changedNothing(_ report: RoleSyncReport) -> Bool {
+        if report.mode == .unchanged { return true }
+        guard report.mode != .superseded, report.previousVersion == report.version else { return false }
+        return report.roles.values.allSatisfy(\.isEmpty) && report.permissionsCreated + report.permissionsRenamed == 0
+            && report.groupsOfDeletedProjectsRemoved == 0
+    }
+
     static func updateRoles(
         _ fleet: FleetRun, options: MigratorOptions, catalogue: RoleCatalogue, syncOptions: RoleSynchronizer.Options,
         allowSessionPooler: Bool, logger: Logger
@@ -115,7 +125,7 @@ enum FleetJobs {
             } catch {
                 throw MigrationError(code: .hookFailed, message: "\(error)")
             }
-            return FleetOutcome(state: report.mode == .unchanged ? .upToDate : .applied, exitCode: 0, summary: report.summary, connectMs: connectMs)
+            return FleetOutcome(state: changedNothing(report) ? .upToDate : .applied, exitCode: 0, summary: report.summary, connectMs: connectMs)
         }
     }
 }

@@ -31,9 +31,10 @@ struct FleetRun {
         let all = try fleet.allTargets(global, ownSchema: try global.resolvedSchema, json: json)
         let shard = try fleet.resolvedShard
         let mine = shard.map { shard in all.filter { $0.shard(of: shard.count) == shard.index } } ?? all
-        var redactor = Redactor(secrets: [])
-        // Passwords are refused in a targets file unless allowed; then every output line is redacted with them.
-        for target in mine { redactor = redactor.adding(ConnectionConfig(connectionString: target.connectionString).redactor) }
+        // Passwords are refused in a targets file unless allowed; then every output line is redacted with them. The
+        // logger's redactor holds every target's secrets (built once); a target's own lines are redacted with that
+        // target's secrets only (see run), so the cost of a line does not grow with the fleet.
+        let redactor = Redactor(combining: mine.map { ConnectionConfig(connectionString: $0.connectionString).redactor })
         return FleetRun(
             command: command, targets: mine,
             runner: FleetRunner(parallel: try fleet.resolvedParallel, failFast: fleet.failFast, canary: fleet.canary ?? 0),
@@ -55,7 +56,6 @@ struct FleetRun {
         let start = clock.now
         let targets = self.targets
         let json = self.json
-        let redactor = self.redactor
         let command = self.command
         if targets.isEmpty {
             let note = shard.map { "shard \($0.index)/\($0.count) holds none of the \(totalListed) targets" } ?? "no targets"
@@ -65,6 +65,7 @@ struct FleetRun {
         }
         let summary = runner.run(count: targets.count, work: { index in
             let target = targets[index]
+            let redactor = ConnectionConfig(connectionString: target.connectionString).redactor
             var targetLogger = logger
             targetLogger[metadataKey: "target"] = .string(target.label)
             let began = clock.now
@@ -84,6 +85,7 @@ struct FleetRun {
             }
         }, finished: { index, outcome in
             let target = targets[index]
+            let redactor = ConnectionConfig(connectionString: target.connectionString).redactor
             if json {
                 Self.printJSON([
                     "target": target.label, "origin": target.origin, "state": outcome.state.rawValue,
