@@ -8,6 +8,10 @@ public struct Migrator: Sendable {
     public var options: MigratorOptions
     public var hooks: [any PostMigrateHook]
     public var logger: Logger
+    /// For a process that exits right after ``migrate()``: the lock is released by closing the session (see
+    /// ``MigrationSession/releasesLockByClosing``), one round trip fewer. Off by default: a caller that goes on
+    /// working (the daemon's start-up migrate, then its own session) must find the lock free at once.
+    public var releasesLockByClosing = false
 
     public init(
         connection: ConnectionConfig, options: MigratorOptions, hooks: [any PostMigrateHook] = [], logger: Logger
@@ -27,7 +31,9 @@ public struct Migrator: Sendable {
     /// connecting, so that a misnamed file is reported without a database.
     public func migrate() throws(MigrationError) -> MigrateReport {
         let entries = try MigrationSession.entries(options, required: true) ?? []
-        return try session(options.dryRun ? .inspect : .migrate).migrate(entries: entries)
+        let session = try session(options.dryRun ? .inspect : .migrate)
+        session.releasesLockByClosing = releasesLockByClosing
+        return try session.migrate(entries: entries)
     }
 
     /// Every migration's state and each hook's, read without taking the lock (it only reads, and installs

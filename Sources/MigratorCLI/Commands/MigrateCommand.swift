@@ -89,7 +89,12 @@ struct MigrateCommand: ParsableCommand {
                 json: json, logger: logger
             )
         }
-        let migrator = Migrator(connection: global.connectionConfig, options: options, hooks: hooks, logger: logger)
+        var migrator = Migrator(connection: global.connectionConfig, options: options, hooks: hooks, logger: logger)
+        // The process exits right after, and the server frees a session's advisory lock when the session ends: no
+        // unlock statement. Except before --then-exec (the app starts with the lock already free, its connection
+        // gone) and through a pooler in session mode (the server session outlives the client's).
+        let pooled = try global.resolvedAllowSessionPooler
+        migrator.releasesLockByClosing = !thenExec && !pooled
         let report: MigrateReport
         do {
             report = try migrator.migrate()
