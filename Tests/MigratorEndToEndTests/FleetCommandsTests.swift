@@ -14,29 +14,11 @@ struct FleetTargetJSON: Decodable {
     var connectMs: Double
 }
 
-/// The last line of `--json` over a fleet.
-struct FleetEndJSON: Decodable {
-    struct Counts: Decodable {
-        var targets: Int
-        var applied: Int
-        var upToDate: Int
-        var failed: Int
-        var skipped: Int
-        var pending: Int?
-    }
-
-    var summary: Counts
-    var ok: Bool
-    var exitCode: Int32
-    var canaryStopped: Bool
-    var failedTargets: [FleetSummaryJSON.Failed]
-}
-
 /// `status`, `verify` and `update-roles` over a fleet (FleetTests covers `migrate`): several databases and tenant
 /// schemas, one target failing while the others succeed, `--json` per target.
 @Suite("migrator end to end: status, verify and update-roles over a fleet", .serialized)
 struct FleetCommandsTests {
-    static func parse(_ run: Run) throws -> (targets: [String: FleetTargetJSON], end: FleetEndJSON) {
+    static func parse(_ run: Run) throws -> (targets: [String: FleetTargetJSON], end: FleetSummaryJSON) {
         let lines = run.stdout.split(separator: "\n").map(String.init)
         guard let last = lines.last else { throw TestSetupError("no output") }
         var targets: [String: FleetTargetJSON] = [:]
@@ -45,7 +27,7 @@ struct FleetCommandsTests {
             #expect(targets[target.target] == nil, "\(target.target) reported twice")
             targets[target.target] = target
         }
-        return (targets, try decode(FleetEndJSON.self, last))
+        return (targets, try decode(FleetSummaryJSON.self, last))
     }
 
     /// A target line for database `index` of `fleet` whose password (in the line, so the run needs

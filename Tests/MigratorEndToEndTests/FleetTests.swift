@@ -65,6 +65,7 @@ struct FleetLineJSON: Decodable {
     var summary: String?
 }
 
+/// The last line of `--json` over a fleet.
 struct FleetSummaryJSON: Decodable {
     struct Counts: Decodable {
         var targets: Int
@@ -72,6 +73,8 @@ struct FleetSummaryJSON: Decodable {
         var upToDate: Int
         var failed: Int
         var skipped: Int
+        /// `status` only: targets with migrations to apply.
+        var pending: Int?
     }
 
     struct Failed: Decodable {
