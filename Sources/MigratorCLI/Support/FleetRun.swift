@@ -16,6 +16,10 @@ struct FleetRun {
     var targets: [FleetTarget]
     var runner: FleetRunner
     var json: Bool
+    /// Each target's own secrets, in the order of `targets`: a target's lines are redacted with its own only, so the
+    /// cost of a line does not grow with the fleet.
+    var targetRedactors: [Redactor]
+    /// Every target's secrets at once, for the logger, which does not know which target a line is about.
     var redactor: Redactor
     /// The shard taken, for the summary.
     var shard: (index: Int, count: Int)?
@@ -31,14 +35,13 @@ struct FleetRun {
         let all = try fleet.allTargets(global, ownSchema: try global.resolvedSchema, json: json)
         let shard = try fleet.resolvedShard
         let mine = shard.map { shard in all.filter { $0.shard(of: shard.count) == shard.index } } ?? all
-        // Passwords are refused in a targets file unless allowed; then every output line is redacted with them. The
-        // logger's redactor holds every target's secrets (built once); a target's own lines are redacted with that
-        // target's secrets only (see run), so the cost of a line does not grow with the fleet.
-        let redactor = Redactor(combining: mine.map { ConnectionConfig(connectionString: $0.connectionString).redactor })
+        // Passwords are refused in a targets file unless allowed; then every output line is redacted with them.
+        let redactors = mine.map { ConnectionConfig(connectionString: $0.connectionString).redactor }
         return FleetRun(
             command: command, targets: mine,
             runner: FleetRunner(parallel: try fleet.resolvedParallel, failFast: fleet.failFast, canary: fleet.canary ?? 0),
-            json: json, redactor: redactor, shard: shard, totalListed: all.count
+            json: json, targetRedactors: redactors, redactor: Redactor(combining: redactors), shard: shard,
+            totalListed: all.count
         )
     }
 
@@ -55,6 +58,7 @@ struct FleetRun {
         let clock = ContinuousClock()
         let start = clock.now
         let targets = self.targets
+        let redactors = targetRedactors
         let json = self.json
         let command = self.command
         if targets.isEmpty {
@@ -65,7 +69,7 @@ struct FleetRun {
         }
         let summary = runner.run(count: targets.count, work: { index in
             let target = targets[index]
-            let redactor = ConnectionConfig(connectionString: target.connectionString).redactor
+            let redactor = redactors[index]
             var targetLogger = logger
             targetLogger[metadataKey: "target"] = .string(target.label)
             let began = clock.now
@@ -85,7 +89,7 @@ struct FleetRun {
             }
         }, finished: { index, outcome in
             let target = targets[index]
-            let redactor = ConnectionConfig(connectionString: target.connectionString).redactor
+            let redactor = redactors[index]
             if json {
                 Self.printJSON([
                     "target": target.label, "origin": target.origin, "state": outcome.state.rawValue,

@@ -133,9 +133,8 @@ public struct GlobalOptions: ParsableArguments {
     public func makeLogger(redacting extra: Redactor? = nil) throws -> Logger {
         let level = try resolvedLogLevel
         let format = try resolvedLogFormat
-        var redactor = connectionConfig.redactor.adding(Self.environmentRedactor)
-        for url in databaseURLs { redactor = redactor.adding(ConnectionConfig(connectionString: url).redactor) }
-        if let extra { redactor = redactor.adding(extra) }
+        let redactor = Redactor(combining: [connectionConfig.redactor, Self.environmentRedactor]
+            + databaseURLs.map { ConnectionConfig(connectionString: $0).redactor } + (extra.map { [$0] } ?? []))
         LoggingSystem.bootstrap { label in
             var handler = MigratorLogHandler(label: label, format: format, redactor: redactor)
             handler.logLevel = level

@@ -319,7 +319,7 @@ struct SyncSQL {
                     ORDER BY want_group, want_permission
                     ON CONFLICT DO NOTHING
                     RETURNING group_id
-                ), \(Self.addedAndRemovedByRole(roles: scope.map { "(SELECT group_id, role FROM \(links) WHERE project_id = ANY(\($0)))" } ?? links))
+                ), \(Self.addedAndRemovedByRole(roles: "(SELECT group_id, role FROM \(links) WHERE \(desired.inScope("project_id", scope)))"))
                 """
         }
     }
@@ -434,16 +434,15 @@ struct SyncSQL {
     /// `role`, `n`.
     func retiredRoles(projects: [Int64]?) -> SyncStatement {
         SyncStatement("retired roles") { p in
-            let scope = projects.map { "AND project_id = ANY(\(p.bigints($0)))" } ?? ""
-            return "SELECT role, count(*) AS n FROM \(links) WHERE role <> ALL(\(p.texts(catalogue.roles.map(\.name)))) \(scope) GROUP BY role"
+            let inScope = desiredRows(p).inScope("project_id", projects.map { p.bigints($0) })
+            return "SELECT role, count(*) AS n FROM \(links) WHERE role <> ALL(\(p.texts(catalogue.roles.map(\.name)))) AND \(inScope) GROUP BY role"
         }
     }
 
     /// The projects in scope: `n`.
     func projectCount(projects: [Int64]?) -> SyncStatement {
         SyncStatement("project count") { p in
-            let scope = projects.map { "WHERE \(id) = ANY(\(p.bigints($0)))" } ?? ""
-            return "SELECT count(*) AS n FROM \(projectTable) \(scope)"
+            "SELECT count(*) AS n FROM \(projectTable) WHERE \(desiredRows(p).inScope(id, projects.map { p.bigints($0) }))"
         }
     }
 
