@@ -234,7 +234,20 @@ struct RoleSyncTests {
     }
 
     static func drift(_ connection: Connection) throws -> RoleSynchronizer.Drift {
-        try RoleSynchronizer(catalogue: .reference).drift(connection)
+        try chunkedAlike(connection, RoleSynchronizer(catalogue: .reference))
+    }
+
+    /// The drift query in one chunk of every project, and read one and two projects per statement: the same answer.
+    static func chunkedAlike(
+        _ connection: Connection, _ synchronizer: RoleSynchronizer, sourceLocation: Testing.SourceLocation = #_sourceLocation
+    ) throws -> RoleSynchronizer.Drift {
+        let target = try synchronizer.resolveTarget(connection)
+        let whole = try synchronizer.drift(connection, target: target, chunkSize: 1_000_000)
+        for size in [1, 2] {
+            let chunked = try synchronizer.drift(connection, target: target, chunkSize: size)
+            #expect(chunked == whole, "\(size) project(s) per statement: \(chunked), in one: \(whole)", sourceLocation: sourceLocation)
+        }
+        return whole
     }
 
     @Test("drift finds exactly the projects a sync would change: a missing group, an old name, a missing or a foreign grant")
@@ -265,6 +278,64 @@ struct RoleSyncTests {
             let grants = try Self.grants(connection)
             #expect(grants.group == Self.expected(all).group)
             #expect(grants.object == Self.expected(all).object)
+        }
+    }
+
+    @Test("the drift query reads the projects in chunks by id, one statement each: the same answer whatever the chunk, links of deleted projects counted in every range, no lock held between the statements, so an app's ALTER TABLE gets its lock at once")
+    func driftInChunks() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b", "c", "d", "e", "f", "g", "h"])
+            try Self.sync(connection)
+            // Out of step: a (renamed), f (a permission removed by hand). Deleted while the trigger that takes their
+            // groups along was not there: c, in the middle, and h, the last id, whose links lie past every project.
+            try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[0]])
+            try connection.query("""
+                DELETE FROM auth_group_permissions WHERE id = (SELECT min(x.id) FROM auth_group_permissions x
+                JOIN migrator.project_role_group l ON l.group_id = x.group_id WHERE l.project_id = $1)
+                """, [ids[5]])
+            try connection.execute(script: """
+                ALTER TABLE main_project DISABLE TRIGGER migrator_project_delete_groups;
+                DELETE FROM main_project WHERE id IN (\(ids[2]), \(ids[7]));
+                ALTER TABLE main_project ENABLE TRIGGER migrator_project_delete_groups;
+                """)
+            let roles = RoleCatalogue.reference.roles.count
+            let expected = RoleSynchronizer.Drift(
+                projectIDs: [ids[0], ids[5]], permissionsMissing: false, blockedGroups: 0, orphanedLinks: 2 * roles
+            )
+            let synchronizer = RoleSynchronizer(catalogue: .reference)
+            let target = try synchronizer.resolveTarget(connection)
+            // 6 projects remain (a, b, d, e, f, g): chunks of 1 to 7, and the default.
+            for size in 1...7 {
+                var chunks: [RoleSynchronizer.DriftChunk] = []
+                let drift = try synchronizer.drift(connection, target: target, chunkSize: size) { chunks.append($0) }
+                #expect(drift == expected, "\(size) per statement")
+                // A full chunk may be followed by more; the one that is not full is the last.
+                #expect(chunks.count == 6 / size + 1, "\(size) per statement: \(chunks.count) statements")
+                #expect(chunks.map(\.number) == Array(1...chunks.count))
+            }
+            #expect(try synchronizer.drift(connection, target: target) == expected)
+
+            // Between two statements the session holds no lock: an ALTER TABLE of the project table, which needs
+            // ACCESS EXCLUSIVE, gets it within its lock_timeout (while a statement held ACCESS SHARE it could not: the
+            // drift session is stopped in this closure, so it would wait the whole timeout and fail).
+            let app = try database.connect()
+            try app.query("SET lock_timeout = '5s'")
+            var altered = 0
+            let drift = try synchronizer.drift(connection, target: target, chunkSize: 2) { chunk in
+                do {
+                    let held = try app.query("""
+                        SELECT count(*) AS n FROM pg_locks WHERE pid = $1 AND locktype = 'relation'
+                        """, [Int64(connection.backendPID)]).first?.decode("n", as: Int.self)
+                    #expect(held == 0, "after statement \(chunk.number): \(held ?? -1) relation locks held")
+                    try app.query("ALTER TABLE main_project ADD COLUMN note_\(chunk.number) text")
+                    altered += 1
+                } catch {
+                    Issue.record("after statement \(chunk.number): \(error)")
+                }
+            }
+            #expect(altered == 4)
+            #expect(drift == expected)
         }
     }
 
@@ -300,7 +371,7 @@ struct RoleSyncTests {
         sourceLocation: Testing.SourceLocation = #_sourceLocation
     ) throws -> RoleSynchronizer.Drift {
         let synchronizer = RoleSynchronizer(catalogue: catalogue)
-        let drift = try synchronizer.drift(connection)
+        let drift = try chunkedAlike(connection, synchronizer, sourceLocation: sourceLocation)
         let before = try projectRows(connection)
         let options: RoleSynchronizer.Options
         if perProject, !drift.permissionsMissing, drift.orphanedLinks == 0 {

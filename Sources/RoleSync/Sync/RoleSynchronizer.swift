@@ -189,41 +189,68 @@ public struct RoleSynchronizer: Sendable {
         }
     }
 
-    /// Finds the projects whose role rows differ from the catalogue, in one read-only statement whatever their
-    /// number. Meant for a session prepared with ``prepareSession(_:)``.
+    /// How many projects one statement of the drift query reads (``drift(_:target:chunkSize:afterChunk:)``).
+    public static let driftChunkSize = 2_000
+
+    /// Finds the projects whose role rows differ from the catalogue: read-only statements of at most
+    /// ``driftChunkSize`` projects each, whatever their number. Meant for a session prepared with ``prepareSession(_:)``.
     public func drift(_ connection: Connection) throws(RoleSyncError) -> Drift {
         try drift(connection, target: resolveTarget(connection))
     }
 
-    /// ``drift(_:)`` with the target already checked (the daemon checks it once per reconcile).
-    public func drift(_ connection: Connection, target: ResolvedTarget) throws(RoleSyncError) -> Drift {
+    /// One statement of the drift query done: the last project id it read, how long it took, and its number (from 1).
+    public struct DriftChunk: Sendable {
+        public var number: Int
+        public var lastProjectID: Int64?
+        public var duration: Duration
+    }
+
+    /// ``drift(_:)`` with the target already checked (the daemon checks it once per reconcile). The project table is
+    /// read in chunks of `chunkSize` projects by id, one statement (its own snapshot, outside any transaction) each,
+    /// so that no statement holds its `ACCESS SHARE` locks longer than one chunk takes: an `ALTER TABLE` of the app's
+    /// (and the app's statements queued behind it) waits for one chunk at most, not for a read of every project.
+    /// `afterChunk` runs between the statements, when the session holds no lock. A project created or deleted
+    /// meanwhile in a range already read is left to its notification or the next reconcile.
+    public func drift(
+        _ connection: Connection, target: ResolvedTarget, chunkSize: Int = driftChunkSize,
+        afterChunk: (DriftChunk) throws(RoleSyncError) -> Void = { _ in }
+    ) throws(RoleSyncError) -> Drift {
+        precondition(chunkSize > 0, "a drift chunk holds at least one project")
         let phase = "look for projects whose roles differ"
-        let statement = SyncSQL(schema: schema, target: target, catalogue: catalogue)
-            .drift(appLabel: target.target.appLabel, model: target.target.model)
-        let result: QueryResult
-        do {
-            result = try statement.run(on: connection)
-        } catch {
-            throw RoleSyncError(phase: phase, error: error)
-        }
-        // A SELECT without FROM: always exactly one row.
-        guard let row = result.first else {
-            throw RoleSyncError(phase: phase, error: PostgresError(code: .clientError, message: "the drift query returned no row"))
-        }
-        do {
-            let ids = try row.decode("projects", as: [String?].self).map { text throws(RowDecodingError) in
-                guard let text, let id = Int64(text) else {
-                    throw RowDecodingError(source: row.source, column: "projects", problem: "holds an element that is not a project id")
-                }
-                return id
+        let sql = SyncSQL(schema: schema, target: target, catalogue: catalogue)
+        let clock = ContinuousClock()
+        var total = Drift(projectIDs: [], permissionsMissing: false, blockedGroups: 0)
+        var after: Int64?
+        var number = 0
+        while true {
+            number += 1
+            let start = clock.now
+            let row: Row
+            do {
+                row = try sql.drift(appLabel: target.target.appLabel, model: target.target.model, after: after, size: chunkSize)
+                    .one(on: connection)
+            } catch {
+                throw RoleSyncError(phase: phase, error: error)
             }
-            return Drift(
-                projectIDs: ids, permissionsMissing: try row.decode("permissions_missing"),
-                blockedGroups: try row.decode("groups_name_taken"), tooLongGroups: try row.decode("groups_name_too_long"),
-                orphanedLinks: try row.decode("orphaned_links")
-            )
-        } catch {
-            throw RoleSyncError(phase: phase, decoding: error)
+            let more: Bool
+            do {
+                total.projectIDs += try row.decode("projects", as: [String?].self).map { text throws(RowDecodingError) in
+                    guard let text, let id = Int64(text) else {
+                        throw RowDecodingError(source: row.source, column: "projects", problem: "holds an element that is not a project id")
+                    }
+                    return id
+                }
+                if try row.decode("permissions_missing", as: Bool.self) { total.permissionsMissing = true }
+                total.blockedGroups += try row.decode("groups_name_taken", as: Int.self)
+                total.tooLongGroups += try row.decode("groups_name_too_long", as: Int.self)
+                total.orphanedLinks += try row.decode("orphaned_links", as: Int.self)
+                more = try row.decode("more", as: Bool.self)
+                after = try row.decodeIfPresent("last_id", as: Int64.self) ?? after
+            } catch {
+                throw RoleSyncError(phase: phase, decoding: error)
+            }
+            try afterChunk(DriftChunk(number: number, lastProjectID: after, duration: clock.now - start))
+            if !more { return total }
         }
     }
 

@@ -465,43 +465,68 @@ struct SyncSQL {
         }
     }
 
-    /// The projects whose rows a sync would change, compared with ``DesiredRows`` as the sync compares: one pass over
-    /// each permission table, hashed. Groups of roles no longer in the catalogue count as drifted while they still
-    /// hold permissions (a sync removes them). A group whose name is not free is not drift (no sync can fix it) but
-    /// is counted in `groups_name_taken` / `groups_name_too_long`, so that a daemon does not sync it again on every
-    /// reconcile. Answers `projects` (a bigint[]), those counts, `orphaned_links` and `permissions_missing`.
-    func drift(appLabel: String, model: String) -> SyncStatement {
+    /// The projects whose rows a sync would change, compared with ``DesiredRows`` as the sync compares, for one chunk
+    /// of the project table: the first `size` projects by id after `after` (nil: from the first). Groups of roles no
+    /// longer in the catalogue count as drifted while they still hold permissions (a sync removes them). A group whose
+    /// name is not free is not drift (no sync can fix it) but is counted in `groups_name_taken` /
+    /// `groups_name_too_long`, so that a daemon does not sync it again on every reconcile. Answers `projects` (a
+    /// bigint[]), those counts, `orphaned_links`, `permissions_missing`, and `last_id` / `more`: the chunk's last id,
+    /// and whether it was full (another chunk may follow).
+    ///
+    /// The chunk's ids are named up front (`chunk`, the scope of ``DesiredRows/only(_:in:scope:)``), so each table is
+    /// read through its index for the chunk's keys: one statement costs as much as the chunk is large, not as the
+    /// tables are, and holds its `ACCESS SHARE` locks for that long only. A plain `ALTER TABLE` of the app's waits for
+    /// one chunk at most (at 100,000 projects, one statement over all of them read for 14 s). Links whose project is
+    /// gone are counted by their `project_id` in the chunk's range (the last chunk's range has no end); the projects
+    /// that exist in that range are the chunk's, at the statement's snapshot.
+    func drift(appLabel: String, model: String, after: Int64?, size: Int) -> SyncStatement {
         SyncStatement("drift") { p in
             let label = p.text(appLabel)
             let modelName = p.text(model)
             let desired = desiredRows(p, contentType: "(SELECT id FROM ct)")
             let codenames = Set(catalogue.roles.flatMap(\.permissions)).count
+            let start = after.map { "p.\(id) > \(p.bigint($0))" } ?? "true"
+            let startOfLinks = after.map { "l.project_id > \(p.bigint($0))" } ?? "true"
+            // An array expression (the cast keeps `ANY (…)` from reading it as a subquery of rows).
+            let scope = "(SELECT ids FROM chunk)::bigint[]"
             return """
                 WITH ct AS (
                     SELECT id FROM django_content_type WHERE app_label = \(label) AND model = \(modelName)
+                ), chunk AS MATERIALIZED (
+                    SELECT array_agg(c.id ORDER BY c.id) AS ids, max(c.id) AS last_id, count(*) = \(p.integer(size)) AS more
+                    FROM (SELECT p.\(id)::bigint AS id FROM \(projectTable) p WHERE \(start) ORDER BY p.\(id) LIMIT \(p.integer(size))) c
                 ), \(desired.catalogueCTE), \(DesiredRows.expectedCTE),
-                \(desired.unlinkedCTE(scope: nil)), unlinked_named AS (
-                    SELECT u.project_id, u.role, n.wanted, \(desired.nameFree("n.wanted", linked: false, candidates: "", scope: nil)) AS free
+                \(desired.unlinkedCTE(scope: scope)), unlinked_wanted AS (
+                    SELECT u.project_id, u.role, \(desired.groupName(project: "p", role: "u.role")) AS wanted
                     FROM unlinked u JOIN \(projectTable) p ON p.\(id) = u.project_id
-                    CROSS JOIN LATERAL (SELECT \(desired.groupName(project: "p", role: "u.role")) AS wanted) n
-                ), \(desired.linkedCTE(scope: nil)), misnamed AS (
-                    SELECT l.project_id, l.role, l.name AS wanted, \(desired.nameFree("l.name", linked: true, candidates: "", scope: nil)) AS free
+                    WHERE \(desired.inScope("p.\(id)", scope))
+                ), unlinked_named AS (
+                    SELECT n.project_id, n.role, n.wanted,
+                           \(desired.nameFree("n.wanted", linked: false, candidates: "SELECT wanted FROM unlinked_wanted", scope: scope)) AS free
+                    FROM unlinked_wanted n
+                ), \(desired.linkedCTE(scope: scope)), misnamed_wanted AS (
+                    SELECT l.project_id, l.role, l.name AS wanted
                     FROM linked l JOIN auth_group g ON g.id = l.group_id
-                    WHERE g.name <> l.name
+                    WHERE g.name <> l.name \(desired.only("g.id", in: "SELECT group_id FROM linked", scope: scope))
+                ), misnamed AS (
+                    SELECT m.project_id, m.role, m.wanted,
+                           \(desired.nameFree("m.wanted", linked: true, candidates: "SELECT wanted FROM misnamed_wanted", scope: scope)) AS free
+                    FROM misnamed_wanted m
                 ), blocked AS (
                     SELECT project_id, role, \(desired.nameProblem("wanted")) AS reason FROM unlinked_named WHERE NOT free
                     UNION ALL
                     SELECT project_id, role, \(desired.nameProblem("wanted")) FROM misnamed WHERE NOT free
-                ), \(desired.rowState(.group, named: "group_rows", scope: nil)),
-                \(desired.rowState(.object, named: "object_rows", scope: nil)), short AS (
+                ), \(desired.rowState(.group, named: "group_rows", scope: scope)),
+                \(desired.rowState(.object, named: "object_rows", scope: scope)), short AS (
                     SELECT s.project_id
                     FROM \(links) s
                     JOIN \(projectTable) p ON p.\(id) = s.project_id
                     LEFT JOIN expected e ON e.role = s.role
                     LEFT JOIN group_rows gr ON gr.group_id = s.group_id
                     LEFT JOIN object_rows orow ON orow.group_id = s.group_id
-                    WHERE \(DesiredRows.lacking("gr", expected: "e")) OR \(DesiredRows.extra("gr"))
-                       OR \(DesiredRows.lacking("orow", expected: "e")) OR \(DesiredRows.extra("orow"))
+                    WHERE \(desired.inScope("s.project_id", scope)) AND \(desired.inScope("p.\(id)", scope))
+                      AND (\(DesiredRows.lacking("gr", expected: "e")) OR \(DesiredRows.extra("gr"))
+                           OR \(DesiredRows.lacking("orow", expected: "e")) OR \(DesiredRows.extra("orow")))
                 )
                 SELECT array(
                            SELECT project_id FROM unlinked_named WHERE free
@@ -511,8 +536,11 @@ struct SyncSQL {
                        (SELECT count(*) FROM blocked WHERE reason = 'taken') AS groups_name_taken,
                        (SELECT count(*) FROM blocked WHERE reason = 'too_long') AS groups_name_too_long,
                        (SELECT count(*) FROM \(links) l
-                        WHERE NOT EXISTS (SELECT 1 FROM \(projectTable) p WHERE p.\(id) = l.project_id)) AS orphaned_links,
-                       (SELECT count(DISTINCT permission_id) FROM catalogue) < \(p.integer(codenames)) AS permissions_missing
+                        WHERE \(startOfLinks) AND (NOT (SELECT more FROM chunk) OR l.project_id <= (SELECT last_id FROM chunk))
+                          AND NOT EXISTS (SELECT 1 FROM \(projectTable) p
+                                          WHERE p.\(id) = l.project_id AND \(desired.inScope("p.\(id)", scope)))) AS orphaned_links,
+                       (SELECT count(DISTINCT permission_id) FROM catalogue) < \(p.integer(codenames)) AS permissions_missing,
+                       (SELECT last_id FROM chunk) AS last_id, (SELECT more FROM chunk) AS more
                 """
         }
     }
