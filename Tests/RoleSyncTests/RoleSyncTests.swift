@@ -281,7 +281,7 @@ struct RoleSyncTests {
         }
     }
 
-    @Test("the drift query reads the projects in chunks by id, one statement each: the same answer whatever the chunk, links of deleted projects counted in every range, no lock held between the statements, so an app's ALTER TABLE gets its lock at once")
+    @Test("the drift query reads the projects in chunks by id, each its own statements: the same answer whatever the chunk, links of deleted projects counted in every range, no lock held between the statements, so an app's ALTER TABLE gets its lock at once")
     func driftInChunks() throws {
         try TestDatabase.with { database in
             let connection = try Self.migrated(database)

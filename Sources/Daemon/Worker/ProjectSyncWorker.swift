@@ -441,16 +441,16 @@ final class ProjectSyncWorker {
         target = resolved
         let driftStart = clock.now
         // In chunks of projects, one statement each: an app's ALTER TABLE waits for one chunk at most.
-        var statements = 0
+        var chunks = 0
         var longest = Duration.zero
         let drift = try synchronizer.drift(connection, target: resolved) { chunk in
-            statements = chunk.number
+            chunks = chunk.number
             longest = max(longest, chunk.duration)
         }
         logger.debug("reconcile: drift query done", metadata: [
             "daemon.drift_ms": "\(TextFormat.fixed((clock.now - driftStart).milliseconds, 1))",
-            "daemon.drift_statements": "\(statements)",
-            "daemon.drift_longest_statement_ms": "\(TextFormat.fixed(longest.milliseconds, 1))",
+            "daemon.drift_chunks": "\(chunks)",
+            "daemon.drift_longest_chunk_ms": "\(TextFormat.fixed(longest.milliseconds, 1))",
             "daemon.projects": "\(drift.projectIDs.count)",
         ])
         metrics.blockedGroups.record(drift.blockedGroups)

@@ -465,36 +465,44 @@ struct SyncSQL {
         }
     }
 
-    /// The projects whose rows a sync would change, compared with ``DesiredRows`` as the sync compares, for one chunk
-    /// of the project table: the first `size` projects by id after `after` (nil: from the first). Groups of roles no
-    /// longer in the catalogue count as drifted while they still hold permissions (a sync removes them). A group whose
-    /// name is not free is not drift (no sync can fix it) but is counted in `groups_name_taken` /
-    /// `groups_name_too_long`, so that a daemon does not sync it again on every reconcile. Answers `projects` (a
-    /// bigint[]), those counts, `orphaned_links`, `permissions_missing`, and `last_id` / `more`: the chunk's last id,
-    /// and whether it was full (another chunk may follow).
+    /// The next chunk of the drift query: the ids of the first `size` projects after `after` (nil: from the first),
+    /// in order. Answers `ids` (a bigint[], NULL when there are none).
+    func driftChunk(after: Int64?, size: Int) -> SyncStatement {
+        SyncStatement("drift chunk") { p in
+            """
+            SELECT array_agg(c.id ORDER BY c.id)::text AS ids
+            FROM (SELECT p.\(id)::bigint AS id FROM \(projectTable) p WHERE \(after.map { "p.\(id) > \(p.bigint($0))" } ?? "true")
+                  ORDER BY p.\(id) LIMIT \(p.integer(size))) c
+            """
+        }
+    }
+
+    /// The projects whose rows a sync would change, compared with ``DesiredRows`` as the sync compares, among the
+    /// projects `ids` (a chunk of ``driftChunk(after:size:)``). Groups of roles no longer in the catalogue count as
+    /// drifted while they still hold permissions (a sync removes them). A group whose name is not free is not drift
+    /// (no sync can fix it) but is counted in `groups_name_taken` / `groups_name_too_long`, so that a daemon does not
+    /// sync it again on every reconcile. Answers `projects` (a bigint[]), those counts, `orphaned_links` and
+    /// `permissions_missing`.
     ///
-    /// The chunk's ids are named up front (`chunk`, the scope of ``DesiredRows/only(_:in:scope:)``), so each table is
-    /// read through its index for the chunk's keys: one statement costs as much as the chunk is large, not as the
-    /// tables are, and holds its `ACCESS SHARE` locks for that long only. A plain `ALTER TABLE` of the app's waits for
-    /// one chunk at most (at 100,000 projects, one statement over all of them read for 14 s). Links whose project is
-    /// gone are counted by their `project_id` in the chunk's range (the last chunk's range has no end); the projects
-    /// that exist in that range are the chunk's, at the statement's snapshot.
-    func drift(appLabel: String, model: String, after: Int64?, size: Int) -> SyncStatement {
+    /// The chunk's ids are bound as an array (the scope of ``DesiredRows/only(_:in:scope:)``), so each table is read
+    /// through its index for the chunk's keys, and the planner knows how many: one statement costs as much as the
+    /// chunk is large, not as the tables are, and holds its `ACCESS SHARE` locks for that long only. A plain
+    /// `ALTER TABLE` of the app's waits for one chunk at most (at 100,000 projects, one statement over all of them
+    /// read for 14 s). Links whose project is gone are counted by their `project_id` in the chunk's range: above
+    /// `after` (nil: no lower end) up to `through` (nil: no upper end, for the last chunk); the projects in that range
+    /// are those of `ids`, unless created or deleted since, which the next reconcile sees.
+    func drift(appLabel: String, model: String, ids: [Int64], after: Int64?, through: Int64?) -> SyncStatement {
         SyncStatement("drift") { p in
             let label = p.text(appLabel)
             let modelName = p.text(model)
             let desired = desiredRows(p, contentType: "(SELECT id FROM ct)")
             let codenames = Set(catalogue.roles.flatMap(\.permissions)).count
-            let start = after.map { "p.\(id) > \(p.bigint($0))" } ?? "true"
-            let startOfLinks = after.map { "l.project_id > \(p.bigint($0))" } ?? "true"
-            // An array expression (the cast keeps `ANY (…)` from reading it as a subquery of rows).
-            let scope = "(SELECT ids FROM chunk)::bigint[]"
+            let scope = p.bigints(ids)
+            let range = [after.map { "l.project_id > \(p.bigint($0))" }, through.map { "l.project_id <= \(p.bigint($0))" }]
+                .compactMap { $0 }.joined(separator: " AND ")
             return """
                 WITH ct AS (
                     SELECT id FROM django_content_type WHERE app_label = \(label) AND model = \(modelName)
-                ), chunk AS MATERIALIZED (
-                    SELECT array_agg(c.id ORDER BY c.id) AS ids, max(c.id) AS last_id, count(*) = \(p.integer(size)) AS more
-                    FROM (SELECT p.\(id)::bigint AS id FROM \(projectTable) p WHERE \(start) ORDER BY p.\(id) LIMIT \(p.integer(size))) c
                 ), \(desired.catalogueCTE), \(DesiredRows.expectedCTE),
                 \(desired.unlinkedCTE(scope: scope)), unlinked_wanted AS (
                     SELECT u.project_id, u.role, \(desired.groupName(project: "p", role: "u.role")) AS wanted
@@ -536,11 +544,10 @@ struct SyncSQL {
                        (SELECT count(*) FROM blocked WHERE reason = 'taken') AS groups_name_taken,
                        (SELECT count(*) FROM blocked WHERE reason = 'too_long') AS groups_name_too_long,
                        (SELECT count(*) FROM \(links) l
-                        WHERE \(startOfLinks) AND (NOT (SELECT more FROM chunk) OR l.project_id <= (SELECT last_id FROM chunk))
+                        WHERE \(range.isEmpty ? "true" : range)
                           AND NOT EXISTS (SELECT 1 FROM \(projectTable) p
                                           WHERE p.\(id) = l.project_id AND \(desired.inScope("p.\(id)", scope)))) AS orphaned_links,
-                       (SELECT count(DISTINCT permission_id) FROM catalogue) < \(p.integer(codenames)) AS permissions_missing,
-                       (SELECT last_id FROM chunk) AS last_id, (SELECT more FROM chunk) AS more
+                       (SELECT count(DISTINCT permission_id) FROM catalogue) < \(p.integer(codenames)) AS permissions_missing
                 """
         }
     }
