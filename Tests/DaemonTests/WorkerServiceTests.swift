@@ -166,17 +166,20 @@ struct WorkerServiceTests {
 }
 
 /// Waits for a condition the test cannot be told of directly (the daemon's progress, seen in the database or its
-/// state); the limit only bounds a failure, nothing is assumed to have happened after a delay.
+/// state); the limit only bounds a failure, nothing is assumed to have happened after a delay. It counts the looks,
+/// 20 ms apart, not the time since the start: the whole suite runs at once, and synchronous tests that wait on a
+/// process can keep Swift concurrency's few threads (one per core) from resuming this loop for a while; a deadline
+/// in time would then fail a test whose condition held all along.
 func eventually(
     _ what: String, _ daemon: WorkerServiceTests.Running? = nil, limit: Duration = .seconds(30),
     sourceLocation: Testing.SourceLocation = #_sourceLocation, _ condition: () throws -> Bool
 ) async throws {
-    let clock = ContinuousClock()
-    let deadline = clock.now + limit
-    while clock.now < deadline {
+    let pause = Duration.milliseconds(20)
+    for _ in 0..<Int(limit / pause) {
         if try condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
+        try await Task.sleep(for: pause)
     }
+    if try condition() { return }
     let log = daemon.map { $0.logs.entries.map { "\($0.level) \($0.message) \($0.metadata)" }.joined(separator: "\n") } ?? ""
     Issue.record("never happened: \(what)\n\(log)", sourceLocation: sourceLocation)
     throw CancellationError()

@@ -1,6 +1,7 @@
 import Foundation
 import MigratorTestSupport
 import Postgres
+import RoleSync
 import SystemSupport
 import Synchronization
 import Testing
@@ -258,6 +259,42 @@ struct DaemonTests {
             #expect(daemon.logLines("synced projects").count == 1, "nothing more was started after the signal: \(daemon.transcript.rawValue)")
             #expect(try connection.count(FaultTests.advisoryLocks) == 0)
             #expect(try connection.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'migrator' AND pid <> pg_backend_pid()") == 0)
+        }
+    }
+
+    @Test("SIGTERM during a reconcile's drift query: it stops between two chunks of projects, syncs nothing, exit 0")
+    func stopBetweenDriftChunks() throws {
+        try TestDatabase.with { db in
+            let folder = try MigrationFolder.shipped()
+            #expect(try E2E.run(E2E.args("migrate", folder), database: db).exitCode == 0)
+            let connection = try db.connect()
+            // More projects than one chunk of the drift query reads (RoleSynchronizer.driftChunkSize), all in step.
+            let projects = RoleSynchronizer.driftChunkSize + 1
+            try connection.query("INSERT INTO main_project (name, description) SELECT 'p' || i, '' FROM generate_series(1, $1::integer) AS i", [projects])
+            #expect(try E2E.run(["update-roles"], database: db).exitCode == 0)
+            // The app holds a lock the drift query's first chunk waits for (--ddl-lock-timeout 0: it waits as long as
+            // it takes), so the signal provably arrives while that chunk runs.
+            let holder = try db.connect()
+            try holder.execute(script: "BEGIN; LOCK TABLE guardian_groupobjectpermission IN ACCESS EXCLUSIVE MODE")
+            let daemon = try DaemonProcess(folder, database: db, ["--ddl-lock-timeout", "0", "--reconcile-interval", "1h"])
+            #expect(try DaemonProcess.wait(timeout: 30) {
+                try connection.count("""
+                    SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'migrator'
+                    AND wait_event_type = 'Lock' AND query LIKE '%unlinked_wanted%'
+                    """) == 1
+            }, "the drift query never waited for the app's lock\n\(daemon.transcript.rawValue)")
+
+            kill(daemon.process.processIdentifier, SIGTERM)
+            #expect(DaemonProcess.wait(timeout: 30) { !daemon.logLines("shutdown requested; finishing the transaction in progress").isEmpty }, daemon.transcript)
+            #expect(daemon.process.isRunning, daemon.transcript)
+            try holder.query("ROLLBACK")
+
+            let stopped = daemon.waitForExit(limit: 30)
+            #expect(stopped.code == 0, daemon.transcript)
+            let cut = try #require(daemon.logLines("stopping: the reconcile's drift query ends between two chunks").first, daemon.transcript)
+            #expect(cut.value("daemon.drift_chunks") == "1", "it read more chunks after the signal: \(cut.text)")
+            #expect(daemon.logLines("synced projects").isEmpty, daemon.transcript)
+            #expect(try connection.count(FaultTests.advisoryLocks) == 0)
         }
     }
 

@@ -242,7 +242,7 @@ struct RoleSyncTests {
         _ connection: Connection, _ synchronizer: RoleSynchronizer, sourceLocation: Testing.SourceLocation = #_sourceLocation
     ) throws -> RoleSynchronizer.Drift {
         let target = try synchronizer.resolveTarget(connection)
-        let whole = try synchronizer.drift(connection, target: target, chunkSize: 1_000_000)
+        let whole = try #require(try synchronizer.drift(connection, target: target, chunkSize: 1_000_000), sourceLocation: sourceLocation)
         for size in [1, 2] {
             let chunked = try synchronizer.drift(connection, target: target, chunkSize: size)
             #expect(chunked == whole, "\(size) project(s) per statement: \(chunked), in one: \(whole)", sourceLocation: sourceLocation)
@@ -281,7 +281,7 @@ struct RoleSyncTests {
         }
     }
 
-    @Test("the drift query reads the projects in chunks by id, each its own statements: the same answer whatever the chunk, links of deleted projects counted in every range, no lock held between the statements, so an app's ALTER TABLE gets its lock at once")
+    @Test("the drift query reads the projects in chunks by id, each its own statements: the same answer whatever the chunk, links of deleted projects counted in every range, no lock held between the statements, so an app's ALTER TABLE gets its lock at once; told to stop, it reads no further chunk")
     func driftInChunks() throws {
         try TestDatabase.with { database in
             let connection = try Self.migrated(database)
@@ -308,13 +308,17 @@ struct RoleSyncTests {
             // 6 projects remain (a, b, d, e, f, g): chunks of 1 to 7, and the default.
             for size in 1...7 {
                 var chunks: [RoleSynchronizer.DriftChunk] = []
-                let drift = try synchronizer.drift(connection, target: target, chunkSize: size) { chunks.append($0) }
+                let drift = try synchronizer.drift(connection, target: target, chunkSize: size) { chunks.append($0); return true }
                 #expect(drift == expected, "\(size) per statement")
                 // A full chunk may be followed by more; the one that is not full is the last.
                 #expect(chunks.count == 6 / size + 1, "\(size) per statement: \(chunks.count) statements")
                 #expect(chunks.map(\.number) == Array(1...chunks.count))
             }
             #expect(try synchronizer.drift(connection, target: target) == expected)
+            // Told to stop after the second chunk (a daemon asked to stop), it reads no third and answers nothing.
+            var read = 0
+            let stopped = try synchronizer.drift(connection, target: target, chunkSize: 2) { _ in read += 1; return read < 2 }
+            #expect(stopped == nil && read == 2)
 
             // Between two statements the session holds no lock: an ALTER TABLE of the project table, which needs
             // ACCESS EXCLUSIVE, gets it within its lock_timeout (while a statement held ACCESS SHARE it could not: the
@@ -333,6 +337,7 @@ struct RoleSyncTests {
                 } catch {
                     Issue.record("after statement \(chunk.number): \(error)")
                 }
+                return true
             }
             #expect(altered == 4)
             #expect(drift == expected)

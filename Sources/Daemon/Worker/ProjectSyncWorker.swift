@@ -443,9 +443,15 @@ final class ProjectSyncWorker {
         // In chunks of projects, one statement each: an app's ALTER TABLE waits for one chunk at most.
         var chunks = 0
         var longest = Duration.zero
-        let drift = try synchronizer.drift(connection, target: resolved) { chunk in
+        let found = try synchronizer.drift(connection, target: resolved) { chunk in
             chunks = chunk.number
             longest = max(longest, chunk.duration)
+            return !state.isStopping
+        }
+        guard let drift = found else {
+            // Asked to stop between two chunks: the rest is not read, nothing is synced.
+            logger.info("stopping: the reconcile's drift query ends between two chunks", metadata: ["daemon.drift_chunks": "\(chunks)"])
+            return false
         }
         logger.debug("reconcile: drift query done", metadata: [
             "daemon.drift_ms": "\(TextFormat.fixed((clock.now - driftStart).milliseconds, 1))",

@@ -196,7 +196,8 @@ public struct RoleSynchronizer: Sendable {
     /// Finds the projects whose role rows differ from the catalogue: read-only statements over chunks of at most
     /// ``driftChunkSize`` projects, whatever their number. Meant for a session prepared with ``prepareSession(_:)``.
     public func drift(_ connection: Connection) throws(RoleSyncError) -> Drift {
-        try drift(connection, target: resolveTarget(connection))
+        // Without an `afterChunk` that stops it, it reads every chunk.
+        try drift(connection, target: resolveTarget(connection))!
     }
 
     /// One chunk of the drift query done (its ids read, then its drift, two statements): the last project id it
@@ -212,12 +213,13 @@ public struct RoleSynchronizer: Sendable {
     /// transaction), so that no statement holds its `ACCESS SHARE` locks longer than one chunk takes: an `ALTER TABLE`
     /// of the app's (and the app's statements queued behind it) waits for one chunk at most, not for a read of every
     /// project.
-    /// `afterChunk` runs between the statements, when the session holds no lock. A project created or deleted
-    /// meanwhile in a range already read is left to its notification or the next reconcile.
+    /// `afterChunk` runs after each chunk, when the session holds no lock, and says whether to go on: nil when it
+    /// said no (a daemon asked to stop does not read the other chunks first). A project created or deleted meanwhile
+    /// in a range already read is left to its notification or the next reconcile.
     public func drift(
         _ connection: Connection, target: ResolvedTarget, chunkSize: Int = driftChunkSize,
-        afterChunk: (DriftChunk) throws(RoleSyncError) -> Void = { _ in }
-    ) throws(RoleSyncError) -> Drift {
+        afterChunk: (DriftChunk) -> Bool = { _ in true }
+    ) throws(RoleSyncError) -> Drift? {
         precondition(chunkSize > 0, "a drift chunk holds at least one project")
         let phase = "look for projects whose roles differ"
         let sql = SyncSQL(schema: schema, target: target, catalogue: catalogue)
@@ -254,7 +256,9 @@ public struct RoleSynchronizer: Sendable {
                 total.tooLongGroups += try found.decode("groups_name_too_long", as: Int.self)
                 total.orphanedLinks += try found.decode("orphaned_links", as: Int.self)
             }
-            try afterChunk(DriftChunk(number: number, lastProjectID: chunk.last ?? after, duration: clock.now - start))
+            guard afterChunk(DriftChunk(number: number, lastProjectID: chunk.last ?? after, duration: clock.now - start)) else {
+                return nil
+            }
             guard let last else { return total }
             after = last
         }
