@@ -65,7 +65,10 @@ struct SessionSetUp {
                current_setting('transaction_read_only') AS read_only,
                CASE WHEN ours AND $1::boolean AND NOT pg_is_in_recovery()
                     THEN pg_try_advisory_lock($2::bigint) ELSE false END AS locked,
-               obj_description(to_regnamespace($3::text), 'pg_namespace') AS own_objects,
+               -- obj_description() itself, without its SQL function: planning that on a new server process cost
+               -- about 0.85 ms of every run (psql -c on the same server, 12 runs each: 2.53 ms against 1.68 ms).
+               (SELECT description FROM pg_catalog.pg_description WHERE objoid = to_regnamespace($3::text)
+                  AND classoid = 'pg_catalog.pg_namespace'::regclass AND objsubid = 0) AS own_objects,
                $6::text IS NULL OR to_regnamespace($6::text) IS NOT NULL AS search_schema_exists
         FROM session
         """
