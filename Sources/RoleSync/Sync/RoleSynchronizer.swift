@@ -190,7 +190,8 @@ public struct RoleSynchronizer: Sendable {
     }
 
     /// How many projects one chunk of the drift query reads (``drift(_:target:chunkSize:afterChunk:)``): at 10,000
-    /// synced projects a chunk of 1,000 took 250–320 ms, one of 2,000 380–630 ms, for about the same total.
+    /// synced projects (a debug build, load 2–3) a chunk of 1,000 took 250–320 ms, one of 2,000 380–630 ms, for about the
+    /// same total.
     public static let driftChunkSize = 1_000
 
     /// Finds the projects whose role rows differ from the catalogue: read-only statements over chunks of at most
