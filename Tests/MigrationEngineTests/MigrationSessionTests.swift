@@ -119,8 +119,51 @@ struct MigrationSessionTests {
             let session = try Self.session(database, folder, purpose: .migrate)
             let report = try session.migrate()
             #expect(report.applied.isEmpty)
-            // 1 set-up (with the lock's first try and the own objects' marker), 1 history read, 1 unlock.
+            // 1 set-up (with the lock's first try and the own objects' markers), 1 history read, 1 unlock.
             #expect(report.roundTrips == 3)
+        }
+    }
+
+    /// The set-up checks one marker function per component at this release's version (see `OwnObjects`); the
+    /// components table is read only when one is missing.
+    @Test("own objects' markers: an earlier release's installation gets them back once; a newer release's satisfy this one")
+    func ownObjectsMarkers() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            _ = try Self.session(database, folder, purpose: .migrate).migrate()
+            let connection = try database.connect()
+            let markers = """
+                SELECT string_agg(proname, ', ' ORDER BY proname) AS m FROM pg_proc
+                WHERE pronamespace = 'migrator'::regnamespace AND proname LIKE 'installed: %'
+                """
+            let all = "installed: engine 1, installed: engine 2, installed: engine 3"
+            #expect(try connection.query(markers).first?["m"] == all)
+
+            // An earlier release recorded the versions in the schema's comment only: one run reads the components
+            // table and puts the markers back (2 round trips more), the next is a plain no-op again.
+            _ = try connection.execute(script: #"""
+                DROP FUNCTION migrator."installed: engine 1"(), migrator."installed: engine 2"(), migrator."installed: engine 3"();
+                COMMENT ON SCHEMA migrator IS 'migrator own objects: engine 3'
+                """#)
+            #expect(try Self.session(database, folder, purpose: .migrate).migrate().roundTrips == 3 + 2)
+            #expect(try connection.query(markers).first?["m"] == all)
+            #expect(try connection.query("SELECT obj_description('migrator'::regnamespace, 'pg_namespace') AS c").first?["c"] == "migrator own objects: engine 3")
+            #expect(try Self.session(database, folder, purpose: .migrate).migrate().roundTrips == 3)
+
+            // A newer release installed engine 4 (keeping the markers of 1 to 3): this release installs nothing.
+            _ = try connection.execute(script: #"""
+                UPDATE migrator.components SET version = 4 WHERE component = 'engine';
+                CREATE FUNCTION migrator."installed: engine 4"() RETURNS void LANGUAGE sql AS ''
+                """#)
+            let report = try Self.session(database, folder, purpose: .migrate).migrate()
+            #expect(report.applied.isEmpty && report.roundTrips == 3)
+            #expect(try connection.query("SELECT version FROM migrator.components WHERE component = 'engine'").first?.int("version") == 4)
+
+            // A marker dropped by hand with nothing else changed: put back, nothing installed again.
+            _ = try connection.execute(script: #"DROP FUNCTION migrator."installed: engine 3"()"#)
+            #expect(try Self.session(database, folder, purpose: .migrate).migrate().roundTrips == 3 + 2)
+            #expect(try connection.query(markers).first?["m"] == all + ", installed: engine 4")
         }
     }
 }

@@ -75,37 +75,60 @@ public enum OwnObjects {
         }
     }
 
-    /// The schema's comment records the installed versions too (`migrator own objects: engine 1, role-sync 1`), so
-    /// that a run can read them in its session set-up query, which cannot fail on a missing table, and skip the
-    /// installer without a round trip of its own. The table stays the record of when and by whom.
-    static let markerPrefix = "migrator own objects: "
+    /// The installed versions are also recorded as markers the session set-up can check in the same query as its
+    /// settings, which cannot fail on a missing table, so that a run with nothing to install spends no round trip on
+    /// them: one empty function `<schema>."installed: <component> <version>"()` for every version of a component up
+    /// to the installed one (a newer release's markers include an older one's, so an older release finds its own). A
+    /// new server process finds a function through its catalogue cache (`to_regprocedure`), which costs about 0.1 ms
+    /// for both markers, where reading the schema's comment from `pg_description`, as earlier releases did, cost
+    /// about 1.2 ms (`psql -c` on a new server process, 12 runs each: 0.41 ms against 1.66 ms, `select 1` 0.22 ms).
+    /// The table stays the record of when and by whom; the schema's comment is still written, for people and for
+    /// earlier releases, which read it.
+    static let commentPrefix = "migrator own objects: "
 
-    static func marker(_ versions: [String: Int]) -> String {
-        markerPrefix + versions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+    static func comment(_ versions: [String: Int]) -> String {
+        commentPrefix + versions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     }
 
-    static func parseMarker(_ text: String?) -> [String: Int]? {
-        guard let text, text.hasPrefix(markerPrefix) else { return nil }
-        var versions: [String: Int] = [:]
-        for part in text.dropFirst(markerPrefix.count).split(separator: ",") {
-            let words = part.split(separator: " ")
-            guard words.count == 2, let version = Int(words[1]) else { return nil }
-            versions[String(words[0])] = version
+    /// The marker of `component` at `version`, as `to_regprocedure` reads it: `"migrator"."installed: engine 3"()`.
+    public static func markerSignature(schema: OwnSchema, component: String, version: Int) -> String {
+        schema.sql + "." + SQLIdentifier.quote("installed: \(component) \(version)") + "()"
+    }
+
+    /// The markers each of `components` needs at its newest version (a component with no steps needs none).
+    public static func markerSignatures(_ components: [OwnObjectsComponent], schema: OwnSchema) -> [String] {
+        components.filter { $0.newest > 0 }.map { markerSignature(schema: schema, component: $0.name, version: $0.newest) }
+    }
+
+    /// Creates the markers of `versions` (every version up to each installed one) and the schema's comment: a
+    /// script of this binary's own text (the names of `components`, numbers, the checked schema name). Versions of
+    /// components this binary does not know (a newer release's, or a row written by hand) are left out: their
+    /// names are text from the table, never spliced into SQL.
+    static func markersScript(_ versions: [String: Int], of components: [OwnObjectsComponent], schema: OwnSchema) -> String {
+        let known = Set(components.map(\.name))
+        let versions = versions.filter { known.contains($0.key) }
+        var statements: [String] = []
+        for (component, installed) in versions.sorted(by: { $0.key < $1.key }) where installed > 0 {
+            for version in 1...installed {
+                statements.append(
+                    "CREATE OR REPLACE FUNCTION \(markerSignature(schema: schema, component: component, version: version)) "
+                        + "RETURNS void LANGUAGE sql IMMUTABLE AS ''"
+                )
+            }
         }
-        return versions
+        statements.append("COMMENT ON SCHEMA \(schema.sql) IS '\(comment(versions))'")
+        return statements.joined(separator: ";\n")
     }
 
-    /// Brings every component to its newest step. No query when `marker` (the schema's comment, read by the caller)
-    /// says everything is current; one when it cannot tell.
+    /// Brings every component to its newest step. No query when `markersPresent` (the set-up found every
+    /// component's marker at its newest version); one when it cannot tell.
     /// - Returns: the steps that ran, as `component N: summary`.
     @discardableResult
     public static func install(
-        _ components: [OwnObjectsComponent], on connection: Connection, schema: OwnSchema, marker: String? = nil,
+        _ components: [OwnObjectsComponent], on connection: Connection, schema: OwnSchema, markersPresent: Bool = false,
         logger: Logger
     ) throws(MigrationError) -> [String] {
-        if let known = parseMarker(marker), components.allSatisfy({ known[$0.name, default: 0] >= $0.newest }) {
-            return []
-        }
+        if markersPresent { return [] }
         let installed: [String: Int]
         do {
             installed = try installedVersions(connection, schema: schema)
@@ -117,9 +140,15 @@ public enum OwnObjects {
         }
         let due = components.filter { installed[$0.name, default: 0] < $0.newest }
         if due.isEmpty {
-            // Current, but the marker was missing or stale (a release before it, a comment edited by hand).
-            if parseMarker(marker) != installed {
-                try? connection.query("COMMENT ON SCHEMA \(schema.sql) IS '\(Self.marker(installed))'")
+            // Current, but a marker is missing (a release before them, a function dropped by hand): put them back, so
+            // that the next run is spared this query. Best effort: a role that may not create in the schema still
+            // runs, one query slower.
+            do {
+                try connection.execute(script: markersScript(installed, of: components, schema: schema))
+            } catch {
+                logger.debug("could not record the versions of migrator's own objects", metadata: [
+                    "schema.name": "\(schema.name)", "db.error": "\(error)",
+                ])
             }
             return []
         }
@@ -168,8 +197,9 @@ public enum OwnObjects {
             }
             var now = installed
             for component in due { now[component.name] = component.newest }
-            // COMMENT takes no parameters; the text is made of component names and numbers of this binary only.
-            try connection.query("COMMENT ON SCHEMA \(schema.sql) IS '\(Self.marker(now))'")
+            // COMMENT and CREATE FUNCTION take no parameters; the text is made of component names and numbers of this
+            // binary only.
+            try connection.execute(script: markersScript(now, of: components, schema: schema))
             try connection.query("COMMIT")
         } catch {
             if connection.isConnected, connection.transactionStatus != .idle { _ = try? connection.query("ROLLBACK") }

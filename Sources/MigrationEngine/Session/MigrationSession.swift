@@ -35,8 +35,9 @@ public final class MigrationSession {
     /// What the set-up query's try for the lock got, until the first ``withLock(timeout:_:)`` uses it (nil: no
     /// try was made, or it was used).
     private var setUpLockTry: Bool?
-    /// The marker of migrator's own objects the set-up query read (see ``OwnObjects``).
-    private var ownObjectsMarker: String?
+    /// Whether the set-up query found the markers of migrator's own objects at this release's versions (see
+    /// ``OwnObjects``).
+    private var ownObjectsCurrent = false
     /// How many ``withLock(timeout:_:)`` calls are inside each other: the lock is released when the outermost ends.
     private var lockDepth = 0
     /// Where the session connected, for the second connection that watches the migrations (nil for a session made
@@ -87,9 +88,12 @@ public final class MigrationSession {
         self.hooks = hooks
         self.purpose = purpose
         self.logger = logger
-        let facts = try SessionSetUp.run(on: connection, options: options, purpose: purpose)
+        let facts = try SessionSetUp.run(
+            on: connection, options: options, purpose: purpose,
+            markers: OwnObjects.markerSignatures([HistoryStore.component] + hooks.compactMap(\.ownObjects), schema: options.schema)
+        )
         setUpLockTry = facts.locked
-        ownObjectsMarker = facts.ownObjects
+        ownObjectsCurrent = facts.ownObjectsCurrent
     }
 
     deinit {
@@ -162,9 +166,9 @@ public final class MigrationSession {
     /// trip when they are current; it is used once, since on a long-lived session another release may have changed
     /// them since (later calls cost one query).
     private func installOwnObjects() throws(MigrationError) {
-        let marker = ownObjectsMarker
-        ownObjectsMarker = nil
-        try OwnObjects.install(components, on: connection, schema: options.schema, marker: marker, logger: logger)
+        let current = ownObjectsCurrent
+        ownObjectsCurrent = false
+        try OwnObjects.install(components, on: connection, schema: options.schema, markersPresent: current, logger: logger)
     }
 
     /// Makes sure migrator's own objects are installed and current: one query when they are; otherwise the lock is

@@ -12,8 +12,9 @@ import SystemSupport
 struct SessionSetUp {
     /// Whether the first try got the lock (only a `.migrate` session tries).
     var locked: Bool?
-    /// The schema's comment (see ``OwnObjects``): a run with nothing to install spends no round trip on it.
-    var ownObjects: String?
+    /// Whether every marker of migrator's own objects the caller asked for exists (see ``OwnObjects``): a run with
+    /// nothing to install spends no round trip on them.
+    var ownObjectsCurrent = false
 
     /// The settings migrator relies on, declared once for the set-up and for ``restoreScript(options:serverVersion:)``.
     /// Their values are text this binary made (numbers it formatted), so they are written as literals.
@@ -49,33 +50,38 @@ struct SessionSetUp {
             .joined(separator: ",\n       ")
     }
 
-    /// The set-up, in one statement. `$4` is the server process libpq was told of at connection; a pooler (PgBouncer)
+    /// The set-up, in one statement. `$3` is the server process libpq was told of at connection; a pooler (PgBouncer)
     /// tells the client a key of its own, so when `pg_backend_pid()` differs the session is a pooler's, and unless
-    /// the user accepts one in session mode (`$5`) nothing is set and no lock taken: in transaction mode a setting or
+    /// the user accepts one in session mode (`$4`) nothing is set and no lock taken: in transaction mode a setting or
     /// a session lock would stay on a server connection other clients of the pool get next.
-    static func sql(options: MigratorOptions, serverVersion: Int) -> String {
+    /// `$6` onwards: the markers of migrator's own objects (``OwnObjects/markerSignatures(_:schema:)``), each
+    /// checked through the server's catalogue cache.
+    static func sql(options: MigratorOptions, serverVersion: Int, markers: Int) -> String {
         let settings = settings(options: options, serverVersion: serverVersion)
             .map { "CASE WHEN ours THEN set_config('\($0.name)', '\($0.value)', false) END AS \($0.name)" }
             .joined(separator: ",\n       ")
         return """
-        WITH session AS (SELECT pg_backend_pid() AS server_pid, pg_backend_pid() = $4::integer OR $5::boolean AS ours)
+        WITH session AS (SELECT pg_backend_pid() AS server_pid, pg_backend_pid() = $3::integer OR $4::boolean AS ours)
         SELECT \(settings),
                server_pid,
                pg_is_in_recovery() AS in_recovery,
                current_setting('transaction_read_only') AS read_only,
                CASE WHEN ours AND $1::boolean AND NOT pg_is_in_recovery()
                     THEN pg_try_advisory_lock($2::bigint) ELSE false END AS locked,
-               -- obj_description() itself, without its SQL function: planning that on a new server process cost
-               -- about 0.85 ms of every run (psql -c on the same server, 12 runs each: 2.53 ms against 1.68 ms).
-               (SELECT description FROM pg_catalog.pg_description WHERE objoid = to_regnamespace($3::text)
-                  AND classoid = 'pg_catalog.pg_namespace'::regclass AND objsubid = 0) AS own_objects,
-               $6::text IS NULL OR to_regnamespace($6::text) IS NOT NULL AS search_schema_exists
+               \(ownObjectsCurrentSQL(markers: markers)),
+               $5::text IS NULL OR to_regnamespace($5::text) IS NOT NULL AS search_schema_exists
         FROM session
         """
     }
 
+    private static func ownObjectsCurrentSQL(markers: Int) -> String {
+        guard markers > 0 else { return "true AS own_objects_current" }
+        return (0..<markers).map { "to_regprocedure($\(6 + $0)::text) IS NOT NULL" }.joined(separator: " AND ")
+            + " AS own_objects_current"
+    }
+
     static func run(
-        on connection: Connection, options: MigratorOptions, purpose: MigrationSession.Purpose
+        on connection: Connection, options: MigratorOptions, purpose: MigrationSession.Purpose, markers: [String]
     ) throws(MigrationError) -> SessionSetUp {
         let tryLock = purpose == .migrate
         let row: Row
@@ -84,10 +90,10 @@ struct SessionSetUp {
         var facts = SessionSetUp()
         do {
             let result = try runCancellable(on: connection) { () throws(PostgresError) -> QueryResult in
-                try connection.query(sql(options: options, serverVersion: connection.serverVersion), [
-                    tryLock, options.schema.lockKey, options.schema.name, connection.backendPID,
+                try connection.query(sql(options: options, serverVersion: connection.serverVersion, markers: markers.count), [
+                    tryLock, options.schema.lockKey, connection.backendPID,
                     connection.allowsSessionPooler, options.searchPath,
-                ])
+                ] + markers.map { $0 as any PostgresBindable })
             }.from("the session set-up")
             guard let first = result.first else {
                 throw MigrationError(code: .databaseError, message: "could not set up the session: the server returned no row")
@@ -109,7 +115,7 @@ struct SessionSetUp {
             inRecovery = try row.decode("in_recovery", as: Bool.self)
             readOnly = try row.decode("read_only", as: Bool.self)
             facts.locked = tryLock ? try row.decode("locked", as: Bool.self) : nil
-            facts.ownObjects = try row.decodeIfPresent("own_objects", as: String.self)
+            facts.ownObjectsCurrent = try row.decode("own_objects_current", as: Bool.self)
             if let schema = options.searchPath, try !row.decode("search_schema_exists", as: Bool.self) {
                 // Without it the migrations would create their tables in public, the next schema on the path.
                 throw MigrationError(
