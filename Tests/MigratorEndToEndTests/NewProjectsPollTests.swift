@@ -74,9 +74,23 @@ extension LiveAppTests {
                 "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'main_project'::regclass AND NOT tgisinternal"
             ) == "migrator_project_delete_groups,migrator_project_notify_delete,migrator_project_notify_rename,migrator_project_truncate")
 
-            // The insert trigger of the release before the poll: the next migrate (nothing to migrate, the catalogue
-            // unchanged) replaces the triggers, and it is gone.
-            try connection.query("CREATE TRIGGER migrator_project_notify_insert AFTER INSERT ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_notify('id')")
+            // The release before the poll, run against this database (a rolling deploy), replaces every trigger of
+            // ours with its own set, the insert trigger included, as its check finds our set different from its. The
+            // next migrate of this release (nothing to migrate, the catalogue unchanged) finds the triggers it
+            // recorded gone, replaces them, and the insert trigger is gone.
+            _ = try connection.execute(script: """
+                DROP TRIGGER migrator_project_delete_groups ON main_project;
+                DROP TRIGGER migrator_project_notify_delete ON main_project;
+                DROP TRIGGER migrator_project_notify_rename ON main_project;
+                DROP TRIGGER migrator_project_truncate ON main_project;
+                DROP TRIGGER migrator_group_deleted ON auth_group;
+                CREATE TRIGGER migrator_project_delete_groups BEFORE DELETE ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_deleted('id');
+                CREATE TRIGGER migrator_project_truncate AFTER TRUNCATE ON main_project FOR EACH STATEMENT EXECUTE FUNCTION migrator.projects_truncated();
+                CREATE TRIGGER migrator_project_notify_rename AFTER UPDATE OF name ON main_project FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name) EXECUTE FUNCTION migrator.project_notify('id', 'name');
+                CREATE TRIGGER migrator_project_notify_delete AFTER DELETE ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_notify('id');
+                CREATE TRIGGER migrator_project_notify_insert AFTER INSERT ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_notify('id');
+                CREATE TRIGGER migrator_group_deleted BEFORE DELETE ON auth_group FOR EACH ROW EXECUTE FUNCTION migrator.group_deleted();
+                """)
             #expect(try connection.count(Self.insertTriggers) == 1)
             let again = try E2E.run(E2E.args("migrate", folder), database: db)
             #expect(again.exitCode == 0 && again.stdout.contains("role catalogue unchanged"), again.transcript)

@@ -788,6 +788,69 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("the quick check reads the triggers by the OIDs recorded when they were last found in step; anything else takes the full check, which records them again")
+    func recordedTriggers() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            try Self.addProjects(connection, ["a"])
+            try Self.sync(connection)
+            let recorded = "SELECT migrator.recorded_role_triggers() AS r"
+            let answer = try #require(try connection.query(recorded).first?["r"], "nothing recorded by the first sync")
+            // name|table|arguments, sorted by name.
+            #expect(answer == "migrator_group_deleted|auth_group|;migrator_project_delete_groups|main_project|id,;"
+                + "migrator_project_notify_delete|main_project|id,;migrator_project_notify_rename|main_project|id,name,;"
+                + "migrator_project_truncate|main_project|")
+            #expect(try Self.sync(connection).roundTrips == 1)
+
+            // Nothing recorded (the first run after the upgrade to this release, or a restored dump whose OIDs differ):
+            // the full check finds the triggers in step, replaces none of them, and records them.
+            let oids = "SELECT string_agg(oid::text, ',' ORDER BY tgname) AS o FROM pg_trigger WHERE tgname LIKE 'migrator%'"
+            let before = try connection.query(oids).first?["o"]
+            try connection.query("CREATE OR REPLACE FUNCTION migrator.recorded_role_triggers() RETURNS text LANGUAGE sql STABLE AS $$ SELECT NULL::text $$")
+            let upgraded = try Self.sync(connection)
+            #expect(upgraded.mode == .unchanged && upgraded.roundTrips == 3, "quick check, full check, record: \(upgraded.roundTrips)")
+            #expect(try connection.query(oids).first?["o"] == before, "a trigger in step was replaced")
+            #expect(try connection.query(recorded).first?["r"] == answer)
+            #expect(try Self.sync(connection).roundTrips == 1)
+
+            // A trigger of our name calling our function with other arguments: the OID recorded is gone, so the full
+            // check runs and puts ours back.
+            try connection.query("DROP TRIGGER migrator_project_delete_groups ON main_project")
+            try connection.query("CREATE TRIGGER migrator_project_delete_groups BEFORE DELETE ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_deleted('name')")
+            #expect(try connection.query(recorded).first?["r"] == nil)
+            #expect(try Self.sync(connection).mode == .unchanged)
+            let arguments = "SELECT encode(tgargs, 'escape') AS a FROM pg_trigger WHERE tgname = 'migrator_project_delete_groups'"
+            #expect(try connection.query(arguments).first?["a"] == "id\\000")
+            #expect(try connection.query(recorded).first?["r"] == answer)
+
+            // The same trigger, redefined in place (another WHEN on the rename trigger): its definition no longer
+            // matches the one recorded.
+            try connection.query("CREATE OR REPLACE TRIGGER migrator_project_notify_rename AFTER UPDATE OF name ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_notify('id', 'name')")
+            #expect(try connection.query(recorded).first?["r"] == nil)
+
+            // What the check by OIDs does not look for: a trigger calling our functions added by hand beside ours
+            // (a release that wants other triggers replaces the whole set, so the OIDs recorded go). The no-op run
+            // leaves it; the next sync's full check finds the set different and replaces it.
+            #expect(try Self.sync(connection).mode == .unchanged)
+            try connection.query("CREATE TRIGGER migrator_project_notify_insert AFTER INSERT ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_notify('id')")
+            let insertTrigger = "SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'migrator_project_notify_insert'"
+            #expect(try Self.sync(connection).roundTrips == 1)
+            #expect(try Self.count(connection, insertTrigger) == 1)
+            try Self.sync(connection, .reference, .init(force: true))
+            #expect(try Self.count(connection, insertTrigger) == 0)
+            #expect(try connection.query(recorded).first?["r"] == answer)
+            try connection.query("CREATE OR REPLACE TRIGGER migrator_project_notify_rename AFTER UPDATE OF name ON main_project FOR EACH ROW EXECUTE FUNCTION migrator.project_notify('id', 'name')")
+
+            // A dry run reads and writes nothing of it.
+            let dry = try Self.sync(connection, .reference, .init(dryRun: true))
+            #expect(dry.mode == .unchanged && dry.dryRun)
+            #expect(try connection.query(recorded).first?["r"] == nil)
+            #expect(try Self.sync(connection).mode == .unchanged)
+            #expect(try connection.query(recorded).first?["r"] == answer)
+            #expect(try Self.sync(connection).roundTrips == 1)
+        }
+    }
+
     @Test("a changed display name is corrected in place, and a missing content type is created")
     func displayNamesAndContentType() throws {
         try TestDatabase.with { database in

@@ -29,7 +29,68 @@ public enum RoleObjects {
         .init(version: 1, summary: "role versions, project/role/group links, trigger functions", apply: installVersion1),
         .init(version: 2, summary: "delete_role_groups locks the groups before the rows that reference them", apply: installVersion2),
         .init(version: 3, summary: "group_deleted: a role group the app deletes takes the rows that reference it along", apply: installVersion3),
+        .init(version: 4, summary: "record_role_triggers: the triggers and the links' key, checked by their OIDs", apply: installVersion4),
     ])
+
+    /// `recorded_role_triggers()`: what the check of a run with nothing to sync calls (see
+    /// ``RoleTargetResolver/quickStatement(_:schema:)``). It returns the triggers of ours as they were when
+    /// `record_role_triggers()` last found them in step with the target (`name|table|args;…`, as
+    /// ``RoleTargetResolver/expectedTriggers(table:target:)`` spells them), or NULL once any of them, or the links'
+    /// key to auth_group, is gone or defined otherwise: it compares `pg_get_triggerdef(oid)` and
+    /// `pg_get_constraintdef(oid)` with the definitions recorded. Looking objects up by OID is what a new server
+    /// process does cheaply (its catalogue caches are cold; planning a query over `pg_trigger` and `pg_constraint`
+    /// costs it more than a millisecond of every deploy step).
+    ///
+    /// `record_role_triggers()` writes that function anew from the catalogue: the values are quoted by the server
+    /// (`format('%L')`), nothing comes from the client. It is best effort: a role that may not replace the function
+    /// (another owner) leaves it as it is, and the next run takes the full check again. An advisory lock of the
+    /// transaction keeps two recorders from replacing the function at once.
+    @Sendable
+    static func installVersion4(_ connection: Connection, _ schema: OwnSchema, _ logger: Logger) throws {
+        _ = try connection.execute(script: recordTriggersSQL(schema))
+    }
+
+    /// The classid of the advisory lock `record_role_triggers()` takes for its transaction (with objid 0):
+    /// "mrtr" in ASCII, apart from the migrate lock's keys.
+    static let recordLockClass: Int32 = 0x6D72_7472
+
+    static func recordTriggersSQL(_ schema: OwnSchema) -> String {
+        let links = schema.qualified("project_role_group")
+        let recorded = schema.qualified("recorded_role_triggers")
+        let functions = RoleTargetResolver.triggerFunctions.map { "'\($0)'" }.joined(separator: ", ")
+        return """
+            CREATE OR REPLACE FUNCTION \(recorded)() RETURNS text LANGUAGE sql STABLE AS $fn$ SELECT NULL::text $fn$;
+
+            CREATE OR REPLACE FUNCTION \(schema.qualified("record_role_triggers"))() RETURNS void
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                checks text;
+                summary text;
+                links_key oid;
+                body text := 'SELECT NULL::text';
+            BEGIN
+                SELECT string_agg(format('pg_get_triggerdef(%s) IS NOT DISTINCT FROM %L', tg.oid, pg_get_triggerdef(tg.oid)),
+                                  ' AND ' ORDER BY tg.tgname),
+                       string_agg(tg.tgname || '|' || tg.tgrelid::regclass::text || '|'
+                                  || replace(encode(tg.tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tg.tgname)
+                INTO checks, summary
+                FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
+                WHERE NOT tg.tgisinternal AND f.pronamespace = '\(schema.sql)'::regnamespace AND f.proname IN (\(functions));
+                SELECT c.oid INTO links_key FROM pg_constraint c
+                WHERE c.conrelid = '\(links)'::regclass AND c.contype = 'f' AND c.confrelid = to_regclass('auth_group')
+                ORDER BY c.oid LIMIT 1;
+                IF checks IS NOT NULL AND links_key IS NOT NULL THEN
+                    body := format('SELECT CASE WHEN %s AND pg_get_constraintdef(%s) IS NOT DISTINCT FROM %L THEN %L END',
+                                   checks, links_key, pg_get_constraintdef(links_key), summary);
+                END IF;
+                PERFORM pg_advisory_xact_lock(\(recordLockClass), 0);
+                EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS text LANGUAGE sql STABLE AS %L', '\(recorded)', body);
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;  -- another role owns the function: the next run takes the full check, as before
+            END;
+            $fn$;
+            """
+    }
 
     /// The transaction-local setting with which `delete_role_groups` tells `group_deleted` that the rows referencing
     /// the groups it deletes are gone already (it holds the groups' locks, so no sync wrote any since).

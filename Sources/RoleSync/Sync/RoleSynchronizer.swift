@@ -108,7 +108,8 @@ public struct RoleSynchronizer: Sendable {
     private func resolveInstallingObjects(_ connection: Connection, logger: Logger) throws(RoleSyncError) -> ResolvedTarget {
         do {
             return try resolveTarget(connection)
-        } catch where !error.input && [SQLState.undefinedTable, SQLState.invalidSchemaName].contains(error.error.sqlState ?? "") {
+        } catch where !error.input
+            && [SQLState.undefinedTable, SQLState.invalidSchemaName, SQLState.undefinedFunction].contains(error.error.sqlState ?? "") {
             try Self.installObjects(connection, schema: schema, logger: logger)
             return try resolveTarget(connection)
         }
@@ -159,8 +160,18 @@ public struct RoleSynchronizer: Sendable {
     public func installTriggersIfNeeded(
         _ connection: Connection, _ resolved: ResolvedTarget, dryRun: Bool, logger: Logger
     ) throws(RoleSyncError) -> ResolvedTarget {
-        if !resolved.triggersInStep, !dryRun {
+        guard !dryRun else { return resolved }
+        if !resolved.triggersInStep {
             try RoleTargetResolver.installTriggers(connection, resolved, schema: schema, logger: logger)
+        } else if !resolved.recordedInStep {
+            // In step, but not as recorded (the first run after the upgrade, a restored dump whose OIDs differ,
+            // another search_path): record them, so that the next run's check finds them by their OIDs.
+            let statement = RoleTargetResolver.recordTriggers(schema)
+            do {
+                _ = try statement.run(on: connection)
+            } catch {
+                throw RoleSyncError(phase: statement.name, error: error)
+            }
         }
         return resolved
     }

@@ -15,6 +15,9 @@ public struct ResolvedTarget: Sendable {
     /// Whether the triggers on the project table are exactly the ones this target needs, and the links reference
     /// auth_group.
     var triggersInStep: Bool
+    /// Whether `recorded_role_triggers()` (see ``RoleObjects/installVersion4(_:_:_:)``) answers with these triggers,
+    /// so that the check of the next run with nothing to sync finds them by their OIDs.
+    var recordedInStep: Bool
     /// The latest stored role version, read in the same query.
     public var stored: RoleSynchronizer.StoredVersion?
 }
@@ -70,7 +73,8 @@ enum RoleTargetResolver {
                 FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
                 WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))
                   AND f.proname IN (\(triggerFunctionList))) AS triggers,
-               (SELECT version FROM stored) AS stored_version
+               (SELECT version FROM stored) AS stored_version,
+               \(schema.qualified("recorded_role_triggers"))() AS recorded
         FROM t
         """
         }
@@ -78,24 +82,23 @@ enum RoleTargetResolver {
 
     /// The check of a run with nothing to sync, cheap for a new server process (whose catalogue caches are cold, so
     /// that planning the full ``resolveStatement(_:schema:)`` costs several milliseconds of every deploy step): the
-    /// stored version, the project table's triggers (looked up by the table and by our functions, no join), and the
-    /// links' foreign key. The columns are checked when a sync runs.
+    /// stored version, and the triggers and the links' key as `recorded_role_triggers()` finds them by their OIDs
+    /// (NULL once one of them is gone or defined otherwise since it was recorded). The columns are checked when a
+    /// sync runs.
     static func quickStatement(_ target: RoleTarget, schema: OwnSchema) -> SyncStatement {
         SyncStatement("check the stored version and the triggers") { p in
-        let table = p.text(target.tableSQL)
-        let functions = triggerFunctions
-            .map { "to_regprocedure(\(p.text(schema.qualified($0) + "()")))" }.joined(separator: ", ")
-        return """
-        SELECT to_regclass(\(table))::text AS table_sql,
-               (SELECT version FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1) AS stored_version,
-               (SELECT string_agg(tgname || '|' || tgrelid::regclass::text || '|'
-                                  || replace(encode(tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tgname)
-                FROM pg_trigger
-                WHERE tgrelid = ANY (ARRAY[to_regclass(\(table)), to_regclass('auth_group')]) AND NOT tgisinternal
-                  AND tgfoid = ANY (ARRAY[\(functions)])) AS triggers,
-               EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(p.text(schema.qualified("project_role_group"))))
-                       AND contype = 'f' AND confrelid = to_regclass('auth_group')) AS links_reference_groups
         """
+        SELECT to_regclass(\(p.text(target.tableSQL)))::text AS table_sql,
+               (SELECT version FROM \(schema.qualified("role_version")) ORDER BY id DESC LIMIT 1) AS stored_version,
+               \(schema.qualified("recorded_role_triggers"))() AS triggers
+        """
+        }
+    }
+
+    /// Records the triggers and the links' key, as they are now, for ``quickStatement(_:schema:)``.
+    static func recordTriggers(_ schema: OwnSchema) -> SyncStatement {
+        SyncStatement("record the triggers for the next runs' check") { _ in
+            "SELECT \(schema.qualified("record_role_triggers"))()"
         }
     }
 
@@ -106,7 +109,6 @@ enum RoleTargetResolver {
         guard let row = try? quickStatement(target, schema: schema).one(on: connection),
               let table = (try? row.decodeIfPresent("table_sql", as: String.self)) ?? nil,
               let stored = (try? row.decodeIfPresent("stored_version", as: String.self)) ?? nil,
-              (try? row.decode("links_reference_groups", as: Bool.self)) == true,
               ((try? row.decodeIfPresent("triggers", as: String.self)) ?? nil) == expectedTriggers(table: table, target: target)
         else { return nil }
         return stored
@@ -156,10 +158,12 @@ enum RoleTargetResolver {
         guard ["text", "character varying", "character", "citext"].contains(nameType) else {
             throw refuse("the project name column \(table).\(target.nameColumn) is \(nameType), not text; a group name is made of it")
         }
+        let expected = expectedTriggers(table: table, target: target)
         return ResolvedTarget(
             target: target, tableSQL: table, idSQL: SQLIdentifier.quote(target.idColumn),
             nameSQL: SQLIdentifier.quote(target.nameColumn), maxGroupName: found.groupNameMax,
-            triggersInStep: found.triggers == expectedTriggers(table: table, target: target) && found.linksReferenceGroups,
+            triggersInStep: found.triggers == expected && found.linksReferenceGroups,
+            recordedInStep: found.recorded == expected,
             // The stored catalogue itself is read only when a sync needs it (RoleSynchronizer.sync).
             stored: found.storedVersion.map { RoleSynchronizer.StoredVersion(version: $0, catalogue: nil) }
         )
@@ -178,6 +182,7 @@ enum RoleTargetResolver {
         var triggers: String
         var linksReferenceGroups: Bool
         var storedVersion: String?
+        var recorded: String?
 
         init(_ row: Row) throws(RowDecodingError) {
             searchPath = try row.decode("search_path")
@@ -190,6 +195,7 @@ enum RoleTargetResolver {
             triggers = try row.decodeIfPresent("triggers") ?? ""
             linksReferenceGroups = try row.decode("links_reference_groups")
             storedVersion = try row.decodeIfPresent("stored_version")
+            recorded = try row.decodeIfPresent("recorded")
         }
     }
 
@@ -280,6 +286,7 @@ enum RoleTargetResolver {
                 )
             }
             _ = try connection.execute(script: create)
+            _ = try recordTriggers(schema).run(on: connection)
             try connection.query("COMMIT")
         } catch {
             throw failed(error)
