@@ -25,6 +25,7 @@ extension Connection {
     /// the calling thread on the connection's socket, holding no transaction.
     /// - Throws: ``PostgresError`` `.connectionLost` when the connection broke, so a caller can reconnect.
     public func waitForNotifications(timeout: Duration) throws(PostgresError) -> [PostgresNotification] {
+        dropAhead()
         var received = drainNotifications()
         if !received.isEmpty { return received }
         let socket = PQsocket(handle)

@@ -103,7 +103,8 @@ public final class Connection {
     }
 
     public var transactionStatus: TransactionStatus {
-        switch PQtransactionStatus(handle) {
+        dropAhead()
+        return switch PQtransactionStatus(handle) {
         case PQTRANS_IDLE: .idle
         case PQTRANS_ACTIVE: .active
         case PQTRANS_INTRANS: .inTransaction
@@ -112,9 +113,59 @@ public final class Connection {
         }
     }
 
+    /// A statement sent by ``sendAhead(_:_:)`` whose answer has not been read yet: its text and parameters.
+    private var ahead: (sql: String, parameters: [String?])?
+
+    /// Sends one statement and returns at once, so that the server runs it while the caller does other work. The
+    /// next ``query(_:_:)`` of exactly this text and these parameters takes its answer (or its error) instead of
+    /// sending it again, and counts no second round trip; any other use of the connection first reads the answer
+    /// and drops it. One statement at a time: while one is ahead, this does nothing. For a read whose answer is
+    /// only wanted when nothing else runs first (the role hook's check of a run with nothing to apply), sent right
+    /// after the history is read, so the server answers it while the files are compared with the history.
+    public func sendAhead(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) {
+        guard ahead == nil else { return }
+        let values = parameters.map { $0?.postgresText }
+        let texts: [UnsafePointer<CChar>?] = values.map { value in value.map { UnsafePointer(strdup($0)) } }
+        defer {
+            for pointer in texts { free(UnsafeMutableRawPointer(mutating: pointer)) }
+        }
+        guard PQsendQueryParams(handle, sql, Int32(texts.count), nil, texts, nil, nil, 0) == 1 else {
+            return  // the statement will be sent by the query that wants it, and fail there if the connection did
+        }
+        roundTrips += 1
+        ahead = (sql, values)
+    }
+
+    /// The answer of the statement sent ahead, when it is `sql` with `parameters`; nil (and the answer dropped,
+    /// error or not) when another statement was sent ahead, or none.
+    private func takeAhead(_ sql: String, _ parameters: [String?]) throws(PostgresError) -> QueryResult? {
+        guard let pending = ahead else { return nil }
+        ahead = nil
+        let wanted = pending.sql == sql && pending.parameters == parameters
+        var answer: Result<QueryResult, PostgresError>?
+        while let result = PQgetResult(handle) {
+            guard answer == nil else { PQclear(result); continue }
+            do {
+                answer = .success(try consume(result, sql: pending.sql))
+            } catch {
+                answer = .failure(error)
+            }
+        }
+        guard wanted else { return nil }
+        guard let answer else { throw connectionError(defaultCode: .connectionLost) }
+        return try answer.get()
+    }
+
+    /// Reads and drops the answer of a statement sent ahead, so that the connection is ready for another.
+    func dropAhead() {
+        guard ahead != nil else { return }
+        _ = try? takeAhead("", [])
+    }
+
     /// Runs one statement with parameters (`$1`, `$2`, …) through `PQexecParams`, in text format.
     @discardableResult
     public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) throws(PostgresError) -> QueryResult {
+        if ahead != nil, let answer = try takeAhead(sql, parameters.map { $0?.postgresText }) { return answer }
         roundTrips += 1
         let texts: [UnsafePointer<CChar>?] = parameters.map { value in value.map { UnsafePointer(strdup($0.postgresText)) } }
         defer {
@@ -131,6 +182,7 @@ public final class Connection {
     /// result, so the error's `completedStatements` is the 0-based index of the statement that failed.
     @discardableResult
     public func execute(script: String) throws(PostgresError) -> [QueryResult] {
+        dropAhead()
         roundTrips += 1
         guard PQsendQuery(handle, script) == 1 else {
             throw connectionError(defaultCode: .connectionLost)

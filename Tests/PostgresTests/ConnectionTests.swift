@@ -97,6 +97,42 @@ struct ConnectionTests {
         }
     }
 
+    @Test("a statement sent ahead: the same query takes its answer or its error in one round trip; anything else drops it and goes on")
+    func sentAhead() throws {
+        try TestDatabase.with { database in
+            let connection = try database.connect()
+            try connection.query("CREATE SEQUENCE ahead")
+            let trips = connection.roundTrips
+            // The same text and parameters: the answer computed when it was sent, not a second run.
+            connection.sendAhead("SELECT nextval('ahead') + $1::int AS n", [100])
+            #expect(try connection.query("SELECT nextval('ahead') + $1::int AS n", [100]).first?["n"] == "101")
+            #expect(connection.roundTrips == trips + 1)
+            #expect(try connection.query("SELECT currval('ahead') AS n").first?["n"] == "1")
+
+            // Other parameters, another statement: the one sent ahead has run (it is for reads), its answer is dropped.
+            connection.sendAhead("SELECT nextval('ahead') + $1::int AS n", [100])
+            #expect(try connection.query("SELECT nextval('ahead') + $1::int AS n", [200]).first?["n"] == "203")
+            connection.sendAhead("SELECT nextval('ahead') AS n")
+            #expect(try connection.query("SELECT currval('ahead') AS n").first?["n"] == "4")
+
+            // An error reaches the query that wanted it, and only that one; the connection stays usable.
+            connection.sendAhead("SELECT 1 / $1::int AS n", [0])
+            let error = #expect(throws: PostgresError.self) { try connection.query("SELECT 1 / $1::int AS n", [0]) }
+            #expect(error?.sqlState == "22012")
+            connection.sendAhead("SELECT 1 / $1::int AS n", [0])
+            #expect(try connection.query("SELECT 2 AS n").first?["n"] == "2")
+
+            // A script, the transaction status and a wait for notifications read the answer first, too.
+            connection.sendAhead("SELECT pg_sleep(0.01)")
+            #expect(try connection.execute(script: "SELECT 1; SELECT 2").count == 2)
+            connection.sendAhead("SELECT pg_sleep(0.01)")
+            #expect(connection.transactionStatus == .idle)
+            connection.sendAhead("SELECT pg_sleep(0.01)")
+            #expect(try connection.waitForNotifications(timeout: .milliseconds(1)).isEmpty)
+            #expect(try connection.query("SELECT 3 AS n").first?["n"] == "3")
+        }
+    }
+
     @Test("application_name and keepalives default to ours, and the user's own settings win")
     func applicationName() throws {
         try TestDatabase.with { database in

@@ -16,6 +16,11 @@ public protocol PostMigrateHook: Sendable {
     /// What the hook keeps in migrator's own schema, installed and upgraded by the engine under the lock before the
     /// hook runs; nil when it keeps nothing.
     var ownObjects: OwnObjectsComponent? { get }
+    /// Called by `migrate` under the lock right after the history is read, before the files are compared with it:
+    /// the hook may send the statement it runs first when nothing is applied (``Connection/sendAhead(_:_:)``), so
+    /// the server answers it meanwhile. Its answer is used only if the hook's first query is that statement and
+    /// nothing ran before it; otherwise it is dropped.
+    func sendAhead(_ connection: Connection, schema: OwnSchema)
 }
 
 /// A hook's error that carries the server's: when it is a lock not granted (SQLSTATE 55P03, or a deadlock) and the
@@ -29,6 +34,7 @@ public protocol HookServerFailure: Error {
 extension PostMigrateHook {
     public func status(_ connection: Connection, schema: OwnSchema) throws -> HookStatus? { nil }
     public var ownObjects: OwnObjectsComponent? { nil }
+    public func sendAhead(_ connection: Connection, schema: OwnSchema) {}
 }
 
 /// A hook's state, for `status` and `verify`.

@@ -296,7 +296,11 @@ public final class MigrationSession {
         let clock = ContinuousClock()
         let start = clock.now
         let run = { () throws(MigrationError) -> RunResult in
-            let plan = try self.plan(entries: entries, target: self.options.target)
+            let history = try self.readHistory(legacyFallback: !self.holdsLock).records
+            // The first hook's check of a run with nothing to apply goes to the server now, and is answered while
+            // the files are read and compared with the history (it is dropped if anything runs first).
+            if !self.options.dryRun { self.hooks.first?.sendAhead(self.connection, schema: self.options.schema) }
+            let plan = try self.plan(entries: entries, history: history, target: self.options.target)
             if !plan.problems.isEmpty {
                 throw MigrationError(
                     code: .historyMismatch, diagnostics: plan.problems,

@@ -15,6 +15,13 @@ public struct RoleSyncHook: PostMigrateHook {
 
     public var ownObjects: OwnObjectsComponent? { RoleObjects.component }
 
+    /// The check of a sync with nothing to do (``RoleSynchronizer/sync(_:options:logger:)`` runs it first unless
+    /// forced).
+    public func sendAhead(_ connection: Connection, schema: OwnSchema) {
+        guard !force else { return }
+        RoleTargetResolver.quickStatement(catalogue.target, schema: schema).sendAhead(on: connection)
+    }
+
     public func run(_ context: HookContext) throws -> HookReport {
         let synchronizer = RoleSynchronizer(catalogue: catalogue, schema: context.schema)
         if context.dryRun {

@@ -30,6 +30,12 @@ struct SyncStatement: Sendable {
         try connection.query(sql, parameters).from(source)
     }
 
+    /// Sends the statement without waiting for its answer (``Connection/sendAhead(_:_:)``): a later ``run(on:)``
+    /// of the same statement takes the answer.
+    func sendAhead(on connection: Connection) {
+        connection.sendAhead(sql, parameters)
+    }
+
     /// Runs a statement that always answers one row (an aggregate, or an insert that returns what must be there).
     func one(on connection: Connection) throws(PostgresError) -> Row {
         guard let row = try run(on: connection).first else {
