@@ -59,7 +59,12 @@ public final class MigrationSession {
     var history: HistoryStore { HistoryStore(schema: options.schema) }
     var lockKey: Int64 { options.schema.lockKey }
     /// The engine's own objects first, then each hook's.
-    var components: [OwnObjectsComponent] { [HistoryStore.component] + hooks.compactMap(\.ownObjects) }
+    var components: [OwnObjectsComponent] { Self.components(hooks) }
+
+    /// The engine's own objects and those of `hooks`, in the order they are installed.
+    static func components(_ hooks: [any PostMigrateHook]) -> [OwnObjectsComponent] {
+        [HistoryStore.component] + hooks.compactMap(\.ownObjects)
+    }
 
     /// Connects and sets the session up.
     /// - Throws: ``MigrationError`` `.connectionFailed` when the database cannot be reached, `.readOnly` when it
@@ -90,7 +95,7 @@ public final class MigrationSession {
         self.logger = logger
         let facts = try SessionSetUp.run(
             on: connection, options: options, purpose: purpose,
-            markers: OwnObjects.markerSignatures([HistoryStore.component] + hooks.compactMap(\.ownObjects), schema: options.schema)
+            markers: OwnObjects.markerSignatures(Self.components(hooks), schema: options.schema)
         )
         setUpLockTry = facts.locked
         ownObjectsCurrent = facts.ownObjectsCurrent
