@@ -90,8 +90,8 @@ public enum CommandLineTool {
     /// The subcommand `arguments` name, parsed as a root of its own: ArgumentParser then reflects over that one
     /// command's options, not over the whole tree of thirteen (`migrate`'s parse took 3.4 ms of a 29 ms no-op deploy
     /// step; see README "Performance"). Anything but that subcommand with its options — help, `--version`, a usage
-    /// error, a failed validation — yields nil and is parsed again from the top, so every message, usage line and exit code
-    /// is the full tree's. `ContainerFilesTests` checks that both parses agree.
+    /// error, a failed validation — yields nil and is parsed again from the top, so every message, usage line and
+    /// exit code is the full tree's. `DirectParseTests` checks that both parses agree.
     static func parseDirectly(_ arguments: [String]) -> (any ParsableCommand)? {
         guard let name = arguments.first,
               let type = MigratorCommand.configuration.subcommands.first(where: { $0._commandName == name })

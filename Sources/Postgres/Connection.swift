@@ -125,13 +125,11 @@ public final class Connection {
     public func sendAhead(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) {
         guard ahead == nil else { return }
         let values = parameters.map { $0?.postgresText }
-        let texts: [UnsafePointer<CChar>?] = values.map { value in value.map { UnsafePointer(strdup($0)) } }
-        defer {
-            for pointer in texts { free(UnsafeMutableRawPointer(mutating: pointer)) }
+        let sent = Self.withCStrings(values) { texts in
+            PQsendQueryParams(handle, sql, Int32(texts.count), nil, texts, nil, nil, 0) == 1
         }
-        guard PQsendQueryParams(handle, sql, Int32(texts.count), nil, texts, nil, nil, 0) == 1 else {
-            return  // the statement will be sent by the query that wants it, and fail there if the connection did
-        }
+        // When it could not be sent, the query that wants it sends it, and fails there if the connection did.
+        guard sent else { return }
         roundTrips += 1
         ahead = (sql, values)
     }
@@ -165,14 +163,22 @@ public final class Connection {
     /// Runs one statement with parameters (`$1`, `$2`, …) through `PQexecParams`, in text format.
     @discardableResult
     public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) throws(PostgresError) -> QueryResult {
-        if ahead != nil, let answer = try takeAhead(sql, parameters.map { $0?.postgresText }) { return answer }
+        let values = parameters.map { $0?.postgresText }
+        if ahead != nil, let answer = try takeAhead(sql, values) { return answer }
         roundTrips += 1
-        let texts: [UnsafePointer<CChar>?] = parameters.map { value in value.map { UnsafePointer(strdup($0.postgresText)) } }
+        let result = Self.withCStrings(values) { texts in
+            PQexecParams(handle, sql, Int32(texts.count), nil, texts, nil, nil, 0)
+        }
+        return try consume(result, sql: sql)
+    }
+
+    /// The parameters as libpq takes them (NULL for a SQL NULL), valid during `body`.
+    private static func withCStrings<T>(_ values: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+        let texts: [UnsafePointer<CChar>?] = values.map { value in value.map { UnsafePointer(strdup($0)) } }
         defer {
             for pointer in texts { free(UnsafeMutableRawPointer(mutating: pointer)) }
         }
-        let result = PQexecParams(handle, sql, Int32(texts.count), nil, texts, nil, nil, 0)
-        return try consume(result, sql: sql)
+        return body(texts)
     }
 
     /// Runs a script of one or more statements with the simple-query protocol, as psql does with a file.

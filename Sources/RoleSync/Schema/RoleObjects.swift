@@ -57,7 +57,6 @@ public enum RoleObjects {
     static func recordTriggersSQL(_ schema: OwnSchema) -> String {
         let links = schema.qualified("project_role_group")
         let recorded = schema.qualified("recorded_role_triggers")
-        let functions = RoleTargetResolver.triggerFunctions.map { "'\($0)'" }.joined(separator: ", ")
         return """
             CREATE OR REPLACE FUNCTION \(recorded)() RETURNS text LANGUAGE sql STABLE AS $fn$ SELECT NULL::text $fn$;
 
@@ -71,11 +70,9 @@ public enum RoleObjects {
             BEGIN
                 SELECT string_agg(format('pg_get_triggerdef(%s) IS NOT DISTINCT FROM %L', tg.oid, pg_get_triggerdef(tg.oid)),
                                   ' AND ' ORDER BY tg.tgname),
-                       string_agg(tg.tgname || '|' || tg.tgrelid::regclass::text || '|'
-                                  || replace(encode(tg.tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tg.tgname)
+                       string_agg(\(RoleTargetResolver.triggerSummary), ';' ORDER BY tg.tgname)
                 INTO checks, summary
-                FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
-                WHERE NOT tg.tgisinternal AND f.pronamespace = '\(schema.sql)'::regnamespace AND f.proname IN (\(functions));
+                \(RoleTargetResolver.ourTriggersSource(namespace: "'\(schema.sql)'::regnamespace"));
                 SELECT c.oid INTO links_key FROM pg_constraint c
                 WHERE c.conrelid = '\(links)'::regclass AND c.contype = 'f' AND c.confrelid = to_regclass('auth_group')
                 ORDER BY c.oid LIMIT 1;

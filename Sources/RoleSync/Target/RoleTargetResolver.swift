@@ -43,6 +43,20 @@ enum RoleTargetResolver {
         triggerFunctions.map { "'\($0)'" }.joined(separator: ", ")
     }
 
+    /// The FROM and WHERE of every read of our triggers, whichever table they sit on (`tg` is their pg_trigger row).
+    /// `namespace` is SQL that gives our schema's OID: a subquery on a parameter in a statement, a literal in the
+    /// body of ``RoleObjects/recordTriggersSQL(_:)``.
+    static func ourTriggersSource(namespace: String) -> String {
+        """
+        FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
+        WHERE NOT tg.tgisinternal AND f.pronamespace = \(namespace) AND f.proname IN (\(triggerFunctionList))
+        """
+    }
+
+    /// One trigger as ``expectedTriggers(table:target:)`` spells it, `name|table|args,`: for
+    /// `string_agg(…, ';' ORDER BY tg.tgname)` over ``ourTriggersSource(namespace:)``.
+    static let triggerSummary = "tg.tgname || '|' || tg.tgrelid::regclass::text || '|' || replace(encode(tg.tgargs, 'escape'), E'\\\\000', ',')"
+
     /// Also reads the latest stored role version, so that a sync with nothing to do needs no query of its own for
     /// it. Fails with 42P01 / 3F000 when migrator's role objects are not installed.
     static func resolveStatement(_ target: RoleTarget, schema: OwnSchema) -> SyncStatement {
@@ -68,11 +82,8 @@ enum RoleTargetResolver {
                current_setting('search_path') AS search_path,
                EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(\(links)) AND contype = 'f'
                        AND confrelid = to_regclass('auth_group')) AS links_reference_groups,
-               (SELECT string_agg(tg.tgname || '|' || tg.tgrelid::regclass::text || '|'
-                                  || replace(encode(tg.tgargs, 'escape'), E'\\\\000', ','), ';' ORDER BY tg.tgname)
-                FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
-                WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))
-                  AND f.proname IN (\(triggerFunctionList))) AS triggers,
+               (SELECT string_agg(\(triggerSummary), ';' ORDER BY tg.tgname)
+                \(ourTriggersSource(namespace: "(SELECT oid FROM pg_namespace WHERE nspname = \(schemaName))"))) AS triggers,
                (SELECT version FROM stored) AS stored_version,
                \(schema.qualified("recorded_role_triggers"))() AS recorded
         FROM t
@@ -235,9 +246,7 @@ enum RoleTargetResolver {
         SyncStatement("find our triggers", reads: "pg_trigger") { p in
             """
             SELECT tg.tgname, tg.tgrelid::regclass::text AS tbl
-            FROM pg_trigger tg JOIN pg_proc f ON f.oid = tg.tgfoid
-            WHERE NOT tg.tgisinternal AND f.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = \(p.text(schema.name)))
-              AND f.proname IN (\(triggerFunctionList))
+            \(ourTriggersSource(namespace: "(SELECT oid FROM pg_namespace WHERE nspname = \(p.text(schema.name)))"))
             """
         }
     }
