@@ -172,6 +172,47 @@ public final class Connection {
         return try consume(result, sql: sql)
     }
 
+    /// Runs one `COPY … TO STDOUT` (no parameters) and returns the bytes it sent, in one round trip; read them with
+    /// ``BinaryCopy`` when the statement says `(FORMAT binary)`.
+    /// - Throws: the server's error (a missing table or column, no privilege), or a client error when `sql` is not a
+    ///   COPY to the client.
+    public func copyOut(_ sql: String) throws(PostgresError) -> [UInt8] {
+        dropAhead()
+        roundTrips += 1
+        guard let first = PQexecParams(handle, sql, 0, nil, nil, nil, nil, 0) else {
+            throw connectionError(defaultCode: .connectionLost)
+        }
+        guard PQresultStatus(first) == PGRES_COPY_OUT else {
+            _ = try consume(first, sql: sql)
+            throw PostgresError(code: .clientError, message: "copyOut needs a COPY … TO STDOUT statement")
+        }
+        PQclear(first)
+        var data: [UInt8] = []
+        while true {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let length = PQgetCopyData(handle, &buffer, 0)
+            if length > 0, let buffer {
+                data.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: Int(length)))
+                PQfreemem(buffer)
+                continue
+            }
+            if let buffer { PQfreemem(buffer) }
+            break
+        }
+        // The COPY's own end: its command tag, or the error that stopped it part way.
+        var failure: PostgresError?
+        while let result = PQgetResult(handle) {
+            do {
+                _ = try consume(result, sql: sql)
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+        if let failure { throw failure }
+        if PQstatus(handle) != CONNECTION_OK { throw connectionError(defaultCode: .connectionLost) }
+        return data
+    }
+
     /// The parameters as libpq takes them (NULL for a SQL NULL), valid during `body`.
     private static func withCStrings<T>(_ values: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
         let texts: [UnsafePointer<CChar>?] = values.map { value in value.map { UnsafePointer(strdup($0)) } }

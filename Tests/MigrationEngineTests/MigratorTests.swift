@@ -60,6 +60,41 @@ struct MigratorTests {
         #expect(small <= 3)
     }
 
+    @Test("the history read by binary COPY gives every column as the SELECT does; a column altered by hand to another type is read by the SELECT")
+    func historyCopyMatchesSelect() throws {
+        try TestDatabase.with { database in
+            let folder = try MigrationFolder()
+            try folder.write("0001_a.sql", "CREATE TABLE a (id int);")
+            try folder.write("0002_b.sql", "-- migrator:no-transaction\nCREATE TABLE b (id int);\nCREATE TABLE c (id int);")
+            try folder.write("0002_b.down.sql", "DROP TABLE c;\nDROP TABLE b;")
+            _ = try Self.migrator(database, folder).migrate()
+            let connection = try database.connect()
+            // Values that differ between the two reads when a type is read wrong: a failed row with progress,
+            // a quote and a backslash, a timestamp before 2000.
+            try connection.query(
+                """
+                UPDATE migrator.history SET error = $1, superseded = 'sha256:old', applied_at = '1999-12-31 23:59:59.998877+00',
+                       duration_ms = 0.125
+                WHERE version = 1
+                """,
+                ["a \"quoted\" back\\slash"]
+            )
+            let store = HistoryStore(schema: try OwnSchema(OwnSchema.defaultName))
+            let viaCopy = try #require(try store.read(connection, legacyFallback: false)).records
+            let viaSelect = try store.decodeForTests(connection.query(store.selectSQL(store.table, layout: .current)))
+            #expect(viaCopy.count == 2)
+            #expect(String(describing: viaCopy) == String(describing: viaSelect))
+            #expect(viaCopy[0].appliedAt == "1999-12-31T23:59:59.998Z")
+            #expect(viaCopy[1].down != nil)
+
+            // A type of another width: the COPY's bytes do not fit, the SELECT reads the same rows.
+            try connection.execute(script: "ALTER TABLE migrator.history ALTER COLUMN duration_ms TYPE numeric")
+            let altered = try #require(try store.read(connection, legacyFallback: false)).records
+            #expect(String(describing: altered) == String(describing: viaSelect))
+            #expect(try Self.migrator(database, folder).migrate().applied.isEmpty)
+        }
+    }
+
     @Test("a failing transactional migration leaves nothing, and the error points into the file")
     func failureRollsBack() throws {
         try TestDatabase.with { database in
