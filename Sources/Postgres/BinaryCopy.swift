@@ -33,15 +33,7 @@ public enum BinaryCopy {
             guard count >= 0 else { throw Malformed(description: "negative field count \(count)") }
             var fields: [ArraySlice<UInt8>?] = []
             fields.reserveCapacity(Int(count))
-            for _ in 0..<count {
-                let length = try reader.int32()
-                if length == -1 {
-                    fields.append(nil)
-                } else {
-                    guard length >= 0 else { throw Malformed(description: "negative field length \(length)") }
-                    fields.append(try reader.take(Int(length)))
-                }
-            }
+            for _ in 0..<count { fields.append(try reader.field()) }
             rows.append(fields)
         }
         guard reader.bytes.isEmpty else { throw Malformed(description: "\(reader.bytes.count) bytes after the trailer") }
@@ -97,15 +89,7 @@ public enum BinaryCopy {
             _ = try reader.int32()
             guard count >= 0 else { throw Malformed(description: "an array of \(count) elements") }
             var elements: [String?] = []
-            for _ in 0..<count {
-                let length = try reader.int32()
-                if length == -1 {
-                    elements.append(nil)
-                } else {
-                    guard length >= 0 else { throw Malformed(description: "an array element of length \(length)") }
-                    elements.append(String(decoding: try reader.take(Int(length)), as: UTF8.self))
-                }
-            }
+            for _ in 0..<count { elements.append(try reader.field().map { String(decoding: $0, as: UTF8.self) }) }
             return try whole(PostgresArray.literal(elements))
         }
     }
@@ -154,6 +138,14 @@ public enum BinaryCopy {
 
         mutating func integer(_ width: Int) throws(Malformed) -> UInt64 {
             try take(width).reduce(0) { $0 << 8 | UInt64($1) }
+        }
+
+        /// A length-prefixed value (a field, an array element): nil for length -1, SQL's NULL.
+        mutating func field() throws(Malformed) -> ArraySlice<UInt8>? {
+            let length = try int32()
+            if length == -1 { return nil }
+            guard length >= 0 else { throw Malformed(description: "a value of negative length \(length)") }
+            return try take(Int(length))
         }
 
         mutating func int16() throws(Malformed) -> Int16 { Int16(bitPattern: UInt16(try integer(2))) }
