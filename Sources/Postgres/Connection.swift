@@ -200,16 +200,7 @@ public final class Connection {
             break
         }
         // The COPY's own end: its command tag, or the error that stopped it part way.
-        var failure: PostgresError?
-        while let result = PQgetResult(handle) {
-            do {
-                _ = try consume(result, sql: sql)
-            } catch {
-                if failure == nil { failure = error }
-            }
-        }
-        if let failure { throw failure }
-        if PQstatus(handle) != CONNECTION_OK { throw connectionError(defaultCode: .connectionLost) }
+        _ = try drainResults(sql: sql)
         return data
     }
 
@@ -234,11 +225,18 @@ public final class Connection {
         guard PQsendQuery(handle, script) == 1 else {
             throw connectionError(defaultCode: .connectionLost)
         }
+        return try drainResults(sql: script)
+    }
+
+    /// Reads every result libpq still holds for the request just sent, so that the connection is ready for the next
+    /// one, and returns them; the first error among them is thrown once all are read, its `completedStatements` the
+    /// number of results before it (the server stops a script at its first error).
+    private func drainResults(sql: String) throws(PostgresError) -> [QueryResult] {
         var results: [QueryResult] = []
         var firstError: PostgresError?
         while let result = PQgetResult(handle) {
             do {
-                results.append(try consume(result, sql: script))
+                results.append(try consume(result, sql: sql))
             } catch {
                 if firstError == nil { firstError = error }
             }
