@@ -303,6 +303,34 @@ struct ConcurrentWritesTests {
         }
     }
 
+    @Test("an incremental sync that found every project linked at its start (adoption and creation skipped): a project inserted and one renamed while it is paused in the group permissions get their groups (the catch-up pass) and their new names in the same transaction, nothing waits")
+    func insertedAndRenamedDuringIncremental() async throws {
+        try await TestDatabase.with { database in
+            let control = try Base.migrated(database)
+            let ids = try Base.addProjects(control, ["p1", "p2", "p3"])
+            try Base.sync(control)
+            let deadlocks = try Self.deadlocks(control)
+            let sync = try await Self.pausedSync(database, control, Self.changed, force: false, at: .groupPermissions)
+            let p2 = ids[1]
+            let app = Background(database.url, applicationName: "app-under-test") { connection in
+                let new = try connection.query("INSERT INTO main_project (name) VALUES ('inserted meanwhile') RETURNING id").rows[0].int("id")!
+                try connection.query("UPDATE main_project SET name = 'renamed meanwhile' WHERE id = $1", [p2])
+                return Int64(new)
+            }
+            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"))
+            let new = try await app.wait()
+            try Self.release(control)
+            let report = try await sync.wait()
+            #expect(report.mode == .incremental)
+            #expect(report.recordedVersion)
+            #expect(!report.phases.contains { $0.name == "adopt groups" }, "\(report.phases.map(\.name))")
+            #expect(try Self.groupsOf(control, new) == 10)
+            #expect(report.totals.groupsCreated == 5 && report.totals.groupsRenamed == 5)
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM auth_group WHERE name LIKE '\(p2)\\_renamed meanwhile\\_%'") == 5)
+            try Self.expectSettled(control, Self.changed, deadlocksBefore: deadlocks)
+        }
+    }
+
     @Test("a membership added to a group the sync renames: before the rename statement it does not wait at all; after it, it waits for the sync's commit only")
     func membershipDuringRename() async throws {
         try await TestDatabase.with { database in

@@ -157,6 +157,54 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("an incremental sync that only changes permissions skips adoption, creation, the rename and the orphans when nothing needs them, and still gives a project created since the last sync its groups, renames a renamed project's groups, makes a new group for one the app deleted and removes the groups of a project deleted without the trigger")
+    func incrementalStillSeesProjects() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b", "c", "d"])
+            try Self.sync(connection)
+            let plus = try RoleCatalogue(
+                permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.name) },
+                roles: RoleCatalogue.reference.roles.map { ($0.name, $0.name == "BasicMember" ? $0.permissions + ["import_data"] : $0.permissions) }
+            )
+            func projects() throws -> [(Int64, String)] {
+                try connection.query("SELECT id, name FROM main_project").rows.map { (Int64($0["id"]!)!, $0["name"]!) }
+            }
+            let structural: Set<String> = [
+                "adopt groups", "create groups", "rename groups", "remove groups of deleted projects", "look for projects created meanwhile",
+            ]
+
+            let quiet = try Self.sync(connection, plus)
+            #expect(quiet.mode == .incremental)
+            #expect(quiet.totals.groupPermissionsAdded == 4 && quiet.totals.objectPermissionsAdded == 4)
+            #expect(quiet.totals.rowsWritten == 8)
+            #expect(Set(quiet.phases.map(\.name)).isDisjoint(with: structural), "\(quiet.phases.map(\.name))")
+            #expect(try Self.grants(connection) == Self.expected(try projects(), plus))
+
+            let new = try Self.addProjects(connection, ["e"])[0]
+            try connection.query("UPDATE main_project SET name = 'renamed' WHERE id = $1", [ids[1]])
+            try connection.execute(script: """
+                ALTER TABLE main_project DISABLE TRIGGER migrator_project_delete_groups;
+                DELETE FROM main_project WHERE id = \(ids[2]);
+                ALTER TABLE main_project ENABLE TRIGGER migrator_project_delete_groups;
+                """)
+            try connection.query("""
+                DELETE FROM auth_group WHERE id = (SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Researcher')
+                """, [ids[3]])
+            let back = try Self.sync(connection, .reference)
+            #expect(back.mode == .incremental)
+            #expect(back.totals.groupsCreated == 6)  // e's five, d's Researcher
+            #expect(back.totals.groupsRenamed == 5)
+            #expect(back.groupsOfDeletedProjectsRemoved == 5)
+            #expect(back.totals.groupPermissionsRemoved == 4 && back.totals.objectPermissionsRemoved == 4)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group WHERE name LIKE '\(ids[2])\\_%'") == 0)
+            #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.project_role_group WHERE project_id = \(new)") == 5)
+            #expect(try Self.grants(connection) == Self.expected(try projects()))
+            let drift = try Self.drift(connection)
+            #expect(drift.projectIDs == [] && drift.orphanedLinks == 0 && !drift.permissionsMissing, "\(drift)")
+        }
+    }
+
     @Test("a stored catalogue edited by hand is not trusted: the next sync is a full reconcile that brings every group in step")
     func handEditedStoredCatalogue() throws {
         try TestDatabase.with { database in

@@ -465,7 +465,22 @@ public struct RoleSynchronizer: Sendable {
             report.permissionsRenamed = try row.decode("renamed")
             return report.permissionsCreated + report.permissionsRenamed
         }
-        if projects == nil {
+        // An incremental sync (never limited to projects) first looks whether any project lacks a group or any link
+        // its project: usually none does (only permissions changed), and adoption, creation and the orphans' removal,
+        // each a read of whole tables, are skipped. A full sync runs them all.
+        let incremental = diff != nil && projects == nil
+        var unlinkedAtStart = 1
+        var orphanedAtStart = 1
+        if incremental {
+            let look = sql.unlinkedAndOrphanedCounts()
+            try run(look.name, connection, logger, &phases) {
+                let row = try look.one(on: connection)
+                unlinkedAtStart = try row.decode("unlinked")
+                orphanedAtStart = try row.decode("orphaned")
+                return 0
+            }
+        }
+        if projects == nil, orphanedAtStart > 0 {
             let orphans = sql.removeOrphans()
             try run(orphans.name, connection, logger, &phases) {
                 let removed: Int = try orphans.one(on: connection).decode("n")
@@ -476,12 +491,14 @@ public struct RoleSynchronizer: Sendable {
         // Writes in the lock order of ``DesiredRows/lockCTEs(_:scope:)``: every statement locks the projects, then the
         // groups it writes for, then writes their rows; renames (FOR UPDATE on groups) come last, so the app's
         // foreign-key checks on a renamed group wait from the rename to the commit only.
-        try countByRole(sql.adoptGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
-            changes.groupsAdopted += try row.decode("n")
-        }
         let beforeCreate = (report.blockedGroups.count, report.tooLongGroups.count, report.blockedGroupsTotal, report.tooLongGroupsTotal)
-        try countByRole(sql.createGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
-            changes.groupsCreated += try row.decode("n")
+        if unlinkedAtStart > 0 {
+            try countByRole(sql.adoptGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+                changes.groupsAdopted += try row.decode("n")
+            }
+            try countByRole(sql.createGroups(projects: projects), connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
+                changes.groupsCreated += try row.decode("n")
+            }
         }
         let createBlocked = (
             report.blockedGroups.count - beforeCreate.0, report.tooLongGroups.count - beforeCreate.1,
@@ -492,15 +509,33 @@ public struct RoleSynchronizer: Sendable {
         let changed = diff.map { $0.addedPairs + $0.removedPairs }
         try syncPermissions(sql, contentType: contentType, changed: changed, projects: projects, connection, logger, &phases, &report)
         let renamedBefore = report.totals.groupsRenamed
-        try renameGroups(sql, projects: projects, connection, logger, &phases, &report)
+        // An incremental sync looks first, where the rename statement would read: the rename runs only when a group
+        // has another name than its project's (the only groups it renames or reports), and the count below only when
+        // some pair may lack a group. Without a rename the look is the last read of the first pass, as that count was.
+        var misnamed = 1
+        var mayBeUnlinked = 1
+        if incremental {
+            let look = sql.misnamedAndUnlinkedCounts()
+            try run(look.name, connection, logger, &phases) {
+                let row = try look.one(on: connection)
+                misnamed = try row.decode("misnamed")
+                mayBeUnlinked = try row.decode("unlinked")
+                return 0
+            }
+        }
+        if misnamed > 0 {
+            try renameGroups(sql, projects: projects, connection, logger, &phases, &report)
+        }
         // Catch-up, only when there is something for it (its INSERT would fire the app's statement triggers): groups
         // for projects created after the first pass read them, and for names a rename just freed. The first pass's
         // blocked groups are reported again by this pass if they still are.
-        let unlinked = sql.unlinkedCount(projects: projects)
         var unlinkedNow = 0
-        try run(unlinked.name, connection, logger, &phases) {
-            unlinkedNow = try unlinked.one(on: connection).decode("n")
-            return 0
+        if misnamed > 0 || mayBeUnlinked > 0 {
+            let unlinked = sql.unlinkedCount(projects: projects)
+            try run(unlinked.name, connection, logger, &phases) {
+                unlinkedNow = try unlinked.one(on: connection).decode("n")
+                return 0
+            }
         }
         let namesFreed = report.totals.groupsRenamed > renamedBefore && createBlocked.2 > 0
         guard unlinkedNow > createBlocked.2 + createBlocked.3 || namesFreed else { return try count(sql, projects, connection, logger, &phases, &report) }

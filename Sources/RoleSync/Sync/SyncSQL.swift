@@ -426,6 +426,45 @@ struct SyncSQL {
         }
     }
 
+    /// An incremental sync's first look, in one pass over the links with the project ids hashed: `unlinked`, a count
+    /// that is 0 exactly when every project has a link for every role of the catalogue (when `unlinkedCTE` is empty:
+    /// links are unique per (project, role), so the links of existing projects and catalogue roles number projects ×
+    /// roles only when none is missing; duplicate or NULL project ids only make it larger), and `orphaned`, how many
+    /// links have no project (what ``removeOrphans()`` would remove the groups of). When `unlinked` is 0, adoption
+    /// and creation have nothing to do in this snapshot; a project created after it is left to the catch-up pass, as
+    /// one created after those statements' own snapshots always was.
+    func unlinkedAndOrphanedCounts() -> SyncStatement {
+        SyncStatement("look for projects without groups and links without projects") { p in
+            let roles = desiredRows(p).roles
+            return """
+                WITH link_state AS (
+                    SELECT l.role, l.project_id IN (SELECT p.\(id)::bigint FROM \(projectTable) p) AS project_exists
+                    FROM \(links) l
+                )
+                SELECT (SELECT count(*) FROM \(projectTable)) * cardinality(\(roles))
+                           - count(*) FILTER (WHERE project_exists AND role = ANY(\(roles))) AS unlinked,
+                       count(*) FILTER (WHERE project_exists IS NOT TRUE) AS orphaned
+                FROM link_state
+                """
+        }
+    }
+
+    /// An incremental sync's look after its first pass, where ``renameGroups(projects:)`` and ``unlinkedCount(projects:)``
+    /// ran: `misnamed`, how many linked groups of existing projects have another name than the template gives (the
+    /// only groups the rename statement renames or reports), and `unlinked`, 0 exactly when no (project, role) pair
+    /// lacks a group (as in ``unlinkedAndOrphanedCounts()``). The links are read and the names made once for both.
+    func misnamedAndUnlinkedCounts() -> SyncStatement {
+        SyncStatement("look for renamed projects and projects created meanwhile") { p in
+            let desired = desiredRows(p)
+            return """
+                WITH \(desired.linkedCTE(scope: nil))
+                SELECT (SELECT count(*) FROM linked e JOIN auth_group g ON g.id = e.group_id WHERE g.name <> e.name) AS misnamed,
+                       (SELECT count(*) FROM \(projectTable)) * cardinality(\(desired.roles))
+                           - (SELECT count(*) FROM linked WHERE role = ANY(\(desired.roles))) AS unlinked
+                """
+        }
+    }
+
     /// Before the catch-up pass (groups for projects created meanwhile, and for names a rename freed): the groups of
     /// the first pass have their rows already.
     static let forgetFreshGroups = SyncStatement("forget fresh groups") { _ in "DELETE FROM migrator_fresh_groups" }
