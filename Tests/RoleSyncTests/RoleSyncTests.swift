@@ -196,7 +196,8 @@ struct RoleSyncTests {
             #expect(back.totals.groupsCreated == 6)  // e's five, d's Researcher
             #expect(back.totals.groupsRenamed == 5)
             #expect(back.groupsOfDeletedProjectsRemoved == 5)
-            #expect(back.totals.groupPermissionsRemoved == 4 && back.totals.objectPermissionsRemoved == 4)
+            // import_data goes from a's, b's and d's BasicMember groups; c's went with c's groups (the orphans' removal runs first).
+            #expect(back.totals.groupPermissionsRemoved == 3 && back.totals.objectPermissionsRemoved == 3, "\(back.totals)")
             #expect(try Self.count(connection, "SELECT count(*) AS n FROM auth_group WHERE name LIKE '\(ids[2])\\_%'") == 0)
             #expect(try Self.count(connection, "SELECT count(*) AS n FROM migrator.project_role_group WHERE project_id = \(new)") == 5)
             #expect(try Self.grants(connection) == Self.expected(try projects()))
