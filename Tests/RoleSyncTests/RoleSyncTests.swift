@@ -157,7 +157,7 @@ struct RoleSyncTests {
         }
     }
 
-    @Test("an incremental sync that only changes permissions skips adoption, creation, the rename and the orphans when nothing needs them, and still gives a project created since the last sync its groups, renames a renamed project's groups, makes a new group for one the app deleted and removes the groups of a project deleted without the trigger")
+    @Test("an incremental sync that only changes permissions skips adoption, creation, the rename and the orphans when nothing needs them, and still gives a project created since the last sync its groups, renames a renamed project's groups, makes a new group for one the app deleted, adopts a group whose link was deleted and removes the groups of a project deleted without the trigger")
     func incrementalStillSeesProjects() throws {
         try TestDatabase.with { database in
             let connection = try Self.migrated(database)
@@ -191,8 +191,16 @@ struct RoleSyncTests {
             try connection.query("""
                 DELETE FROM auth_group WHERE id = (SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Researcher')
                 """, [ids[3]])
+            // a's Identifier group stays and only its link goes (as a group the app made itself): it is adopted, not made anew.
+            let identifier = try connection.query(
+                "DELETE FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Identifier' RETURNING group_id", [ids[0]]
+            ).rows[0].int("group_id")!
             let back = try Self.sync(connection, .reference)
             #expect(back.mode == .incremental)
+            #expect(back.totals.groupsAdopted == 1)
+            #expect(try connection.query(
+                "SELECT count(*) AS n FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Identifier' AND group_id = $2", [ids[0], Int64(identifier)]
+            ).first?.int("n") == 1)
             #expect(back.totals.groupsCreated == 6)  // e's five, d's Researcher
             #expect(back.totals.groupsRenamed == 5)
             #expect(back.groupsOfDeletedProjectsRemoved == 5)
