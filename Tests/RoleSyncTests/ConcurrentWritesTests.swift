@@ -331,6 +331,33 @@ struct ConcurrentWritesTests {
         }
     }
 
+    @Test("an incremental sync with nothing to rename, a retired role's groups still linked: a project inserted while it is paused in the group permissions gets its groups in the same transaction (the catch-up pass), nothing waits")
+    func insertedDuringIncrementalWithRetiredRole() async throws {
+        try await TestDatabase.with { database in
+            let control = try Base.migrated(database)
+            try Base.addProjects(control, ["p1", "p2", "p3", "p4"])
+            try Base.sync(control)
+            #expect(try Base.sync(control, try Base.withoutIdentifier(plus: false)).retiredRoles == ["Identifier": 4])
+            let plus = try Base.withoutIdentifier(plus: true)
+            let deadlocks = try Self.deadlocks(control)
+            let sync = try await Self.pausedSync(database, control, plus, force: false, at: .groupPermissions)
+            // After the insert: 5 projects x 4 roles = 20 pairs, 16 links of the catalogue's roles and 4 of Identifier,
+            // which must not make up for the new project's missing ones.
+            let app = Background(database.url, applicationName: "app-under-test") { connection in
+                Int64(try connection.query("INSERT INTO main_project (name) VALUES ('inserted meanwhile') RETURNING id").rows[0].int("id")!)
+            }
+            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"))
+            let new = try await app.wait()
+            try Self.release(control)
+            let report = try await sync.wait()
+            #expect(report.mode == .incremental)
+            #expect(report.recordedVersion)
+            #expect(report.totals.groupsCreated == 4 && report.totals.groupsRenamed == 0, "\(report.totals)")
+            #expect(try Self.groupsOf(control, new) == 8)
+            try Self.expectSettled(control, plus, deadlocksBefore: deadlocks)
+        }
+    }
+
     @Test("a membership added to a group the sync renames: before the rename statement it does not wait at all; after it, it waits for the sync's commit only")
     func membershipDuringRename() async throws {
         try await TestDatabase.with { database in

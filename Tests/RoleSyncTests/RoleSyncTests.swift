@@ -214,6 +214,43 @@ struct RoleSyncTests {
         }
     }
 
+    /// The reference catalogue without the Identifier role, BasicMember with `import_data` when `plus`.
+    static func withoutIdentifier(plus: Bool) throws -> RoleCatalogue {
+        try RoleCatalogue(
+            permissions: RoleCatalogue.reference.permissions.map { ($0.codename, $0.name) },
+            roles: RoleCatalogue.reference.roles.filter { $0.name != "Identifier" }.map {
+                ($0.name, plus && $0.name == "BasicMember" ? $0.permissions + ["import_data"] : $0.permissions)
+            }
+        )
+    }
+
+    @Test("an incremental sync while a retired role's groups are still linked: their links do not stand in for a link a project lacks, so a group unlinked by hand is adopted")
+    func incrementalWithRetiredRole() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["a", "b", "c", "d"])
+            try Self.sync(connection)
+            let retired = try Self.withoutIdentifier(plus: false)
+            let plus = try Self.withoutIdentifier(plus: true)
+            #expect(try Self.sync(connection, retired).retiredRoles == ["Identifier": 4])
+            // Once b's Researcher link goes: 15 links of the catalogue's roles for 4 projects x 4 roles, and 4 of
+            // Identifier, which must not make up for the missing one.
+            let researcher = try connection.query(
+                "DELETE FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Researcher' RETURNING group_id", [ids[1]]
+            ).rows[0].int("group_id")!
+            let report = try Self.sync(connection, plus)
+            #expect(report.mode == .incremental)
+            #expect(report.totals.groupsAdopted == 1 && report.totals.groupsCreated == 0, "\(report.totals)")
+            #expect(try connection.query(
+                "SELECT count(*) AS n FROM migrator.project_role_group WHERE project_id = $1 AND role = 'Researcher' AND group_id = $2", [ids[1], Int64(researcher)]
+            ).first?.int("n") == 1)
+            let projects = try connection.query("SELECT id, name FROM main_project").rows.map { (Int64($0["id"]!)!, $0["name"]!) }
+            #expect(try Self.grants(connection) == Self.expected(projects, plus))
+            let drift = try RoleSynchronizer(catalogue: plus).drift(connection)
+            #expect(drift.projectIDs == [] && drift.orphanedLinks == 0 && !drift.permissionsMissing, "\(drift)")
+        }
+    }
+
     @Test("a stored catalogue edited by hand is not trusted: the next sync is a full reconcile that brings every group in step")
     func handEditedStoredCatalogue() throws {
         try TestDatabase.with { database in
