@@ -326,7 +326,7 @@ struct ConcurrentWritesTests {
             #expect(!report.phases.contains { $0.name == "adopt groups" }, "\(report.phases.map(\.name))")
             #expect(try Self.groupsOf(control, new) == 10)
             #expect(report.totals.groupsCreated == 5 && report.totals.groupsRenamed == 5)
-            #expect(try Base.count(control, "SELECT count(*) AS n FROM auth_group WHERE name LIKE '\(p2)\\_renamed meanwhile\\_%'") == 5)
+            #expect(try control.query("SELECT count(*) AS n FROM auth_group WHERE name LIKE $1::text || '\\_renamed meanwhile\\_%'", [String(p2)]).first?.int("n") == 5)
             try Self.expectSettled(control, Self.changed, deadlocksBefore: deadlocks)
         }
     }
