@@ -484,6 +484,73 @@ struct ConcurrentWritesTests {
         }
     }
 
+    /// The first row a sync will insert for one of p4's groups (not created by the sync, so written without ON CONFLICT
+    /// on its first try) into `table`: the group and permission ids, found from the names the catalogue gives p4's
+    /// groups and the rows they have now.
+    static func firstMissingRow(_ connection: Connection, _ catalogue: RoleCatalogue, project: Int64, table: Phase) throws -> (group: Int64, permission: Int64)? {
+        for role in catalogue.roles {
+            for codename in role.permissions {
+                let condition = table == .objectPermissions ? "AND x.object_pk = $1::text" : ""
+                let row = try connection.query("""
+                    SELECT g.id AS g, ap.id AS p, EXISTS (
+                        SELECT 1 FROM \(table.table) x WHERE x.group_id = g.id AND x.permission_id = ap.id \(condition)) AS present
+                    FROM auth_group g, auth_permission ap JOIN django_content_type ct ON ct.id = ap.content_type_id
+                    WHERE g.name = $1::text || '_p4_' || $2 AND ap.codename = $3 AND ct.app_label = 'main' AND ct.model = 'project'
+                    """, [project, role.name, codename]).first
+                if let row, row["present"] == "f", let group = row.int("g"), let permission = row.int("p") {
+                    return (Int64(group), Int64(permission))
+                }
+            }
+        }
+        return nil
+    }
+
+    @Test("the app grants a row the sync is about to write, while the sync is paused in that permission statement (full and incremental): the statement's first try, without ON CONFLICT, fails on the unique key (SQLSTATE 23505) in its savepoint and runs again with ON CONFLICT DO NOTHING; the app's row stays as it wrote it, the report counts only the sync's rows, the sync commits, no drift, no deadlock", arguments: [
+        (Phase.groupPermissions, false), (.groupPermissions, true), (.objectPermissions, false), (.objectPermissions, true),
+    ])
+    func appGrantsTheSameRow(phase: Phase, incremental: Bool) async throws {
+        try await TestDatabase.with("samerow\(phase)\(incremental)") { database in
+            let (control, ids) = try Self.prepared(database, incremental: incremental)
+            let p4 = ids[3]
+            let catalogue = incremental ? Self.changed : .reference
+            let deadlocks = try Self.deadlocks(control)
+            let missing = try #require(try Self.firstMissingRow(control, catalogue, project: p4, table: phase))
+            let rowsBefore = try Base.count(control, "SELECT count(*) AS n FROM \(phase.table)")
+            let sync = try await Self.pausedSync(database, control, catalogue, force: !incremental, at: phase)
+            // The sync's snapshot for this statement is older than the app's row, which the app commits before the
+            // sync goes on.
+            let app = Background(database.url, applicationName: "app-under-test") { connection in
+                let result = phase == .objectPermissions
+                    ? try connection.query("""
+                        INSERT INTO guardian_groupobjectpermission (object_pk, content_type_id, group_id, permission_id)
+                        SELECT $1::text, content_type_id, $2, id FROM auth_permission WHERE id = $3 RETURNING id
+                        """, [p4, missing.group, missing.permission])
+                    : try connection.query(
+                        "INSERT INTO auth_group_permissions (group_id, permission_id) VALUES ($1, $2) RETURNING id",
+                        [missing.group, missing.permission]
+                    )
+                return Int64(try result.rows[0].int("id")!)
+            }
+            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"), "the app's insert waits for nothing")
+            let appRow = try await app.wait()
+            try Self.release(control)
+            let report = try await sync.wait()
+
+            #expect(report.phases.filter { $0.name == "roll back to savepoint" }.count == 1, "\(report.phases.map(\.name))")
+            #expect(report.recordedVersion)
+            #expect(report.mode == (incremental ? .incremental : .full))
+            #expect(try Base.count(control, "SELECT count(*) AS n FROM \(phase.table) WHERE id = \(appRow)") == 1, "the app's row is kept")
+            let changes = report.totals
+            let (added, removed) = phase == .objectPermissions
+                ? (changes.objectPermissionsAdded, changes.objectPermissionsRemoved)
+                : (changes.groupPermissionsAdded, changes.groupPermissionsRemoved)
+            #expect(added > 0)
+            let rowsAfter = try Base.count(control, "SELECT count(*) AS n FROM \(phase.table)")
+            #expect(rowsAfter - rowsBefore == added - removed + 1, "the app's row is not counted as the sync's")
+            try Self.expectSettled(control, catalogue, deadlocksBefore: deadlocks)
+        }
+    }
+
     /// Django deletes a group by first reading and deleting what references it, then the group; its foreign keys are
     /// checked at COMMIT. When a full sync has locked the group and written a grant for it (the group permissions
     /// statement, and every statement after it), the app's DELETE of the group waits for the sync's commit. Its own

@@ -579,18 +579,42 @@ public struct RoleSynchronizer: Sendable {
         _ logger: Logger, _ phases: inout [RoleSyncReport.Phase], _ report: inout RoleSyncReport
     ) throws(RoleSyncError) {
         for table in [PermissionTable.group, .object] {
-            let statement = changed.map { sql.permissionsIncremental(table, contentType: contentType, changed: $0) }
-                ?? sql.permissionsFull(table, contentType: contentType, projects: projects)
-            try countByRole(statement, connection, logger, &phases, &report) { changes, row throws(RowDecodingError) in
-                let added: Int = try row.decode("added")
-                let removed: Int = try row.decode("removed")
-                switch table {
-                case .group:
-                    changes.groupPermissionsAdded += added
-                    changes.groupPermissionsRemoved += removed
-                case .object:
-                    changes.objectPermissionsAdded += added
-                    changes.objectPermissionsRemoved += removed
+            // First without ON CONFLICT on the rows of existing groups (it costs each of their index insertions half
+            // again as much), in a savepoint; when the application wrote one of the same rows after the statement's
+            // snapshot (a unique violation), back to the savepoint and once more guarded, which leaves such rows as
+            // the application wrote them.
+            var guarded = false
+            while true {
+                do throws(RoleSyncError) {
+                    try run("savepoint", connection, logger, &phases) {
+                        try connection.query("SAVEPOINT migrator_permissions").affectedRows
+                    }
+                    let statement = changed.map { sql.permissionsIncremental(table, contentType: contentType, changed: $0, guarded: guarded) }
+                        ?? sql.permissionsFull(table, contentType: contentType, projects: projects, guarded: guarded)
+                    var attemptReport = report
+                    try countByRole(statement, connection, logger, &phases, &attemptReport) { changes, row throws(RowDecodingError) in
+                        let added: Int = try row.decode("added")
+                        let removed: Int = try row.decode("removed")
+                        switch table {
+                        case .group:
+                            changes.groupPermissionsAdded += added
+                            changes.groupPermissionsRemoved += removed
+                        case .object:
+                            changes.objectPermissionsAdded += added
+                            changes.objectPermissionsRemoved += removed
+                        }
+                    }
+                    report = attemptReport
+                    break
+                } catch where error.error.sqlState == Self.uniqueViolation && !guarded {
+                    guarded = true
+                    logger.info(
+                        "the application wrote a row the sync writes meanwhile; writing \(table.name) again, leaving such rows as they are",
+                        metadata: ["db.sqlstate": "\(Self.uniqueViolation)"]
+                    )
+                    try run("roll back to savepoint", connection, logger, &phases) {
+                        try connection.query("ROLLBACK TO SAVEPOINT migrator_permissions").affectedRows
+                    }
                 }
             }
         }

@@ -267,10 +267,13 @@ struct SyncSQL {
     /// right: one pass over the table classifies every row of our groups against the catalogue and counts the valid
     /// ones per group (``DesiredRows/rowState(_:named:scope:)``); only groups that lack rows are compared row by row.
     /// Rows are inserted in index order: in a hash join's order every index insertion lands on a random page, which
-    /// doubles the time. Rows of groups created in this transaction cannot exist elsewhere, so they are inserted
-    /// without ON CONFLICT (which costs half again as much); the others keep it, so that an application writing the
-    /// same row cannot fail the sync. Answers per role `added`, `removed`.
-    func permissionsFull(_ table: PermissionTable, contentType: Int, projects: [Int64]?) -> SyncStatement {
+    /// doubles the time. Rows of groups created in this transaction cannot exist elsewhere, so they are always
+    /// inserted without ON CONFLICT (which costs half again as much). The others are inserted with
+    /// `ON CONFLICT DO NOTHING` when `guarded`: the sync first runs the statement without it, in a savepoint, and
+    /// runs it again guarded only when an application wrote one of the same rows meanwhile (a unique violation),
+    /// so that such a write cannot fail the sync (``RoleSynchronizer``'s `syncPermissions`). Answers per role
+    /// `added`, `removed`.
+    func permissionsFull(_ table: PermissionTable, contentType: Int, projects: [Int64]?, guarded: Bool) -> SyncStatement {
         SyncStatement(Self.phase(table)) { p in
             let ct = p.integer(contentType)
             let desired = desiredRows(p, contentType: ct)
@@ -317,7 +320,7 @@ struct SyncSQL {
                     \(insert) FROM missing
                     WHERE NOT created AND want_group IN (SELECT group_id FROM locked_groups) AND (SELECT n FROM removed_first) >= 0
                     ORDER BY want_group, want_permission
-                    ON CONFLICT DO NOTHING
+                    \(guarded ? "ON CONFLICT DO NOTHING" : "")
                     RETURNING group_id
                 ), \(Self.addedAndRemovedByRole(roles: "(SELECT group_id, role FROM \(links) WHERE \(desired.inScope("project_id", scope)))"))
                 """
@@ -327,11 +330,13 @@ struct SyncSQL {
     /// An incremental sync's comparison of one permission table: the groups created or adopted in this transaction
     /// get every row of their role; the other groups, already in step with the stored catalogue, are compared only on
     /// the (role, permission) pairs that changed since (`changed`, added and removed alike), found through the
-    /// permission index. One hash full join finds both what to add and what to remove, so the table is read once;
-    /// the joined rows carry only the keys, and role and project are looked up for the (usually few) differences.
-    /// An incremental sync is never limited to projects (a per-project sync is a full one). Inserts as
-    /// ``permissionsFull(_:contentType:projects:)`` does. Answers per role `added`, `removed`.
-    func permissionsIncremental(_ table: PermissionTable, contentType: Int, changed: [CatalogueDiff.Pair]) -> SyncStatement {
+    /// permission index. One hash full join finds both what to add and what to remove, so the table is read once.
+    /// Each side carries its group's project and role from the one read of the links it was found by, so nothing
+    /// is joined back to the links afterwards (a materialized copy of every link, hashed again for the differences,
+    /// was a third of this statement at 10,000 projects). An incremental sync is never limited to projects (a
+    /// per-project sync is a full one). Inserts as ``permissionsFull(_:contentType:projects:guarded:)`` does.
+    /// Answers per role `added`, `removed`.
+    func permissionsIncremental(_ table: PermissionTable, contentType: Int, changed: [CatalogueDiff.Pair], guarded: Bool) -> SyncStatement {
         SyncStatement(Self.phase(table)) { p in
             let ct = p.integer(contentType)
             let desired = desiredRows(p, contentType: ct)
@@ -344,40 +349,35 @@ struct SyncSQL {
                     SELECT c.role, ap.id AS permission_id
                     FROM unnest(\(changedRoles), \(changedCodenames)) AS c(role, codename)
                     JOIN auth_permission ap ON ap.content_type_id = \(ct) AND ap.codename = c.codename
-                ), scoped AS (
-                    SELECT l.group_id, l.project_id, l.project_id::text AS object_pk, l.role, coalesce(f.created, false) AS created
-                    FROM \(links) l LEFT JOIN migrator_fresh_groups f ON f.group_id = l.group_id
                 ), fresh AS (
                     SELECT l.group_id, l.project_id, l.role
                     FROM migrator_fresh_groups f JOIN \(links) l ON l.group_id = f.group_id
-                ), settled AS (
-                    SELECT s.* FROM scoped s WHERE s.group_id NOT IN (SELECT group_id FROM migrator_fresh_groups)
                 ), wanted AS (
-                    SELECT s.group_id, c.permission_id
+                    SELECT s.group_id, s.project_id, s.role, c.permission_id, true AS created
                     FROM fresh s \(DesiredRows.desiredPermissions(of: "s"))
                     UNION ALL
-                    SELECT s.group_id, d.permission_id
-                    FROM changed d JOIN settled s ON s.role = d.role \(DesiredRows.desiredPermissions(of: "s"))
+                    SELECT s.group_id, s.project_id, s.role, d.permission_id, false
+                    FROM changed d JOIN \(links) s ON s.role = d.role \(DesiredRows.desiredPermissions(of: "s"))
                         AND c.permission_id = d.permission_id
+                    WHERE s.group_id NOT IN (SELECT group_id FROM migrator_fresh_groups)
                 ), existing AS (
-                    SELECT x.id, x.group_id, x.permission_id, \(table.valid(contentType: ct)) AS valid
+                    SELECT x.id, x.group_id, x.permission_id, \(table.valid(contentType: ct)) AS valid, s.project_id, s.role
                     FROM fresh s JOIN \(table.name) x ON x.group_id = s.group_id
                     WHERE true \(rowCondition) \(table.permissionCondition(contentType: ct))
                     UNION ALL
-                    SELECT x.id, x.group_id, x.permission_id, \(table.valid(contentType: ct))
-                    FROM \(table.name) x JOIN settled s ON s.group_id = x.group_id
+                    SELECT x.id, x.group_id, x.permission_id, \(table.valid(contentType: ct)), s.project_id, s.role
+                    FROM \(table.name) x JOIN \(links) s ON s.group_id = x.group_id
                     JOIN changed d ON d.permission_id = x.permission_id AND d.role = s.role
-                    WHERE true \(rowCondition)
+                    WHERE s.group_id NOT IN (SELECT group_id FROM migrator_fresh_groups) \(rowCondition)
                       AND x.permission_id = ANY (ARRAY(SELECT permission_id FROM changed))
-                ), difference AS (
+                ), resolved AS (
                     SELECT w.group_id AS want_group, w.permission_id AS want_permission, e.id AS existing_id,
-                           coalesce(w.group_id, e.group_id) AS group_id
+                           coalesce(w.group_id, e.group_id) AS group_id, coalesce(w.project_id, e.project_id) AS project_id,
+                           coalesce(w.project_id, e.project_id)::text AS object_pk, coalesce(w.role, e.role) AS role,
+                           coalesce(w.created, false) AS created
                     FROM wanted w FULL JOIN existing e
                         ON e.group_id = w.group_id AND e.permission_id = w.permission_id AND e.valid
                     WHERE w.group_id IS NULL OR e.id IS NULL
-                ), resolved AS (
-                    SELECT d.want_group, d.want_permission, d.existing_id, d.group_id, s.project_id, s.role, s.object_pk, s.created
-                    FROM difference d JOIN scoped s ON s.group_id = d.group_id
                 ), \(desired.lockCTEs("resolved", scope: nil)), removed AS (
                     DELETE FROM \(table.name) x
                     WHERE x.id = ANY (ARRAY(
@@ -398,9 +398,9 @@ struct SyncSQL {
                     WHERE existing_id IS NULL AND NOT created AND group_id IN (SELECT group_id FROM locked_groups)
                       AND (SELECT n FROM removed_first) >= 0
                     ORDER BY want_group, want_permission
-                    ON CONFLICT DO NOTHING
+                    \(guarded ? "ON CONFLICT DO NOTHING" : "")
                     RETURNING group_id
-                ), \(Self.addedAndRemovedByRole(roles: "scoped"))
+                ), \(Self.addedAndRemovedByRole(roles: "(SELECT DISTINCT group_id, role FROM resolved)"))
                 """
         }
     }
