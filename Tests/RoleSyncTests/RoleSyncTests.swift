@@ -107,6 +107,48 @@ struct RoleSyncTests {
         }
     }
 
+    @Test("a forced full sync looks once whether each permission table is in step and skips the comparison of a table that is: nothing to write skips both; a grant removed, one the role does not give, or one with another content type sends only that table's statement, which fixes it")
+    func fullSyncSkipsTablesInStep() throws {
+        try TestDatabase.with { database in
+            let connection = try Self.migrated(database)
+            let ids = try Self.addProjects(connection, ["alpha", "beta"])
+            let expected = Self.expected(Array(zip(ids, ["alpha", "beta"])))
+            try Self.sync(connection)
+            func forced() throws -> [String] {
+                let report = try Self.sync(connection, .reference, .init(force: true))
+                #expect(report.mode == .full)
+                let (group, object) = try Self.grants(connection)
+                #expect(group == expected.group && object == expected.object)
+                return report.phases.map(\.name).filter { ["check the permissions", "group permissions", "object permissions"].contains($0) }
+            }
+            #expect(try forced() == ["check the permissions"])
+            func group(_ project: Int64, _ role: String) throws -> Int {
+                try #require(try connection.query(
+                    "SELECT group_id FROM migrator.project_role_group WHERE project_id = $1 AND role = $2", [project, role]
+                ).first?.decode("group_id"))
+            }
+            try connection.query("""
+                DELETE FROM guardian_groupobjectpermission WHERE id = (SELECT min(id) FROM guardian_groupobjectpermission WHERE group_id = $1::integer)
+                """, [try group(ids[1], "Identifier")])
+            #expect(try forced() == ["check the permissions", "object permissions"])
+            try connection.query("""
+                INSERT INTO auth_group_permissions (group_id, permission_id)
+                SELECT $1::integer, id FROM auth_permission WHERE codename = 'delete_project'
+                """, [try group(ids[0], "BasicMember")])
+            #expect(try forced() == ["check the permissions", "group permissions"])
+            // The same count of rows, one of them on another content type: the valid ones are one short.
+            let other: Int = try connection.query(
+                "INSERT INTO django_content_type (app_label, model) VALUES ('tests', 'other') RETURNING id"
+            ).rows[0].decode("id")
+            try connection.query("""
+                UPDATE guardian_groupobjectpermission SET content_type_id = $1::integer
+                WHERE id = (SELECT max(id) FROM guardian_groupobjectpermission WHERE group_id = $2::integer)
+                """, [other, try group(ids[0], "ProjectManager")])
+            #expect(try forced() == ["check the permissions", "object permissions"])
+            #expect(try forced() == ["check the permissions"])
+        }
+    }
+
     @Test("the number of statements does not depend on the number of projects")
     func constantStatements() throws {
         func trips(_ projects: Int) throws -> (Int, Int) {

@@ -263,6 +263,41 @@ struct SyncSQL {
         }
     }
 
+    /// Whether each permission table is in step already, for a full sync of every project: one pass over each table
+    /// classifies the rows of our groups exactly as ``DesiredRows/rowState(_:named:scope:)`` does, but counts them
+    /// for all groups at once instead of per group (no aggregate over tens of thousands of groups). A table is in
+    /// step when none of those rows is extra and the valid ones are as many as the linked groups' roles grant: the
+    /// unique keys of both tables ((group, permission), and guardian's (group, permission, object_pk) with object_pk
+    /// the group's project) let a group hold each of its role's rows once at most, so the totals match only when
+    /// every group has all of them, as the per-group comparison also relies on. Answers `group_in_step`,
+    /// `object_in_step`.
+    func permissionsInStep(contentType: Int) -> SyncStatement {
+        SyncStatement("check the permissions") { p in
+            let ct = p.integer(contentType)
+            let desired = desiredRows(p, contentType: ct)
+            func tally(_ table: PermissionTable) -> String {
+                """
+                SELECT count(c.permission_id) AS valid, count(*) FILTER (WHERE c.permission_id IS NULL) AS extra
+                    FROM \(table.name) x
+                    JOIN \(links) s ON s.group_id = x.group_id
+                    LEFT JOIN catalogue c ON c.role = s.role AND c.permission_id = x.permission_id AND \(table.valid(contentType: ct))
+                    WHERE true \(table.rowCondition(contentType: ct)) \(table.permissionCondition(contentType: ct))
+                """
+            }
+            return """
+                WITH \(desired.catalogueCTE), \(DesiredRows.expectedCTE), wanted AS (
+                    SELECT coalesce(sum(e.n), 0) AS n FROM \(links) s JOIN expected e ON e.role = s.role
+                ), group_rows AS (
+                    \(tally(.group))
+                ), object_rows AS (
+                    \(tally(.object))
+                )
+                SELECT g.extra = 0 AND g.valid = w.n AS group_in_step, o.extra = 0 AND o.valid = w.n AS object_in_step
+                FROM wanted w, group_rows g, object_rows o
+                """
+        }
+    }
+
     /// A full sync's comparison of one permission table, cheaper than a full join when most groups are already
     /// right: one pass over the table classifies every row of our groups against the catalogue and counts the valid
     /// ones per group (``DesiredRows/rowState(_:named:scope:)``); only groups that lack rows are compared row by row.
