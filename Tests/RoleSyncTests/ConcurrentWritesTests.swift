@@ -276,6 +276,22 @@ struct ConcurrentWritesTests {
         }
     }
 
+    /// While the sync is paused: the app inserts a project ('inserted meanwhile') and renames `project` ('renamed
+    /// meanwhile'), neither waiting; then the sync is released. Answers the new project's id and the sync's report.
+    static func insertAndRename(
+        _ database: TestDatabase, _ control: Connection, renaming project: Int64, thenRelease sync: Background<RoleSyncReport>
+    ) async throws -> (Int64, RoleSyncReport) {
+        let app = Background(database.url, applicationName: "app-under-test") { connection in
+            let new = try connection.query("INSERT INTO main_project (name) VALUES ('inserted meanwhile') RETURNING id").rows[0].int("id")!
+            try connection.query("UPDATE main_project SET name = 'renamed meanwhile' WHERE id = $1", [project])
+            return Int64(new)
+        }
+        #expect(try await !finishedOrWaiting(control, app, "app-under-test"))
+        let new = try await app.wait()
+        try release(control)
+        return (new, try await sync.wait())
+    }
+
     @Test("a project inserted and one renamed while the sync is paused: the insert is synced in the same transaction (the catch-up pass), the rename by the next sync, nothing waits")
     func insertedAndRenamed() async throws {
         try await TestDatabase.with { database in
@@ -285,15 +301,7 @@ struct ConcurrentWritesTests {
             // Neither waits, though the paused statement holds FOR KEY SHARE on p4: that conflicts with neither an
             // insert nor an update of a non-key column.
             let p4 = ids[3]
-            let app = Background(database.url, applicationName: "app-under-test") { connection in
-                let new = try connection.query("INSERT INTO main_project (name) VALUES ('inserted meanwhile') RETURNING id").rows[0].int("id")!
-                try connection.query("UPDATE main_project SET name = 'renamed meanwhile' WHERE id = $1", [p4])
-                return Int64(new)
-            }
-            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"))
-            let new = try await app.wait()
-            try Self.release(control)
-            let report = try await sync.wait()
+            let (new, report) = try await Self.insertAndRename(database, control, renaming: p4, thenRelease: sync)
             #expect(report.recordedVersion)
             // The insert came after the first pass read the projects: the catch-up pass gave it its groups. The rename
             // came before the rename statement, which follows it.
@@ -312,15 +320,7 @@ struct ConcurrentWritesTests {
             let deadlocks = try Self.deadlocks(control)
             let sync = try await Self.pausedSync(database, control, Self.changed, force: false, at: .groupPermissions)
             let p2 = ids[1]
-            let app = Background(database.url, applicationName: "app-under-test") { connection in
-                let new = try connection.query("INSERT INTO main_project (name) VALUES ('inserted meanwhile') RETURNING id").rows[0].int("id")!
-                try connection.query("UPDATE main_project SET name = 'renamed meanwhile' WHERE id = $1", [p2])
-                return Int64(new)
-            }
-            #expect(try await !Self.finishedOrWaiting(control, app, "app-under-test"))
-            let new = try await app.wait()
-            try Self.release(control)
-            let report = try await sync.wait()
+            let (new, report) = try await Self.insertAndRename(database, control, renaming: p2, thenRelease: sync)
             #expect(report.mode == .incremental)
             #expect(report.recordedVersion)
             #expect(!report.phases.contains { $0.name == "adopt groups" }, "\(report.phases.map(\.name))")

@@ -472,13 +472,7 @@ public struct RoleSynchronizer: Sendable {
         var unlinkedAtStart = 1
         var orphanedAtStart = 1
         if incremental {
-            let look = sql.unlinkedAndOrphanedCounts()
-            try run(look.name, connection, logger, &phases) {
-                let row = try look.one(on: connection)
-                unlinkedAtStart = try row.decode("unlinked")
-                orphanedAtStart = try row.decode("orphaned")
-                return 0
-            }
+            (unlinkedAtStart, orphanedAtStart) = try counts(sql.unlinkedAndOrphanedCounts(), "unlinked", "orphaned", connection, logger, &phases)
         }
         if projects == nil, orphanedAtStart > 0 {
             let orphans = sql.removeOrphans()
@@ -515,13 +509,7 @@ public struct RoleSynchronizer: Sendable {
         var misnamed = 1
         var mayBeUnlinked = 1
         if incremental {
-            let look = sql.misnamedAndUnlinkedCounts()
-            try run(look.name, connection, logger, &phases) {
-                let row = try look.one(on: connection)
-                misnamed = try row.decode("misnamed")
-                mayBeUnlinked = try row.decode("unlinked")
-                return 0
-            }
+            (misnamed, mayBeUnlinked) = try counts(sql.misnamedAndUnlinkedCounts(), "misnamed", "unlinked", connection, logger, &phases)
         }
         if misnamed > 0 {
             try renameGroups(sql, projects: projects, connection, logger, &phases, &report)
@@ -571,6 +559,20 @@ public struct RoleSynchronizer: Sendable {
             }
             return 0
         }
+    }
+
+    /// The two counts a one-row look answers, in its own phase.
+    private func counts(
+        _ look: SyncStatement, _ first: String, _ second: String, _ connection: Connection, _ logger: Logger,
+        _ phases: inout [RoleSyncReport.Phase]
+    ) throws(RoleSyncError) -> (Int, Int) {
+        var answer = (0, 0)
+        try run(look.name, connection, logger, &phases) {
+            let row = try look.one(on: connection)
+            answer = (try row.decode(first), try row.decode(second))
+            return 0
+        }
+        return answer
     }
 
     /// Both permission tables: the incremental comparison when `changed` is known, the full one otherwise.
